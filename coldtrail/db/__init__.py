@@ -1,0 +1,129 @@
+"""Database access shared by the stages: connecting, migrating, detecting features."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from coldtrail.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# Any constant will do; it only has to be the same for every `coldtrail db upgrade`.
+_MIGRATION_LOCK = 7_300_116_711
+
+_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    sha256      text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)"""
+_SCHEMA_FEATURES = """
+CREATE TABLE IF NOT EXISTS schema_features (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    applied: list[str]
+    version: int
+    timescaledb: bool
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(url, autocommit=autocommit, application_name="coldtrail")
+    except psycopg.OperationalError as exc:
+        raise StoreError(f"cannot connect to the database: {exc}") from exc
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("coldtrail.db").joinpath("migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        version, _, rest = name.partition("_")
+        found.append(Migration(int(version), rest.removesuffix(".sql"), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    if len({m.version for m in found}) != len(found):
+        raise StoreError("two migrations share a version number")
+    return found
+
+
+def timescaledb_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return row is not None
+
+
+def upgrade(url: str) -> UpgradeResult:
+    """Apply every migration not yet applied; safe to run again and from several processes."""
+    applied: list[str] = []
+    with connect(url) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(_SCHEMA_MIGRATIONS)
+            conn.execute(_SCHEMA_FEATURES)
+            conn.commit()
+            done = dict(
+                conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
+            )
+            for m in migrations():
+                if m.version in done:
+                    if done[m.version] != m.sha256:
+                        raise StoreError(
+                            f"migration {m.version} ({m.name}) was changed after it was applied"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.SQL(m.sql))  # type: ignore[arg-type]  # trusted file in the package
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                        (m.version, m.name, m.sha256),
+                    )
+                applied.append(f"{m.version:04d}_{m.name}")
+                log.info("applied migration %04d_%s", m.version, m.name)
+            timescale = _apply_timescale(conn, applied)
+            version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"migration failed: {exc}") from exc
+        finally:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            conn.commit()
+    return UpgradeResult(applied, int(version[0]) if version and version[0] else 0, timescale)
+
+
+def _apply_timescale(conn: psycopg.Connection[tuple[object, ...]], applied: list[str]) -> bool:
+    if conn.execute("SELECT 1 FROM schema_features WHERE name = 'timescaledb'").fetchone():
+        return True
+    if not timescaledb_available(conn):
+        return False
+    text = resources.files("coldtrail.db").joinpath("timescale.sql").read_text()
+    with conn.transaction():
+        conn.execute(sql.SQL(text))  # type: ignore[arg-type]  # trusted file in the package
+        conn.execute("INSERT INTO schema_features (name) VALUES ('timescaledb')")
+    applied.append("timescaledb")
+    log.info("readings converted to a TimescaleDB hypertable")
+    return True

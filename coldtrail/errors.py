@@ -1,0 +1,33 @@
+"""The exceptions that cross stage boundaries.
+
+Other libraries' errors (paho, psycopg, pymodbus) are wrapped with ``from`` where they
+leave the code that called the library, so callers handle one small hierarchy.
+"""
+
+
+class ColdTrailError(Exception):
+    """Base of every error ColdTrail raises on purpose."""
+
+
+class ConfigError(ColdTrailError):
+    """Settings or a configuration file are invalid; raised at start-up."""
+
+
+class PayloadError(ColdTrailError):
+    """A message could not be decoded or failed validation; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransportError(ColdTrailError):
+    """A device, broker or network peer did not answer as it should."""
+
+
+class DeviceUnavailable(TransportError):
+    """A logger did not answer, or answered with a Modbus exception."""
+
+
+class StoreError(ColdTrailError):
+    """The database refused or lost a write."""

@@ -1,0 +1,147 @@
+"""The MQTT message schema (v1), shared by edge, ingest and rules.
+
+See CONTRACTS.md: telemetry batches, gateway status, events. ``sensor`` + ``seq`` identify
+a reading; ``ts`` is the time of measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from coldtrail.errors import PayloadError
+
+SENSOR_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+SEGMENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_READINGS_PER_MESSAGE = 10_000
+
+
+class ReadingStatus(StrEnum):
+    OK = "ok"
+    """The device answered; the values are what it measured."""
+    UNAVAILABLE = "unavailable"
+    """The device did not answer (timeout, bus error); no values, but the gap is on record."""
+    NOT_AVAILABLE = "not_available"
+    """The device answered with its own not-available code (e.g. probe unplugged)."""
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    sensor: str = Field(pattern=SENSOR_ID_PATTERN)
+    seq: int = Field(ge=0, le=2**63 - 1)
+    ts: AwareDatetime
+    status: ReadingStatus = ReadingStatus.OK
+    temperature_c: float | None = Field(default=None, ge=-100, le=200)
+    humidity_pct: float | None = Field(default=None, ge=0, le=100)
+    battery_pct: float | None = Field(default=None, ge=0, le=100)
+
+
+class TelemetryBatch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    gateway: str = Field(pattern=SEGMENT_PATTERN)
+    sent_at: AwareDatetime
+    readings: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)
+    """Kept raw here so one bad reading is dead-lettered alone: see :func:`parse_telemetry`."""
+
+
+class GatewayStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    state: Literal["online", "offline"]
+    ts: AwareDatetime | None = None
+
+
+_reading = TypeAdapter(Reading)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "payload"
+    return f"{where}: {err['msg']}"
+
+
+def parse_telemetry(payload: bytes) -> tuple[TelemetryBatch, list[Reading], list[tuple[str, str]]]:
+    """Decode one telemetry message.
+
+    Returns the envelope, the valid readings, and ``(raw_reading_json, reason)`` for each
+    reading that failed validation. Raises :class:`PayloadError` if the envelope itself is bad.
+    """
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PayloadError("payload is not a JSON object")
+    try:
+        batch = TelemetryBatch.model_validate(doc)
+    except ValidationError as exc:
+        raise PayloadError(_first_error(exc)) from exc
+    good: list[Reading] = []
+    bad: list[tuple[str, str]] = []
+    for raw in batch.readings:
+        try:
+            good.append(_reading.validate_python(raw))
+        except ValidationError as exc:
+            bad.append((json.dumps(raw, default=str), _first_error(exc)))
+    return batch, good, bad
+
+
+def telemetry_topic(root: str, site: str, gateway: str) -> str:
+    return f"{root}/v1/{site}/{gateway}/telemetry"
+
+
+def status_topic(root: str, site: str, gateway: str) -> str:
+    return f"{root}/v1/{site}/{gateway}/status"
+
+
+def telemetry_filter(root: str) -> str:
+    return f"{root}/v1/+/+/telemetry"
+
+
+def event_topic(root: str, kind: str) -> str:
+    return f"{root}/v1/events/{kind}"
+
+
+def rfc3339(ts: datetime) -> str:
+    """Millisecond RFC 3339 in UTC with a ``Z``, the form the edge sends."""
+    if ts.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    u = ts.astimezone(UTC)
+    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+
+
+def encode_telemetry(gateway: str, sent_at: datetime, readings: list[Reading]) -> bytes:
+    body = {
+        "gateway": gateway,
+        "sent_at": rfc3339(sent_at),
+        "readings": [
+            {
+                k: v
+                for k, v in (
+                    ("sensor", r.sensor),
+                    ("seq", r.seq),
+                    ("ts", rfc3339(r.ts)),
+                    ("status", r.status.value),
+                    ("temperature_c", r.temperature_c),
+                    ("humidity_pct", r.humidity_pct),
+                    ("battery_pct", r.battery_pct),
+                )
+                if v is not None
+            }
+            for r in readings
+        ],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def encode_status(state: Literal["online", "offline"], ts: datetime | None) -> bytes:
+    body: dict[str, str] = {"state": state}
+    if ts is not None:
+        body["ts"] = rfc3339(ts)
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,72 @@
+"""Building paho-mqtt 2.x clients the same way in every stage."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from coldtrail.errors import TransportError
+from coldtrail.settings import MqttEndpoint
+
+# How long the broker keeps a persistent session (and the QoS 1 messages queued for it)
+# while its client is away: long enough for a restart, a deploy, a night offline.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    endpoint: MqttEndpoint
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = 30
+
+
+def make_client(
+    options: MqttOptions,
+    client_id: str,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+) -> paho.Client:
+    """A client that still needs ``connect``; ``persistent`` keeps the session across reconnects."""
+    v5 = options.protocol == "5"
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        clean_session=None if v5 else not persistent,
+        manual_ack=manual_ack,
+    )
+    ep = options.endpoint
+    if ep.username is not None:
+        client.username_pw_set(ep.username, ep.password)
+    if ep.tls:
+        client.tls_set_context(ssl.create_default_context())
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+def connect(
+    client: paho.Client, options: MqttOptions, *, persistent: bool, background: bool = False
+) -> None:
+    """Connect; the caller starts the network loop. ``background`` returns at once and lets
+    the loop connect (and keep retrying) on its own, for clients that start before the broker."""
+    ep = options.endpoint
+    kwargs: dict[str, object] = {"keepalive": options.keepalive_s}
+    if options.protocol == "5":
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        kwargs["clean_start"] = not persistent
+        kwargs["properties"] = props
+    try:
+        if background:
+            client.connect_async(ep.host, ep.port, **kwargs)  # type: ignore[arg-type]
+        else:
+            client.connect(ep.host, ep.port, **kwargs)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise TransportError(f"cannot reach MQTT broker {ep.host}:{ep.port}: {exc}") from exc

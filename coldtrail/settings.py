@@ -1,0 +1,110 @@
+"""Typed settings, read from the environment (``COLDTRAIL_*``) or a ``.env`` file.
+
+Built once at start-up by the command line and passed down; nothing here is a singleton.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from coldtrail.errors import ConfigError
+
+TOPIC_ROOT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+        if not parts.hostname:
+            raise ConfigError(f"MQTT URL has no host: {url!r}")
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise ConfigError(f"MQTT URL has a bad port: {url!r}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COLDTRAIL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str | None = None
+    """libpq URL; services refuse to start without it (the demo embeds one)."""
+    mqtt_url: str | None = None
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_topic_root: str = Field(default="coldtrail", pattern=TOPIC_ROOT_PATTERN)
+    """First topic level; ``coldtrail`` in production. Lets one broker carry separate fleets."""
+    ingest_share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
+    """Shared-subscription group of ingest workers; empty for a broker without ``$share``."""
+    ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
+    ingest_flush_s: float = Field(default=0.2, gt=0, le=60)
+    """Longest a received message waits before its batch is committed and acknowledged."""
+    api_bind: str = "127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
+    token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("COLDTRAIL_SECRET_KEY must be at least 32 characters")
+        return value
+
+    @field_validator("api_bind")
+    @classmethod
+    def _bind_is_host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"COLDTRAIL_API_BIND must be host:port, got {value!r}")
+        return value
+
+    @property
+    def api_host(self) -> str:
+        return self.api_bind.rpartition(":")[0].strip("[]")
+
+    @property
+    def api_port(self) -> int:
+        return int(self.api_bind.rpartition(":")[2])
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("COLDTRAIL_DATABASE_URL is not set")
+        return self.database_url
+
+    def require_mqtt(self) -> MqttEndpoint:
+        if not self.mqtt_url:
+            raise ConfigError("COLDTRAIL_MQTT_URL is not set")
+        return MqttEndpoint.parse(self.mqtt_url)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, turning pydantic's error into a :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,72 @@
+"""The edge agent's configuration file (TOML), validated at start-up."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from coldtrail.errors import ConfigError
+from coldtrail.messages import SEGMENT_PATTERN, SENSOR_ID_PATTERN
+
+
+class DeviceConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sensor: str = Field(pattern=SENSOR_ID_PATTERN)
+    source: str = "modbus-tcp"
+    model: str
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+    unit: int | None = Field(default=None, ge=0, le=247)
+    poll_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    """GSP wants every probe refreshed at least once a minute; 60 s is the default and the cap
+    a site should stay under."""
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class EdgeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    site: str = Field(pattern=SEGMENT_PATTERN)
+    gateway: str = Field(pattern=SEGMENT_PATTERN)
+    location_kind: Literal["storage", "transport"] = "storage"
+    mqtt_url: str | None = None
+    """Overrides COLDTRAIL_MQTT_URL for this agent."""
+    state_dir: Path = Path("state")
+    """Relative paths are taken from the config file's folder."""
+    profile_dirs: tuple[Path, ...] = ()
+    publish_interval_s: float = Field(default=5.0, gt=0, le=600)
+    batch_max_readings: int = Field(default=500, ge=1, le=10_000)
+    max_inflight_messages: int = Field(default=10, ge=1, le=1000)
+    devices: tuple[DeviceConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sensors_unique(self) -> EdgeConfig:
+        seen = [d.sensor for d in self.devices]
+        dupes = sorted({s for s in seen if seen.count(s) > 1})
+        if dupes:
+            raise ValueError(f"sensor ids listed twice: {', '.join(dupes)}")
+        return self
+
+
+def load_config(path: Path) -> EdgeConfig:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read edge config {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"edge config {path} is not valid TOML: {exc}") from exc
+    try:
+        cfg = EdgeConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(f"edge config {path}: {exc}") from exc
+    base = path.parent
+    return cfg.model_copy(
+        update={
+            "state_dir": cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir,
+            "profile_dirs": tuple(p if p.is_absolute() else base / p for p in cfg.profile_dirs),
+        }
+    )

@@ -1,0 +1,97 @@
+"""One coordinator per device: it owns the device's polling and its state.
+
+A read that fails becomes a reading with status ``unavailable`` (no values), so the record
+shows the gap and rules can alarm on it; the error is logged once, when the state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+
+from coldtrail.clock import Clock
+from coldtrail.edge.config import DeviceConfig
+from coldtrail.edge.queue import ReadingQueue
+from coldtrail.edge.sequence import SequenceStore
+from coldtrail.edge.sources import Source
+from coldtrail.errors import DeviceUnavailable
+from coldtrail.messages import Reading, ReadingStatus
+
+log = logging.getLogger(__name__)
+
+
+class DeviceState(StrEnum):
+    UNKNOWN = "unknown"
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+
+
+class DeviceCoordinator:
+    def __init__(self, device: DeviceConfig, source: Source, queue: ReadingQueue,
+                 sequence: SequenceStore, clock: Clock) -> None:
+        self.device = device
+        self._source = source
+        self._queue = queue
+        self._sequence = sequence
+        self._clock = clock
+        self.state = DeviceState.UNKNOWN
+        self.last_error: str | None = None
+
+    async def poll_once(self) -> Reading:
+        ts = self._clock.now()
+        values: dict[str, float | None] = {}
+        try:
+            measurement = await self._source.read()
+        except DeviceUnavailable as exc:
+            status = ReadingStatus.UNAVAILABLE
+            self._enter(DeviceState.UNAVAILABLE, str(exc))
+        else:
+            values = measurement.values
+            status = ReadingStatus.OK if measurement.complete else ReadingStatus.NOT_AVAILABLE
+            self._enter(DeviceState.OK, None)
+        reading = Reading(
+            sensor=self.device.sensor,
+            seq=self._sequence.next(self.device.sensor),
+            ts=ts,
+            status=status,
+            **{k: v for k, v in values.items() if v is not None},
+        )
+        self._queue.put(reading)
+        return reading
+
+    def _enter(self, state: DeviceState, error: str | None) -> None:
+        if state == self.state:
+            return
+        if state == DeviceState.UNAVAILABLE:
+            log.warning("sensor %s unavailable: %s", self.device.sensor, error)
+        elif self.state == DeviceState.UNAVAILABLE:
+            log.info("sensor %s answering again", self.device.sensor)
+        self.state = state
+        self.last_error = error
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll on a fixed cadence (not drifting by the read time) until ``stop`` is set."""
+        interval = self.device.poll_interval_s
+        next_at = self._clock.monotonic()
+        try:
+            while not stop.is_set():
+                await self.poll_once()
+                next_at += interval
+                delay = next_at - self._clock.monotonic()
+                if delay < 0:  # a slow read: skip the missed slots instead of bursting
+                    next_at = self._clock.monotonic()
+                    delay = 0
+                await _sleep_or_stop(self._clock, delay, stop)
+        finally:
+            await self._source.close()
+
+
+async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()

@@ -1,0 +1,108 @@
+"""Device profiles as data: one TOML file per logger model, loaded into frozen dataclasses.
+
+Adding a model is adding a file here (and a fixture for its tests), not code.
+"""
+
+from __future__ import annotations
+
+import struct
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from coldtrail.errors import ConfigError
+
+Quantity = Literal["temperature_c", "humidity_pct", "battery_pct"]
+RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
+_QUANTITIES = ("temperature_c", "humidity_pct", "battery_pct")
+_WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
+_STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
+
+
+@dataclass(frozen=True)
+class ModbusPoint:
+    quantity: Quantity
+    function: Literal[3, 4]
+    address: int
+    type: RegisterType
+    scale: float = 1.0
+    offset: float = 0.0
+    not_available: int | None = None
+    """Raw value the device sends when it has no measurement (e.g. probe unplugged)."""
+
+    @property
+    def width(self) -> int:
+        return _WIDTH[self.type]
+
+
+@dataclass(frozen=True)
+class ModbusMap:
+    points: tuple[ModbusPoint, ...]
+    default_unit: int = 1
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    address_register: int | None = None
+
+    def decode(self, point: ModbusPoint, registers: list[int]) -> float | None:
+        """Turn a point's raw registers into its value in units; None for not-available."""
+        words = list(registers[: point.width])
+        if self.word_order == "little":
+            words.reverse()
+        order = ">" if self.byte_order == "big" else "<"
+        raw_bytes = b"".join(struct.pack(f"{order}H", w & 0xFFFF) for w in words)
+        raw = struct.unpack(f"{order}{_STRUCT[point.type]}", raw_bytes)[0]
+        if point.not_available is not None and raw == point.not_available:
+            return None
+        return round(raw * point.scale + point.offset, 6)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    model: str
+    description: str
+    modbus: ModbusMap | None = None
+
+
+def _build(doc: dict[str, Any], origin: str) -> DeviceProfile:
+    try:
+        modbus = None
+        if "modbus" in doc:
+            m = dict(doc["modbus"])
+            points = []
+            for p in m.pop("points"):
+                if p["quantity"] not in _QUANTITIES:
+                    raise ValueError(f"unknown quantity {p['quantity']!r}")
+                if p["type"] not in _WIDTH:
+                    raise ValueError(f"unknown register type {p['type']!r}")
+                if p["function"] not in (3, 4):
+                    raise ValueError(f"function must be 3 or 4, got {p['function']!r}")
+                points.append(ModbusPoint(**p))
+            if not points:
+                raise ValueError("a Modbus profile needs at least one point")
+            modbus = ModbusMap(points=tuple(points), **m)
+        return DeviceProfile(model=doc["model"], description=doc.get("description", ""),
+                             modbus=modbus)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device profile {origin}: {exc!r}") from exc
+
+
+def load_profile(model: str, extra_dirs: tuple[Path, ...] = ()) -> DeviceProfile:
+    """The profile of ``model``: from ``extra_dirs`` first (site-specific models), then shipped."""
+    for d in extra_dirs:
+        path = d / f"{model}.toml"
+        if path.is_file():
+            return _build(tomllib.loads(path.read_text()), str(path))
+    shipped = resources.files(__name__).joinpath(f"{model}.toml")
+    if not shipped.is_file():
+        raise ConfigError(f"no device profile for model {model!r}; known: {shipped_models()}")
+    return _build(tomllib.loads(shipped.read_text()), f"{model}.toml")
+
+
+def shipped_models() -> list[str]:
+    return sorted(
+        e.name.removesuffix(".toml")
+        for e in resources.files(__name__).iterdir()
+        if e.name.endswith(".toml")
+    )

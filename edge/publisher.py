@@ -1,0 +1,148 @@
+"""Publishes queued readings to MQTT with QoS 1; a reading leaves the queue only on PUBACK.
+
+paho runs its network loop in its own thread; every callback is handed to the asyncio loop,
+so the queue is only ever touched from one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from coldtrail import mqtt
+from coldtrail.clock import Clock
+from coldtrail.edge.queue import Key, ReadingQueue
+from coldtrail.messages import encode_status, encode_telemetry, status_topic, telemetry_topic
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, *, site: str, gateway: str, topic_root: str, options: mqtt.MqttOptions,
+                 queue: ReadingQueue, clock: Clock, batch_max: int = 500,
+                 max_inflight: int = 10, interval_s: float = 5.0) -> None:
+        self._gateway = gateway
+        self._options = options
+        self._queue = queue
+        self._clock = clock
+        self._batch_max = batch_max
+        self._max_inflight = max_inflight
+        self._interval_s = interval_s
+        self.telemetry_topic = telemetry_topic(topic_root, site, gateway)
+        self.status_topic = status_topic(topic_root, site, gateway)
+        self._inflight: dict[int, list[Key]] = {}
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def inflight_messages(self) -> int:
+        return len(self._inflight)
+
+    def wake(self) -> None:
+        """Publish now rather than at the next interval (e.g. a reading out of range)."""
+        self._wake.set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    # paho thread -> asyncio loop
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode,
+                    _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused gateway %s: %s", self._gateway, rc)
+            return
+        client.publish(self.status_topic, encode_status("online", self._clock.now()),
+                       qos=1, retain=True)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set_connected, True)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode,
+                       _p: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._set_connected, False)
+        if rc.is_failure:
+            log.warning("gateway %s lost the broker: %s", self._gateway, rc)
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._puback, mid, rc.is_failure, str(rc))
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self._connected.set()
+            self._wake.set()
+        else:
+            self._connected.clear()
+
+    def _puback(self, mid: int, failed: bool, reason: str) -> None:
+        keys = self._inflight.pop(mid, None)
+        if keys is None:
+            return  # a status message
+        if failed:
+            # The broker took the packet but refused the message (e.g. ACL): keep the readings.
+            log.error("broker refused %d readings on %s: %s", len(keys), self.telemetry_topic,
+                      reason)
+            self._queue.release(keys)
+        else:
+            self._queue.ack(keys)
+        self._wake.set()
+
+    def _publish_ready(self) -> None:
+        client = self._client
+        assert client is not None
+        while self.connected and len(self._inflight) < self._max_inflight:
+            batch = self._queue.take(self._batch_max)
+            if not batch:
+                return
+            info = client.publish(
+                self.telemetry_topic,
+                encode_telemetry(self._gateway, self._clock.now(), batch),
+                qos=1,
+            )
+            if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
+                self._queue.release((r.sensor, r.seq) for r in batch)
+                log.error("publish failed: %s", paho.error_string(info.rc))
+                return
+            # NO_CONN: paho holds the message and sends it on reconnect with the same mid.
+            self._inflight[info.mid] = [(r.sensor, r.seq) for r in batch]
+
+    async def run(self, client_id: str, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        client = mqtt.make_client(self._options, client_id, persistent=False)
+        client.will_set(self.status_topic, encode_status("offline", None), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        mqtt.connect(client, self._options, persistent=False, background=True)
+        client.loop_start()
+        try:
+            while not stop.is_set():
+                self._publish_ready()
+                self._wake.clear()
+                waiters = {asyncio.ensure_future(self._wake.wait()),
+                           asyncio.ensure_future(stop.wait())}
+                try:
+                    await asyncio.wait(waiters, timeout=self._interval_s,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+        finally:
+            if self.connected:
+                info = client.publish(self.status_topic,
+                                      encode_status("offline", self._clock.now()),
+                                      qos=1, retain=True)
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)

@@ -1,0 +1,134 @@
+"""An XY-MD02 (SHT20) temperature/humidity transmitter over Modbus, as its datasheet maps it.
+
+Input registers (function 4): 0x0001 temperature, signed, x10; 0x0002 humidity, x10.
+Holding registers (function 3/6): 0x0101 device address, 0x0102 baud code,
+0x0103 temperature offset (signed, x10), 0x0104 humidity offset (signed, x10).
+The offsets are applied by the device, as on the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from coldtrail.clock import Clock
+from coldtrail.sim.scenarios import Scenario
+
+REG_TEMPERATURE = 0x0001
+REG_HUMIDITY = 0x0002
+REG_ADDRESS = 0x0101
+REG_BAUD = 0x0102
+REG_TEMP_OFFSET = 0x0103
+REG_RH_OFFSET = 0x0104
+BAUD_9600 = 1
+
+
+def _s16(value: float) -> int:
+    raw = round(value)
+    return max(-32768, min(32767, raw)) & 0xFFFF
+
+
+def _from_s16(reg: int) -> int:
+    return reg - 0x10000 if reg & 0x8000 else reg
+
+
+@dataclass
+class SimulatedXYMD02:
+    unit: int
+    scenario: Scenario
+    started_at: datetime
+    offline: bool = False
+    """While true the device stays silent, as one with a broken RS-485 pair would."""
+
+    def __post_init__(self) -> None:
+        self.holding = {REG_ADDRESS: self.unit, REG_BAUD: BAUD_9600, REG_TEMP_OFFSET: 0,
+                        REG_RH_OFFSET: 0}
+
+    def registers_at(self, now: datetime) -> dict[int, int]:
+        sample = self.scenario.sample((now - self.started_at).total_seconds())
+        t_off = _from_s16(self.holding[REG_TEMP_OFFSET]) / 10.0
+        rh_off = _from_s16(self.holding[REG_RH_OFFSET]) / 10.0
+        rh = min(100.0, max(0.0, sample.humidity_pct + rh_off))
+        return {
+            REG_TEMPERATURE: _s16((sample.temperature_c + t_off) * 10),
+            REG_HUMIDITY: round(rh * 10),
+        }
+
+    def sim_device(self, clock: Clock) -> SimDevice:
+        bits = [SimData(0, datatype=DataType.BITS)]
+        return SimDevice(
+            id=self.unit,
+            simdata=(
+                bits,
+                list(bits),
+                [SimData(REG_ADDRESS, values=[self.unit, BAUD_9600, 0, 0],
+                         datatype=DataType.REGISTERS)],
+                [SimData(REG_TEMPERATURE, values=[0, 0], datatype=DataType.REGISTERS)],
+            ),
+            action=functools.partial(self._action, clock),
+        )
+
+    async def _action(
+        self,
+        clock: Clock,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if self.offline:
+            return ExcCodes.DEVICE_BUSY
+        if function_code == 4:
+            for reg, value in self.registers_at(clock.now()).items():
+                i = reg - start_address
+                if 0 <= i < len(current_registers):
+                    current_registers[i] = value
+        elif function_code in (6, 16) and set_values is not None:
+            for i, value in enumerate(set_values):
+                if address + i in self.holding:
+                    self.holding[address + i] = int(value)
+        return None
+
+
+class ModbusSimServer:
+    """A Modbus TCP server carrying one or more simulated devices (a TCP gateway to a bus)."""
+
+    def __init__(self, devices: list[SimulatedXYMD02], clock: Clock,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.devices = {d.unit: d for d in devices}
+        self._server = ModbusTcpServer(
+            [d.sim_device(clock) for d in devices], address=(host, port)
+        )
+        self.host = host
+        self.port = port
+
+    async def start(self) -> None:
+        await self._server.serve_forever(background=True)
+        transport: Any = self._server.transport
+        self.port = transport.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self._server.shutdown()
+
+    async def __aenter__(self) -> ModbusSimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
