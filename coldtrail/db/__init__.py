@@ -80,12 +80,12 @@ def timescaledb_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
 def upgrade(url: str) -> UpgradeResult:
     """Apply every migration not yet applied; safe to run again and from several processes."""
     applied: list[str] = []
-    with connect(url) as conn:
+    # Autocommit, so that each migration's transaction() is a real transaction of its own.
+    with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
             conn.execute(_SCHEMA_MIGRATIONS)
             conn.execute(_SCHEMA_FEATURES)
-            conn.commit()
             done = dict(
                 conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
             )
@@ -109,9 +109,7 @@ def upgrade(url: str) -> UpgradeResult:
         except psycopg.Error as exc:
             raise StoreError(f"migration failed: {exc}") from exc
         finally:
-            conn.rollback()
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-            conn.commit()
     return UpgradeResult(applied, int(version[0]) if version and version[0] else 0, timescale)
 
 

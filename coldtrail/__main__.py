@@ -1,0 +1,5 @@
+import sys
+
+from coldtrail.cli import main
+
+sys.exit(main())

