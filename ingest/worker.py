@@ -137,7 +137,14 @@ class IngestWorker:
                     batch.readings >= self._batch_max
                     or time.monotonic() >= batch.first_at + self._flush_s)
                 if due:
-                    self._commit_with_retry(batch.items, stop)
+                    try:
+                        self._commit_with_retry(batch.items, stop)
+                    except StoreError:
+                        if not stop.is_set():
+                            raise
+                        log.warning("stopping with %d messages not committed: not acknowledged,"
+                                    " the broker redelivers them", len(batch.items))
+                        break
                     for item in batch.items:
                         client.ack(item.message.mid, item.message.qos)
                     batch = Batch()

