@@ -84,7 +84,10 @@ class DeviceCoordinator:
                     delay = 0
                 await _sleep_or_stop(self._clock, delay, stop)
         finally:
-            await self._source.close()
+            await self.close()
+
+    async def close(self) -> None:
+        await self._source.close()
 
 
 async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> None:

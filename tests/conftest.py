@@ -175,3 +175,34 @@ def publish(options: MqttOptions, topic: str, *payloads: bytes) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+async def async_wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Like :func:`wait_for`, for coroutines, so the event loop keeps running meanwhile."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(timeout):
+            while not (value := predicate()):
+                await asyncio.sleep(0.02)
+            return value
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def api_client(db_url: str, clock: Any) -> Any:
+    from fastapi.testclient import TestClient
+
+    from coldtrail.api.app import ApiConfig, create_app
+
+    return TestClient(create_app(ApiConfig(database_url=db_url, secret_key=SECRET,
+                                           admin_password="admin-password-123"), clock))
+
+
+def token(client: Any, username: str, password: str) -> dict[str, str]:
+    resp = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    return {"Authorization": f"Bearer {resp.json()['access_token']}"}

@@ -35,8 +35,11 @@ class ModbusTcpSource:
         self._map: ModbusMap = profile.modbus
         self._unit = device.unit if device.unit is not None else self._map.default_unit
         self._plan = plan_reads(self._map.points)
+        # No background reconnect in pymodbus: the next poll reconnects, and a poll that
+        # cannot is recorded as unavailable.
         self._client = AsyncModbusTcpClient(
-            device.host, port=device.port, timeout=device.timeout_s, retries=0
+            device.host, port=device.port, timeout=device.timeout_s, retries=0,
+            reconnect_delay=0,
         )
         self._where = f"{device.host}:{device.port} unit {self._unit}"
 

@@ -1,0 +1,115 @@
+"""The XY-MD02 simulator and the edge's Modbus path, over real Modbus TCP."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from coldtrail.clock import ManualClock
+from coldtrail.edge.config import DeviceConfig
+from coldtrail.edge.coordinator import DeviceCoordinator, DeviceState
+from coldtrail.edge.profiles import load_profile, shipped_models
+from coldtrail.edge.queue import MemoryQueue
+from coldtrail.edge.sequence import SequenceStore
+from coldtrail.edge.sources import create_source
+from coldtrail.errors import ConfigError
+from coldtrail.messages import ReadingStatus
+from coldtrail.sim.scenarios import CompressorFailure, Steady, parse_scenario
+from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, ModbusSimServer, SimulatedXYMD02
+
+
+async def test_simulator_answers_with_the_datasheet_register_map(clock: ManualClock) -> None:
+    device = SimulatedXYMD02(3, Steady(base_c=-18.24, humidity_pct=40.0, noise_c=0), clock.now())
+    async with ModbusSimServer([device], clock) as server:
+        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            regs = (await client.read_input_registers(1, count=2, device_id=3)).registers
+            assert regs[0] == (-182) & 0xFFFF  # signed, x10: -18.2 °C
+            assert 380 <= regs[1] <= 420  # 40 %RH x10, with its ripple
+            holding = (await client.read_holding_registers(0x101, count=2, device_id=3))
+            assert holding.registers == [3, 1]  # own address, 9600 baud code
+            # The device applies its own offset register, as the real one does.
+            await client.write_register(REG_TEMP_OFFSET, 5, device_id=3)
+            regs = (await client.read_input_registers(1, count=1, device_id=3)).registers
+            assert regs[0] == (-177) & 0xFFFF
+            assert (await client.read_input_registers(1, count=2, device_id=9)).isError()
+        finally:
+            client.close()
+
+
+def test_scenarios_are_deterministic_and_parseable() -> None:
+    failure = parse_scenario("compressor-failure:fail_at_s=10,recover_at_s=none")
+    assert isinstance(failure, CompressorFailure) and failure.recover_at_s is None
+    assert failure.sample(5).temperature_c == pytest.approx(5.0, abs=0.1)
+    assert failure.sample(600).temperature_c > 15.0
+    assert failure.sample(600) == failure.sample(600)
+    with pytest.raises(ValueError, match="unknown scenario"):
+        parse_scenario("meltdown")
+    with pytest.raises(ValueError, match="bad parameters"):
+        parse_scenario("steady:colour=3")
+
+
+def test_profile_decodes_signed_and_not_available_values() -> None:
+    profile = load_profile("xy-md02")
+    assert profile.modbus is not None
+    temp, rh = profile.modbus.points
+    assert profile.modbus.decode(temp, [0xFF4C]) == pytest.approx(-18.0)
+    assert profile.modbus.decode(rh, [555]) == pytest.approx(55.5)
+    na = type(temp)(**{**temp.__dict__, "not_available": 0x7FFF})
+    assert profile.modbus.decode(na, [0x7FFF]) is None
+    assert "xy-md02" in shipped_models()
+    with pytest.raises(ConfigError, match="no device profile"):
+        load_profile("no-such-logger")
+
+
+def test_a_site_profile_file_adds_a_model_without_code(tmp_path: Path) -> None:
+    (tmp_path / "acme-t1.toml").write_text(
+        'model = "acme-t1"\n[modbus]\n[[modbus.points]]\nquantity = "temperature_c"\n'
+        'function = 3\naddress = 0x10\ntype = "float32"\n')
+    profile = load_profile("acme-t1", (tmp_path,))
+    assert profile.modbus is not None
+    point = profile.modbus.points[0]
+    assert profile.modbus.decode(point, [0x40A0, 0x0000]) == 5.0  # float32 5.0, big-endian
+
+
+async def test_coordinator_marks_a_silent_device_unavailable_and_logs_once(
+        clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    device = SimulatedXYMD02(1, Steady(base_c=4.0, noise_c=0), clock.now())
+    async with ModbusSimServer([device], clock) as server:
+        cfg = DeviceConfig(sensor="S1", model="xy-md02", port=server.port, unit=1,
+                           poll_interval_s=10, timeout_s=0.5)
+        queue = MemoryQueue()
+        seq = SequenceStore(tmp_path / "seq.sqlite3")
+        coord = DeviceCoordinator(cfg, create_source(cfg, load_profile("xy-md02")), queue,
+                                  seq, clock)
+        first = await coord.poll_once()
+        assert (first.status, first.temperature_c, coord.state) == (
+            ReadingStatus.OK, 4.0, DeviceState.OK)
+
+        device.offline = True
+        with caplog.at_level(logging.WARNING, logger="coldtrail.edge.coordinator"):
+            silent = [await coord.poll_once(), await coord.poll_once()]
+        assert [r.status for r in silent] == [ReadingStatus.UNAVAILABLE] * 2
+        assert all(r.temperature_c is None for r in silent)
+        assert coord.state is DeviceState.UNAVAILABLE
+        assert len([r for r in caplog.records if "unavailable" in r.message]) == 1
+
+        device.offline = False
+        back = await coord.poll_once()
+        assert back.status is ReadingStatus.OK
+        assert [r.seq for r in queue.take(10)] == [1, 2, 3, 4]
+        await coord.close()
+        seq.close()
+
+
+def test_sequence_survives_a_restart(tmp_path: Path) -> None:
+    store = SequenceStore(tmp_path / "seq.sqlite3")
+    assert [store.next("A"), store.next("A"), store.next("B")] == [1, 2, 1]
+    store.close()
+    again = SequenceStore(tmp_path / "seq.sqlite3")
+    assert again.next("A") == 3
+    again.close()
