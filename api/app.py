@@ -4,7 +4,6 @@ No `from __future__ import annotations` here: FastAPI reads the dependency alias
 inside create_app at run time.
 """
 
-
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -43,8 +42,13 @@ class ApiConfig:
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     clock = clock or SystemClock()
-    pool = ConnectionPool(config.database_url, min_size=1, max_size=8, open=False,
-                          kwargs={"application_name": "coldtrail-api"})
+    pool = ConnectionPool(
+        config.database_url,
+        min_size=1,
+        max_size=8,
+        open=False,
+        kwargs={"application_name": "coldtrail-api"},
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -58,16 +62,23 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         finally:
             pool.close()
 
-    app = FastAPI(title="ColdTrail", version=__version__, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs")
+    app = FastAPI(
+        title="ColdTrail",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+    )
     oauth2 = OAuth2PasswordBearer(tokenUrl=f"{PREFIX}/auth/token", auto_error=False)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
         log.error("database unavailable: %s", exc)
-        return JSONResponse({"detail": "database unavailable, try again shortly"},
-                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return JSONResponse(
+            {"detail": "database unavailable, try again shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
 
     def db() -> Iterator[Conn]:
         with pool.connection() as conn:
@@ -79,15 +90,19 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         subject = auth.token_subject(token or "", config.secret_key, clock.now())
         user = auth.load_user(conn, subject) if subject else None
         if user is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "not authenticated",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return user
 
     def allow(roles: frozenset[Role]) -> Callable[[User], User]:
         def check(user: Annotated[User, Depends(current_user)]) -> User:
             if user.role not in roles:
-                raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                    f"role {user.role.value} may not do this")
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN, f"role {user.role.value} may not do this"
+                )
             return user
 
         check.roles = roles  # type: ignore[attr-defined]  # read by the role-matrix test
@@ -96,19 +111,25 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     @app.get(f"{PREFIX}/health", tags=["platform"])
     def health(conn: Db) -> models.Health:
         row = conn.execute(q.SCHEMA_VERSION).fetchone()
-        return models.Health(status="ok", version=__version__,
-                             schema_version=int(row[0]) if row and row[0] else 0)
+        return models.Health(
+            status="ok", version=__version__, schema_version=int(row[0]) if row and row[0] else 0
+        )
 
-    @app.post(f"{PREFIX}/auth/token", tags=["auth"],
-              responses={401: {"description": "wrong user name or password"}})
+    @app.post(
+        f"{PREFIX}/auth/token",
+        tags=["auth"],
+        responses={401: {"description": "wrong user name or password"}},
+    )
     def token(conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> models.Token:
         user = auth.authenticate(conn, form.username, form.password)
         if user is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "incorrect username or password",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "incorrect username or password",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return models.Token(
-            access_token=auth.issue_token(user, config.secret_key, clock.now(),
-                                          config.token_ttl_s),
+            access_token=auth.issue_token(user, config.secret_key, clock.now(), config.token_ttl_s),
             expires_in=config.token_ttl_s,
         )
 
@@ -116,64 +137,130 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     def me(user: Annotated[User, Depends(allow(ALL_ROLES))]) -> models.UserOut:
         return models.UserOut(username=user.username, full_name=user.full_name, role=user.role)
 
-    @app.post(f"{PREFIX}/users", tags=["auth"], status_code=status.HTTP_201_CREATED,
-              responses={409: {"description": "the user name is taken"}})
-    def add_user(body: models.NewUser, conn: Db,
-                 _: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))]) -> models.UserOut:
+    @app.post(
+        f"{PREFIX}/users",
+        tags=["auth"],
+        status_code=status.HTTP_201_CREATED,
+        responses={409: {"description": "the user name is taken"}},
+    )
+    def add_user(
+        body: models.NewUser, conn: Db, _: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))]
+    ) -> models.UserOut:
         try:
             with conn.transaction():
                 auth.create_user(conn, body.username, body.full_name, body.role, body.password)
         except psycopg.errors.UniqueViolation as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT,
-                                f"user {body.username!r} exists") from exc
+            raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
         return models.UserOut(username=body.username, full_name=body.full_name, role=body.role)
 
     @app.get(f"{PREFIX}/live", tags=["live"])
     def live(conn: Db, _: Annotated[User, Depends(allow(ALL_ROLES))]) -> models.Live:
         now = clock.now()
-        sensors = [_live_sensor(row, now, config.stale_after_s)
-                   for row in conn.execute(q.LIVE, {"now": now})]
+        sensors = [
+            _live_sensor(row, now, config.stale_after_s)
+            for row in conn.execute(q.LIVE, {"now": now})
+        ]
         return models.Live(generated_at=now, sensors=sensors)
 
     @app.get(f"{PREFIX}/excursions", tags=["excursions"])
     def excursions(
-        conn: Db, _: Annotated[User, Depends(allow(ALL_ROLES))],
+        conn: Db,
+        _: Annotated[User, Depends(allow(ALL_ROLES))],
         state: Annotated[str, Query(pattern="^(open|closed|all)$")] = "all",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[models.Excursion]:
         rows = conn.execute(q.EXCURSIONS, {"state": state, "limit": limit}).fetchall()
         return [_excursion(r) for r in rows]
 
-    @app.post(f"{PREFIX}/excursions/{{excursion_id}}/acknowledge", tags=["excursions"],
-              responses={404: {"description": "no such excursion"},
-                         409: {"description": "already acknowledged"}})
-    def acknowledge(excursion_id: int, body: models.Acknowledge, conn: Db,
-                    user: Annotated[User, Depends(allow(WRITERS))]) -> dict[str, int]:
+    @app.post(
+        f"{PREFIX}/excursions/{{excursion_id}}/acknowledge",
+        tags=["excursions"],
+        responses={
+            404: {"description": "no such excursion"},
+            409: {"description": "already acknowledged"},
+        },
+    )
+    def acknowledge(
+        excursion_id: int,
+        body: models.Acknowledge,
+        conn: Db,
+        user: Annotated[User, Depends(allow(WRITERS))],
+    ) -> dict[str, int]:
         with conn.transaction():
-            done = conn.execute(q.ACKNOWLEDGE, {"id": excursion_id, "user": user.username,
-                                                "now": clock.now(),
-                                                "comment": body.comment}).fetchone()
+            done = conn.execute(
+                q.ACKNOWLEDGE,
+                {
+                    "id": excursion_id,
+                    "user": user.username,
+                    "now": clock.now(),
+                    "comment": body.comment,
+                },
+            ).fetchone()
             if done is None:
                 exists = conn.execute(q.EXCURSION_EXISTS, {"id": excursion_id}).fetchone()
                 if exists is None:
-                    raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                        f"no excursion {excursion_id}")
-                raise HTTPException(status.HTTP_409_CONFLICT,
-                                    f"excursion {excursion_id} is already acknowledged")
+                    raise HTTPException(status.HTTP_404_NOT_FOUND, f"no excursion {excursion_id}")
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, f"excursion {excursion_id} is already acknowledged"
+                )
         return {"id": excursion_id}
 
     return app
 
 
 def _live_sensor(row: tuple[Any, ...], now: Any, stale_after_s: float) -> models.LiveSensor:
-    (sensor, model, serial, cal_due, loc_id, loc_name, kind, site, parent, lo, hi, position,
-     seq, ts, received_at, st, temp, rh, batt, gateway, exc_id, exc_since) = row
-    location = None if loc_id is None else models.LocationRef(
-        id=loc_id, name=loc_name, kind=kind, site_id=site, parent_id=parent, position=position,
-        temp_min_c=lo, temp_max_c=hi)
-    latest = None if seq is None else models.LatestReading(
-        seq=seq, ts=ts, received_at=received_at, status=st, temperature_c=temp,
-        humidity_pct=rh, battery_pct=batt, gateway=gateway)
+    (
+        sensor,
+        model,
+        serial,
+        cal_due,
+        loc_id,
+        loc_name,
+        kind,
+        site,
+        parent,
+        lo,
+        hi,
+        position,
+        seq,
+        ts,
+        received_at,
+        st,
+        temp,
+        rh,
+        batt,
+        gateway,
+        exc_id,
+        exc_since,
+    ) = row
+    location = (
+        None
+        if loc_id is None
+        else models.LocationRef(
+            id=loc_id,
+            name=loc_name,
+            kind=kind,
+            site_id=site,
+            parent_id=parent,
+            position=position,
+            temp_min_c=lo,
+            temp_max_c=hi,
+        )
+    )
+    latest = (
+        None
+        if seq is None
+        else models.LatestReading(
+            seq=seq,
+            ts=ts,
+            received_at=received_at,
+            status=st,
+            temperature_c=temp,
+            humidity_pct=rh,
+            battery_pct=batt,
+            gateway=gateway,
+        )
+    )
     state: models.LiveState
     if location is None:
         state = "unassigned"
@@ -188,14 +275,33 @@ def _live_sensor(row: tuple[Any, ...], now: Any, stale_after_s: float) -> models
     else:
         state = "ok"
     return models.LiveSensor(
-        sensor=sensor, model=model, serial=serial, calibration_due=cal_due,
+        sensor=sensor,
+        model=model,
+        serial=serial,
+        calibration_due=cal_due,
         calibration_overdue=cal_due is not None and cal_due < now.date(),
-        location=location, latest=latest, state=state, open_excursion_id=exc_id,
-        open_excursion_since=exc_since)
+        location=location,
+        latest=latest,
+        state=state,
+        open_excursion_id=exc_id,
+        open_excursion_since=exc_since,
+    )
 
 
 def _excursion(r: tuple[Any, ...]) -> models.Excursion:
     return models.Excursion(
-        id=r[0], sensor=r[1], location_id=r[2], location_name=r[3], started_at=r[4],
-        ended_at=r[5], limit_min_c=r[6], limit_max_c=r[7], min_c=r[8], max_c=r[9],
-        detected_at=r[10], acknowledged_by=r[11], acknowledged_at=r[12], ack_comment=r[13])
+        id=r[0],
+        sensor=r[1],
+        location_id=r[2],
+        location_name=r[3],
+        started_at=r[4],
+        ended_at=r[5],
+        limit_min_c=r[6],
+        limit_max_c=r[7],
+        min_c=r[8],
+        max_c=r[9],
+        detected_at=r[10],
+        acknowledged_by=r[11],
+        acknowledged_at=r[12],
+        ack_comment=r[13],
+    )

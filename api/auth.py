@@ -38,8 +38,13 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def create_user(conn: psycopg.Connection[tuple[Any, ...]], username: str, full_name: str,
-                role: Role, password: str) -> User:
+def create_user(
+    conn: psycopg.Connection[tuple[Any, ...]],
+    username: str,
+    full_name: str,
+    role: Role,
+    password: str,
+) -> User:
     conn.execute(
         "INSERT INTO users (username, full_name, role, password_hash) VALUES (%s, %s, %s, %s)",
         (username, full_name, role.value, hash_password(password)),
@@ -55,8 +60,9 @@ def ensure_admin(conn: psycopg.Connection[tuple[Any, ...]], password: str) -> bo
     return True
 
 
-def authenticate(conn: psycopg.Connection[tuple[Any, ...]], username: str,
-                 password: str) -> User | None:
+def authenticate(
+    conn: psycopg.Connection[tuple[Any, ...]], username: str, password: str
+) -> User | None:
     row = conn.execute(
         "SELECT username, full_name, role::text, password_hash FROM users "
         "WHERE username = %s AND NOT disabled",
@@ -78,8 +84,12 @@ def load_user(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> User 
 
 
 def issue_token(user: User, secret: str, now: datetime, ttl_s: int) -> str:
-    claims = {"sub": user.username, "role": user.role.value, "iat": now,
-              "exp": now + timedelta(seconds=ttl_s)}
+    claims = {
+        "sub": user.username,
+        "role": user.role.value,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_s),
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -87,9 +97,16 @@ def token_subject(token: str, secret: str, now: datetime) -> str | None:
     """The username a valid, unexpired token names; None for anything else."""
     try:
         # Expiry is checked below against the injected clock, not the machine's.
-        claims = jwt.decode(token, secret, algorithms=["HS256"],
-                            options={"verify_exp": False, "require": ["sub", "exp"]}
-                            ) if token else None
+        claims = (
+            jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                options={"verify_exp": False, "require": ["sub", "exp"]},
+            )
+            if token
+            else None
+        )
     except jwt.PyJWTError:
         return None
     if claims is None or not isinstance(claims.get("sub"), str):

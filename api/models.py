@@ -14,7 +14,7 @@ LiveState = Literal["ok", "excursion", "unavailable", "offline", "no_data", "una
 
 class Token(BaseModel):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - OAuth2 token type, not a secret
     expires_in: int
 
 
@@ -82,8 +82,9 @@ class Excursion(BaseModel):
 
 
 class Acknowledge(BaseModel):
-    comment: str = Field(min_length=3, max_length=2000,
-                         description="what was seen and done; required")
+    comment: str = Field(
+        min_length=3, max_length=2000, description="what was seen and done; required"
+    )
 
 
 class NewUser(BaseModel):

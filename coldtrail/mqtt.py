@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -35,7 +36,7 @@ def make_client(
     """A client that still needs ``connect``; ``persistent`` keeps the session across reconnects."""
     v5 = options.protocol == "5"
     client = paho.Client(
-        paho.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
         clean_session=None if v5 else not persistent,
@@ -58,7 +59,7 @@ def connect(
     ep = options.endpoint
     kwargs: dict[str, object] = {"keepalive": options.keepalive_s}
     if options.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
             props.SessionExpiryInterval = SESSION_EXPIRY_S
         kwargs["clean_start"] = not persistent

@@ -47,7 +47,8 @@ def api_config(settings: Settings) -> ApiConfig:
         secret_key=settings.secret_key.get_secret_value(),
         token_ttl_s=settings.token_ttl_s,
         admin_password=settings.admin_password.get_secret_value()
-        if settings.admin_password else None,
+        if settings.admin_password
+        else None,
     )
 
 

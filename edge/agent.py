@@ -19,27 +19,43 @@ log = logging.getLogger(__name__)
 
 
 class EdgeAgent:
-    def __init__(self, config: EdgeConfig, options: mqtt.MqttOptions, topic_root: str,
-                 clock: Clock, queue: ReadingQueue | None = None) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        options: mqtt.MqttOptions,
+        topic_root: str,
+        clock: Clock,
+        queue: ReadingQueue | None = None,
+    ) -> None:
         self.config = config
         self.queue: ReadingQueue = queue if queue is not None else MemoryQueue()
         self.sequence = SequenceStore(config.state_dir / "sequence.sqlite3")
         self.coordinators = [
             DeviceCoordinator(
-                d, create_source(d, load_profile(d.model, config.profile_dirs)),
-                self.queue, self.sequence, clock,
+                d,
+                create_source(d, load_profile(d.model, config.profile_dirs)),
+                self.queue,
+                self.sequence,
+                clock,
             )
             for d in config.devices
         ]
         self.publisher = Publisher(
-            site=config.site, gateway=config.gateway, topic_root=topic_root, options=options,
-            queue=self.queue, clock=clock, batch_max=config.batch_max_readings,
-            max_inflight=config.max_inflight_messages, interval_s=config.publish_interval_s,
+            site=config.site,
+            gateway=config.gateway,
+            topic_root=topic_root,
+            options=options,
+            queue=self.queue,
+            clock=clock,
+            batch_max=config.batch_max_readings,
+            max_inflight=config.max_inflight_messages,
+            interval_s=config.publish_interval_s,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("edge %s/%s: %d devices", self.config.site, self.config.gateway,
-                 len(self.coordinators))
+        log.info(
+            "edge %s/%s: %d devices", self.config.site, self.config.gateway, len(self.coordinators)
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 for c in self.coordinators:

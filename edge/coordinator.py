@@ -28,8 +28,14 @@ class DeviceState(StrEnum):
 
 
 class DeviceCoordinator:
-    def __init__(self, device: DeviceConfig, source: Source, queue: ReadingQueue,
-                 sequence: SequenceStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        device: DeviceConfig,
+        source: Source,
+        queue: ReadingQueue,
+        sequence: SequenceStore,
+        clock: Clock,
+    ) -> None:
         self.device = device
         self._source = source
         self._queue = queue

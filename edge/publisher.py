@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -22,9 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, *, site: str, gateway: str, topic_root: str, options: mqtt.MqttOptions,
-                 queue: ReadingQueue, clock: Clock, batch_max: int = 500,
-                 max_inflight: int = 10, interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        site: str,
+        gateway: str,
+        topic_root: str,
+        options: mqtt.MqttOptions,
+        queue: ReadingQueue,
+        clock: Clock,
+        batch_max: int = 500,
+        max_inflight: int = 10,
+        interval_s: float = 5.0,
+    ) -> None:
         self._gateway = gateway
         self._options = options
         self._queue = queue
@@ -38,7 +49,6 @@ class Publisher:
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: paho.Client | None = None
 
     @property
     def connected(self) -> bool:
@@ -56,26 +66,27 @@ class Publisher:
         await self._connected.wait()
 
     # paho thread -> asyncio loop
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode,
-                    _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
             log.error("broker refused gateway %s: %s", self._gateway, rc)
             return
-        client.publish(self.status_topic, encode_status("online", self._clock.now()),
-                       qos=1, retain=True)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._set_connected, True)
+        client.publish(
+            self.status_topic, encode_status("online", self._clock.now()), qos=1, retain=True
+        )
+        self._in_loop(self._set_connected, True)
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode,
-                       _p: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._set_connected, False)
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._in_loop(self._set_connected, False)
         if rc.is_failure:
             log.warning("gateway %s lost the broker: %s", self._gateway, rc)
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._puback, mid, rc.is_failure, str(rc))
+        self._in_loop(self._puback, mid, rc.is_failure, str(rc))
+
+    def _in_loop(self, fn: Callable[..., None], *args: object) -> None:
+        if self._loop is None:
+            raise RuntimeError("publisher callback before run() started")
+        self._loop.call_soon_threadsafe(fn, *args)
 
     def _set_connected(self, up: bool) -> None:
         if up:
@@ -90,16 +101,15 @@ class Publisher:
             return  # a status message
         if failed:
             # The broker took the packet but refused the message (e.g. ACL): keep the readings.
-            log.error("broker refused %d readings on %s: %s", len(keys), self.telemetry_topic,
-                      reason)
+            log.error(
+                "broker refused %d readings on %s: %s", len(keys), self.telemetry_topic, reason
+            )
             self._queue.release(keys)
         else:
             self._queue.ack(keys)
         self._wake.set()
 
-    def _publish_ready(self) -> None:
-        client = self._client
-        assert client is not None
+    def _publish_ready(self, client: paho.Client) -> None:
         while self.connected and len(self._inflight) < self._max_inflight:
             batch = self._queue.take(self._batch_max)
             if not batch:
@@ -123,26 +133,31 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        self._client = client
         mqtt.connect(client, self._options, persistent=False, background=True)
         client.loop_start()
         try:
             while not stop.is_set():
-                self._publish_ready()
+                self._publish_ready(client)
                 self._wake.clear()
-                waiters = {asyncio.ensure_future(self._wake.wait()),
-                           asyncio.ensure_future(stop.wait())}
+                waiters = {
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
                 try:
-                    await asyncio.wait(waiters, timeout=self._interval_s,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        waiters, timeout=self._interval_s, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     for w in waiters:
                         w.cancel()
         finally:
             if self.connected:
-                info = client.publish(self.status_topic,
-                                      encode_status("offline", self._clock.now()),
-                                      qos=1, retain=True)
+                info = client.publish(
+                    self.status_topic,
+                    encode_status("offline", self._clock.now()),
+                    qos=1,
+                    retain=True,
+                )
                 await asyncio.to_thread(info.wait_for_publish, 2.0)
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)

@@ -48,8 +48,9 @@ def upsert_location(conn: Conn, loc: Location) -> None:
     )
 
 
-def upsert_sensor(conn: Conn, sensor_id: str, model: str, serial: str,
-                  calibration_due: date | None = None) -> None:
+def upsert_sensor(
+    conn: Conn, sensor_id: str, model: str, serial: str, calibration_due: date | None = None
+) -> None:
     conn.execute(
         "INSERT INTO sensors (id, model, serial, calibration_due) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (id) DO UPDATE SET calibration_due = excluded.calibration_due",
@@ -57,8 +58,9 @@ def upsert_sensor(conn: Conn, sensor_id: str, model: str, serial: str,
     )
 
 
-def assign_sensor(conn: Conn, sensor_id: str, location_id: str, since: datetime,
-                  position: str = "") -> None:
+def assign_sensor(
+    conn: Conn, sensor_id: str, location_id: str, since: datetime, position: str = ""
+) -> None:
     """Place a sensor in a location from ``since`` on, ending its current placement there.
 
     Placing it again where it already is changes nothing.

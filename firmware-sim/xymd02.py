@@ -48,8 +48,12 @@ class SimulatedXYMD02:
     """While true the device stays silent, as one with a broken RS-485 pair would."""
 
     def __post_init__(self) -> None:
-        self.holding = {REG_ADDRESS: self.unit, REG_BAUD: BAUD_9600, REG_TEMP_OFFSET: 0,
-                        REG_RH_OFFSET: 0}
+        self.holding = {
+            REG_ADDRESS: self.unit,
+            REG_BAUD: BAUD_9600,
+            REG_TEMP_OFFSET: 0,
+            REG_RH_OFFSET: 0,
+        }
 
     def registers_at(self, now: datetime) -> dict[int, int]:
         sample = self.scenario.sample((now - self.started_at).total_seconds())
@@ -68,8 +72,13 @@ class SimulatedXYMD02:
             simdata=(
                 bits,
                 list(bits),
-                [SimData(REG_ADDRESS, values=[self.unit, BAUD_9600, 0, 0],
-                         datatype=DataType.REGISTERS)],
+                [
+                    SimData(
+                        REG_ADDRESS,
+                        values=[self.unit, BAUD_9600, 0, 0],
+                        datatype=DataType.REGISTERS,
+                    )
+                ],
                 [SimData(REG_TEMPERATURE, values=[0, 0], datatype=DataType.REGISTERS)],
             ),
             action=functools.partial(self._action, clock),
@@ -102,12 +111,11 @@ class SimulatedXYMD02:
 class ModbusSimServer:
     """A Modbus TCP server carrying one or more simulated devices (a TCP gateway to a bus)."""
 
-    def __init__(self, devices: list[SimulatedXYMD02], clock: Clock,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, devices: list[SimulatedXYMD02], clock: Clock, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.devices = {d.unit: d for d in devices}
-        self._server = ModbusTcpServer(
-            [d.sim_device(clock) for d in devices], address=(host, port)
-        )
+        self._server = ModbusTcpServer([d.sim_device(clock) for d in devices], address=(host, port))
         self.host = host
         self.port = port
 
@@ -117,7 +125,7 @@ class ModbusSimServer:
         self.port = transport.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        await self._server.shutdown()
+        await self._server.shutdown()  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> ModbusSimServer:
         await self.start()

@@ -69,15 +69,22 @@ class IngestStats:
 
 
 class IngestWorker:
-    def __init__(self, *, database_url: str, options: mqtt.MqttOptions, topic_root: str,
-                 client_id: str, share_group: str = "ingest", batch_max_readings: int = 5000,
-                 flush_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        options: mqtt.MqttOptions,
+        topic_root: str,
+        client_id: str,
+        share_group: str = "ingest",
+        batch_max_readings: int = 5000,
+        flush_s: float = 0.2,
+    ) -> None:
         self._url = database_url
         self._options = options
         self._client_id = client_id
         self._filter = telemetry_filter(topic_root)
-        self._subscription = f"$share/{share_group}/{self._filter}" if share_group \
-            else self._filter
+        self._subscription = f"$share/{share_group}/{self._filter}" if share_group else self._filter
         self._batch_max = batch_max_readings
         self._flush_s = flush_s
         self._inbox: queue.Queue[Inbound] = queue.Queue()
@@ -92,27 +99,26 @@ class IngestWorker:
         return self._subscribed
 
     # paho thread
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode,
-                    _p: Any) -> None:
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
             log.error("broker refused ingest %s: %s", self._client_id, rc)
             return
         client.subscribe(self._subscription, qos=1)
 
-    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode],
-                      _p: Any) -> None:
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any
+    ) -> None:
         if any(rc.is_failure for rc in rcs):
             log.error("broker refused subscription %s: %s", self._subscription, rcs)
         else:
             self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     # worker thread
     def run(self, stop: threading.Event) -> None:
-        client = mqtt.make_client(self._options, self._client_id, persistent=True,
-                                  manual_ack=True)
+        client = mqtt.make_client(self._options, self._client_id, persistent=True, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -122,8 +128,11 @@ class IngestWorker:
         try:
             batch = Batch()
             while not stop.is_set():
-                timeout = 0.5 if not batch.items else max(
-                    0.0, batch.first_at + self._flush_s - time.monotonic())
+                timeout = (
+                    0.5
+                    if not batch.items
+                    else max(0.0, batch.first_at + self._flush_s - time.monotonic())
+                )
                 try:
                     msg = self._inbox.get(timeout=timeout)
                 except queue.Empty:
@@ -135,15 +144,19 @@ class IngestWorker:
                     batch.add(self.parse(msg))
                 due = batch.items and (
                     batch.readings >= self._batch_max
-                    or time.monotonic() >= batch.first_at + self._flush_s)
+                    or time.monotonic() >= batch.first_at + self._flush_s
+                )
                 if due:
                     try:
                         self._commit_with_retry(batch.items, stop)
                     except StoreError:
                         if not stop.is_set():
                             raise
-                        log.warning("stopping with %d messages not committed: not acknowledged,"
-                                    " the broker redelivers them", len(batch.items))
+                        log.warning(
+                            "stopping with %d messages not committed: not acknowledged,"
+                            " the broker redelivers them",
+                            len(batch.items),
+                        )
                         break
                     for item in batch.items:
                         client.ack(item.message.mid, item.message.qos)
@@ -172,8 +185,16 @@ class IngestWorker:
 
     @staticmethod
     def _row(gateway: str, r: Reading) -> Row:
-        return (r.sensor, r.seq, r.ts, gateway, r.status.value, r.temperature_c,
-                r.humidity_pct, r.battery_pct)
+        return (
+            r.sensor,
+            r.seq,
+            r.ts,
+            gateway,
+            r.status.value,
+            r.temperature_c,
+            r.humidity_pct,
+            r.battery_pct,
+        )
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -194,9 +215,13 @@ class IngestWorker:
                     self._conn.close()
                 raise StoreError(str(exc)) from exc
 
-        retry_call(attempt, retry_on=(StoreError,), what="ingest commit",
-                   backoff=Backoff(initial_s=0.1, maximum_s=5.0, deadline_s=None),
-                   should_stop=stop.is_set)
+        retry_call(
+            attempt,
+            retry_on=(StoreError,),
+            what="ingest commit",
+            backoff=Backoff(initial_s=0.1, maximum_s=5.0, deadline_s=None),
+            should_stop=stop.is_set,
+        )
 
     def _commit(self, items: list[Parsed]) -> None:
         conn = self._connection()
@@ -216,8 +241,9 @@ class IngestWorker:
                 m = items[0].message
                 self._write(conn, [], [(m.topic, m.payload, f"database refused: {exc}")])
 
-    def _split_unknown(self, conn: psycopg.Connection[tuple[Any, ...]],
-                       items: list[Parsed]) -> tuple[list[Row], list[DeadLetter]]:
+    def _split_unknown(
+        self, conn: psycopg.Connection[tuple[Any, ...]], items: list[Parsed]
+    ) -> tuple[list[Row], list[DeadLetter]]:
         """Rows to store, and every dead letter: readings of sensors that are not registered
         are kept there, not dropped."""
         if any(row[0] not in self._known for item in items for row in item.rows):
@@ -231,14 +257,25 @@ class IngestWorker:
                 if row[0] in self._known:
                     rows.append(row)
                 else:
-                    raw = Reading(sensor=row[0], seq=row[1], ts=row[2], status=row[4],
-                                  temperature_c=row[5], humidity_pct=row[6],
-                                  battery_pct=row[7]).model_dump_json().encode()
+                    raw = (
+                        Reading(
+                            sensor=row[0],
+                            seq=row[1],
+                            ts=row[2],
+                            status=row[4],
+                            temperature_c=row[5],
+                            humidity_pct=row[6],
+                            battery_pct=row[7],
+                        )
+                        .model_dump_json()
+                        .encode()
+                    )
                     dead.append((item.message.topic, raw, f"unknown sensor {row[0]!r}"))
         return rows, dead
 
-    def _write(self, conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row],
-               dead: list[DeadLetter]) -> None:
+    def _write(
+        self, conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row], dead: list[DeadLetter]
+    ) -> None:
         with conn.transaction():
             stored = 0
             if rows:

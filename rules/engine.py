@@ -53,8 +53,9 @@ class RulesEngine:
         total = 0
         while True:
             with conn.transaction():
-                batches = [r[0] for r in conn.execute(q.CLAIM_BATCHES,
-                                                      {"limit": self._claim_limit})]
+                batches = [
+                    r[0] for r in conn.execute(q.CLAIM_BATCHES, {"limit": self._claim_limit})
+                ]
                 if not batches:
                     return total
                 rows = conn.execute(q.BATCH_READINGS, {"batches": batches}).fetchall()
@@ -65,8 +66,12 @@ class RulesEngine:
             self.stats.batches += len(batches)
             self.stats.readings += len(rows)
 
-    def _judge(self, conn: psycopg.Connection[tuple[Any, ...]], sensor: str,
-               readings: list[tuple[Any, ...]]) -> None:
+    def _judge(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        sensor: str,
+        readings: list[tuple[Any, ...]],
+    ) -> None:
         conn.execute(q.LOCK_SENSOR, {"sensor": sensor})
         row = conn.execute(q.OPEN_EXCURSION, {"sensor": sensor}).fetchone()
         current = OpenExcursion(row[0], row[1], row[2]) if row else None
@@ -75,13 +80,29 @@ class RulesEngine:
                 continue  # no value, or no range to judge it by: never counts as in range
             outside = (lo is not None and temp < lo) or (hi is not None and temp > hi)
             if outside and current is None:
-                new_id = conn.execute(q.INSERT_EXCURSION, {
-                    "sensor": sensor, "location": location, "ts": ts, "seq": seq,
-                    "lo": lo, "hi": hi, "t": temp}).fetchone()[0]  # type: ignore[index]
+                new_id = conn.execute(
+                    q.INSERT_EXCURSION,
+                    {
+                        "sensor": sensor,
+                        "location": location,
+                        "ts": ts,
+                        "seq": seq,
+                        "lo": lo,
+                        "hi": hi,
+                        "t": temp,
+                    },
+                ).fetchone()[0]  # type: ignore[index]
                 current = OpenExcursion(new_id, temp, temp)
                 self.stats.opened += 1
-                log.warning("excursion %d opened: sensor %s at %s read %.2f °C (range %s..%s)",
-                            new_id, sensor, location, temp, lo, hi)
+                log.warning(
+                    "excursion %d opened: sensor %s at %s read %.2f °C (range %s..%s)",
+                    new_id,
+                    sensor,
+                    location,
+                    temp,
+                    lo,
+                    hi,
+                )
             elif outside and current is not None:
                 current.min_c = min(current.min_c, temp)
                 current.max_c = max(current.max_c, temp)
@@ -90,28 +111,47 @@ class RulesEngine:
                 current.ended_at, current.end_seq, current.dirty = ts, seq, True
                 self._save(conn, current)
                 self.stats.closed += 1
-                log.info("excursion %d closed: sensor %s back in range at %s",
-                         current.id, sensor, ts.isoformat())
+                log.info(
+                    "excursion %d closed: sensor %s back in range at %s",
+                    current.id,
+                    sensor,
+                    ts.isoformat(),
+                )
                 current = None
         if current is not None and current.dirty:
             self._save(conn, current)
 
     @staticmethod
     def _save(conn: psycopg.Connection[tuple[Any, ...]], e: OpenExcursion) -> None:
-        conn.execute(q.UPDATE_EXCURSION, {"id": e.id, "min_c": e.min_c, "max_c": e.max_c,
-                                          "ended_at": e.ended_at, "end_seq": e.end_seq})
+        conn.execute(
+            q.UPDATE_EXCURSION,
+            {
+                "id": e.id,
+                "min_c": e.min_c,
+                "max_c": e.max_c,
+                "ended_at": e.ended_at,
+                "end_seq": e.end_seq,
+            },
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Process batches as ingest commits them until ``stop`` is set; reconnects by itself."""
-        retry_call(lambda: self._session(stop), retry_on=(StoreError,), what="rules",
-                   backoff=Backoff(initial_s=0.5, maximum_s=10.0, deadline_s=None),
-                   should_stop=stop.is_set)
+        retry_call(
+            lambda: self._session(stop),
+            retry_on=(StoreError,),
+            what="rules",
+            backoff=Backoff(initial_s=0.5, maximum_s=10.0, deadline_s=None),
+            should_stop=stop.is_set,
+        )
 
     def _session(self, stop: threading.Event) -> None:
         try:
-            with psycopg.connect(self._url, autocommit=True,
-                                 application_name="coldtrail-rules") as listener, \
-                    psycopg.connect(self._url, application_name="coldtrail-rules") as conn:
+            with (
+                psycopg.connect(
+                    self._url, autocommit=True, application_name="coldtrail-rules"
+                ) as listener,
+                psycopg.connect(self._url, application_name="coldtrail-rules") as conn,
+            ):
                 listener.execute(f"LISTEN {CHANNEL}")
                 while not stop.is_set():
                     self.process_pending(conn)

@@ -20,8 +20,13 @@ from psycopg import sql
 
 from coldtrail import db
 from coldtrail.clock import ManualClock
-from coldtrail.erp.masterdata import (Location, assign_sensor, upsert_location, upsert_sensor,
-                                      upsert_site)
+from coldtrail.erp.masterdata import (
+    Location,
+    assign_sensor,
+    upsert_location,
+    upsert_sensor,
+    upsert_site,
+)
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
 from coldtrail.settings import MqttEndpoint
@@ -45,8 +50,9 @@ def _create(name: str, template: str | None = None) -> None:
 
 def _drop(name: str) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -98,16 +104,18 @@ def mqtt_options() -> MqttOptions:
     return MqttOptions(endpoint=MqttEndpoint.parse(MQTT_URL), protocol="5")
 
 
-def make_site(conn: psycopg.Connection[tuple[Any, ...]], sensors: dict[str, str],
-              since: datetime = T0) -> None:
+def make_site(
+    conn: psycopg.Connection[tuple[Any, ...]], sensors: dict[str, str], since: datetime = T0
+) -> None:
     """Site ``s1`` with cold room ``CR`` (2-8 °C) and truck compartment ``TC`` (2-8 °C);
     ``sensors`` maps sensor id -> location id."""
     upsert_site(conn, "s1", "Test site")
-    upsert_location(conn, Location("CR", "s1", "cold_room", "Cold room", 2.0, 8.0,
-                                   area_m2=50))
+    upsert_location(conn, Location("CR", "s1", "cold_room", "Cold room", 2.0, 8.0, area_m2=50))
     upsert_location(conn, Location("TRK", "s1", "vehicle", "Truck", volume_m3=20))
-    upsert_location(conn, Location("TC", "s1", "compartment", "Truck front", 2.0, 8.0,
-                                   parent_id="TRK", volume_m3=10))
+    upsert_location(
+        conn,
+        Location("TC", "s1", "compartment", "Truck front", 2.0, 8.0, parent_id="TRK", volume_m3=10),
+    )
     for sensor, location in sensors.items():
         upsert_sensor(conn, sensor, "xy-md02", f"SN-{sensor}")
         assign_sensor(conn, sensor, location, since)
@@ -140,10 +148,17 @@ class RunningIngest:
             raise self.error
 
 
-def ingest_worker(db_url: str, options: MqttOptions, topic_root: str,
-                  client_id: str | None = None, **kw: Any) -> IngestWorker:
-    return IngestWorker(database_url=db_url, options=options, topic_root=topic_root,
-                        client_id=client_id or f"ingest-{topic_root}", flush_s=0.05, **kw)
+def ingest_worker(
+    db_url: str, options: MqttOptions, topic_root: str, client_id: str | None = None, **kw: Any
+) -> IngestWorker:
+    return IngestWorker(
+        database_url=db_url,
+        options=options,
+        topic_root=topic_root,
+        client_id=client_id or f"ingest-{topic_root}",
+        flush_s=0.05,
+        **kw,
+    )
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -177,17 +192,18 @@ def publish(options: MqttOptions, topic: str, *payloads: bytes) -> None:
         client.loop_stop()
 
 
-async def async_wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+async def async_wait_for(predicate: Any, limit_s: float = 10.0, what: str = "condition") -> Any:
     """Like :func:`wait_for`, for coroutines, so the event loop keeps running meanwhile."""
     import asyncio
 
     try:
-        async with asyncio.timeout(timeout):
-            while not (value := predicate()):
+        async with asyncio.timeout(limit_s):
+            # Polls state that other threads and the database change; there is no event.
+            while not (value := predicate()):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             return value
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+        raise AssertionError(f"timed out after {limit_s} s waiting for {what}") from None
 
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -198,8 +214,12 @@ def api_client(db_url: str, clock: Any) -> Any:
 
     from coldtrail.api.app import ApiConfig, create_app
 
-    return TestClient(create_app(ApiConfig(database_url=db_url, secret_key=SECRET,
-                                           admin_password="admin-password-123"), clock))
+    return TestClient(
+        create_app(
+            ApiConfig(database_url=db_url, secret_key=SECRET, admin_password="admin-password-123"),
+            clock,
+        )
+    )
 
 
 def token(client: Any, username: str, password: str) -> dict[str, str]:

@@ -15,28 +15,41 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def _count(conn: Conn, table: str) -> int:
-    queries = {"readings": "SELECT count(*) FROM readings",
-               "dead_letters": "SELECT count(*) FROM dead_letters"}
+    queries = {
+        "readings": "SELECT count(*) FROM readings",
+        "dead_letters": "SELECT count(*) FROM dead_letters",
+    }
     row = conn.execute(queries[table]).fetchone()
     return int(row[0]) if row else 0
 
 
 def _message(*seqs: int, sensor: str = "S1", temp: float = 5.0) -> bytes:
-    return encode_telemetry("gw-1", T0, [
-        Reading(sensor=sensor, seq=s, ts=T0.replace(minute=s % 60), temperature_c=temp)
-        for s in seqs])
+    return encode_telemetry(
+        "gw-1",
+        T0,
+        [
+            Reading(sensor=sensor, seq=s, ts=T0.replace(minute=s % 60), temperature_c=temp)
+            for s in seqs
+        ],
+    )
 
 
-def test_duplicate_publish_stored_once(conn: Conn, db_url: str, mqtt_options: MqttOptions,
-                                       topic_root: str) -> None:
+def test_duplicate_publish_stored_once(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
     make_site(conn, {"S1": "CR"})
     topic = telemetry_topic(topic_root, "s1", "gw-1")
     worker = ingest_worker(db_url, mqtt_options, topic_root)
     with RunningIngest(worker):
         publish(mqtt_options, topic, _message(1, 2), _message(1, 2), _message(2, 3))
-        wait_for(lambda: worker.stats.messages == 3 and worker.stats.batches >= 1
-                 and worker.stats.readings_stored + worker.stats.duplicates == 6,
-                 what="three messages committed")
+        wait_for(
+            lambda: (
+                worker.stats.messages == 3
+                and worker.stats.batches >= 1
+                and worker.stats.readings_stored + worker.stats.duplicates == 6
+            ),
+            what="three messages committed",
+        )
     rows = conn.execute("SELECT seq FROM readings WHERE sensor_id = 'S1' ORDER BY seq").fetchall()
     assert rows == [(1,), (2,), (3,)]
     assert worker.stats.duplicates == 3
@@ -45,30 +58,41 @@ def test_duplicate_publish_stored_once(conn: Conn, db_url: str, mqtt_options: Mq
 
 
 def test_malformed_payload_dead_lettered_and_next_good_one_stored(
-        conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str) -> None:
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
     make_site(conn, {"S1": "CR"})
     topic = telemetry_topic(topic_root, "s1", "gw-1")
     worker = ingest_worker(db_url, mqtt_options, topic_root)
     with RunningIngest(worker):
         publish(mqtt_options, topic, b"{not json", _message(1))
-        wait_for(lambda: _count(conn, "readings") == 1 and _count(conn, "dead_letters") == 1,
-                 what="one reading and one dead letter")
+        wait_for(
+            lambda: _count(conn, "readings") == 1 and _count(conn, "dead_letters") == 1,
+            what="one reading and one dead letter",
+        )
     topic_seen, payload, reason = conn.execute(
-        "SELECT topic, payload, reason FROM dead_letters").fetchone() or ("", b"", "")
+        "SELECT topic, payload, reason FROM dead_letters"
+    ).fetchone() or ("", b"", "")
     assert topic_seen == topic
     assert bytes(payload) == b"{not json"
     assert reason.startswith("not JSON")
 
 
 def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
-        conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str) -> None:
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
     make_site(conn, {"S1": "CR"})
     topic = telemetry_topic(topic_root, "s1", "gw-1")
-    mixed = json.dumps({"gateway": "gw-1", "sent_at": "2026-11-22T10:00:05Z", "readings": [
-        {"sensor": "S1", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 5.1},
-        {"sensor": "S1", "seq": 2, "ts": "2026-11-22T10:01:00Z", "temperature_c": 999},
-        {"sensor": "NOPE", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 4.0},
-    ]}).encode()
+    mixed = json.dumps(
+        {
+            "gateway": "gw-1",
+            "sent_at": "2026-11-22T10:00:05Z",
+            "readings": [
+                {"sensor": "S1", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 5.1},
+                {"sensor": "S1", "seq": 2, "ts": "2026-11-22T10:01:00Z", "temperature_c": 999},
+                {"sensor": "NOPE", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 4.0},
+            ],
+        }
+    ).encode()
     wrong_gateway = _message(3).replace(b'"gw-1"', b'"gw-2"')
     worker = ingest_worker(db_url, mqtt_options, topic_root)
     with RunningIngest(worker):
@@ -81,8 +105,9 @@ def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
     assert reasons[2] == "unknown sensor 'NOPE'"
 
 
-def test_reading_acked_only_after_commit(conn: Conn, db_url: str, mqtt_options: MqttOptions,
-                                         topic_root: str) -> None:
+def test_reading_acked_only_after_commit(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
     """A worker that receives a message but cannot commit never acknowledges it: the broker
     hands it to the next worker of the same session, which stores it."""
     make_site(conn, {"S1": "CR"})

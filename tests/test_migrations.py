@@ -37,23 +37,30 @@ def test_readings_cannot_be_changed_or_deleted(conn: psycopg.Connection[tuple[An
     assert batch is not None
     conn.execute(
         "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c, batch_id) "
-        "VALUES ('S1', 1, %s, 'gw', 'ok', 5.0, %s)", (T0, batch[0]))
-    for stmt in ("UPDATE readings SET temperature_c = 4.0", "DELETE FROM readings",
-                 "TRUNCATE readings"):
+        "VALUES ('S1', 1, %s, 'gw', 'ok', 5.0, %s)",
+        (T0, batch[0]),
+    )
+    for stmt in (
+        "UPDATE readings SET temperature_c = 4.0",
+        "DELETE FROM readings",
+        "TRUNCATE readings",
+    ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="GxP record"):
             conn.execute(stmt)
     row = conn.execute("SELECT temperature_c FROM readings").fetchone()
     assert row == (5.0,)
 
 
-def test_sensor_cannot_be_in_two_places_at_once(
-        conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+def test_sensor_cannot_be_in_two_places_at_once(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     from tests.conftest import T0, make_site
 
     make_site(conn, {"S1": "CR"})
     with pytest.raises(psycopg.errors.ExclusionViolation):
-        conn.execute("INSERT INTO sensor_assignments (sensor_id, location_id, valid) "
-                     "VALUES ('S1', 'TC', tstzrange(%s, NULL))", (T0,))
+        conn.execute(
+            "INSERT INTO sensor_assignments (sensor_id, location_id, valid) "
+            "VALUES ('S1', 'TC', tstzrange(%s, NULL))",
+            (T0,),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -73,4 +80,5 @@ def test_upgrade_on_embedded_postgres_18(embedded_pg_url: str) -> None:
     assert db.upgrade(embedded_pg_url).applied == []
     with psycopg.connect(embedded_pg_url) as conn:
         version = conn.execute("SHOW server_version_num").fetchone()
-    assert version is not None and int(str(version[0])) >= 180000
+    assert version is not None
+    assert int(str(version[0])) >= 180000

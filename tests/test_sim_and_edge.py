@@ -30,7 +30,7 @@ async def test_simulator_answers_with_the_datasheet_register_map(clock: ManualCl
             regs = (await client.read_input_registers(1, count=2, device_id=3)).registers
             assert regs[0] == (-182) & 0xFFFF  # signed, x10: -18.2 °C
             assert 380 <= regs[1] <= 420  # 40 %RH x10, with its ripple
-            holding = (await client.read_holding_registers(0x101, count=2, device_id=3))
+            holding = await client.read_holding_registers(0x101, count=2, device_id=3)
             assert holding.registers == [3, 1]  # own address, 9600 baud code
             # The device applies its own offset register, as the real one does.
             await client.write_register(REG_TEMP_OFFSET, 5, device_id=3)
@@ -43,7 +43,8 @@ async def test_simulator_answers_with_the_datasheet_register_map(clock: ManualCl
 
 def test_scenarios_are_deterministic_and_parseable() -> None:
     failure = parse_scenario("compressor-failure:fail_at_s=10,recover_at_s=none")
-    assert isinstance(failure, CompressorFailure) and failure.recover_at_s is None
+    assert isinstance(failure, CompressorFailure)
+    assert failure.recover_at_s is None
     assert failure.sample(5).temperature_c == pytest.approx(5.0, abs=0.1)
     assert failure.sample(600).temperature_c > 15.0
     assert failure.sample(600) == failure.sample(600)
@@ -69,7 +70,8 @@ def test_profile_decodes_signed_and_not_available_values() -> None:
 def test_a_site_profile_file_adds_a_model_without_code(tmp_path: Path) -> None:
     (tmp_path / "acme-t1.toml").write_text(
         'model = "acme-t1"\n[modbus]\n[[modbus.points]]\nquantity = "temperature_c"\n'
-        'function = 3\naddress = 0x10\ntype = "float32"\n')
+        'function = 3\naddress = 0x10\ntype = "float32"\n'
+    )
     profile = load_profile("acme-t1", (tmp_path,))
     assert profile.modbus is not None
     point = profile.modbus.points[0]
@@ -77,18 +79,29 @@ def test_a_site_profile_file_adds_a_model_without_code(tmp_path: Path) -> None:
 
 
 async def test_coordinator_marks_a_silent_device_unavailable_and_logs_once(
-        clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     device = SimulatedXYMD02(1, Steady(base_c=4.0, noise_c=0), clock.now())
     async with ModbusSimServer([device], clock) as server:
-        cfg = DeviceConfig(sensor="S1", model="xy-md02", port=server.port, unit=1,
-                           poll_interval_s=10, timeout_s=0.5)
+        cfg = DeviceConfig(
+            sensor="S1",
+            model="xy-md02",
+            port=server.port,
+            unit=1,
+            poll_interval_s=10,
+            timeout_s=0.5,
+        )
         queue = MemoryQueue()
         seq = SequenceStore(tmp_path / "seq.sqlite3")
-        coord = DeviceCoordinator(cfg, create_source(cfg, load_profile("xy-md02")), queue,
-                                  seq, clock)
+        coord = DeviceCoordinator(
+            cfg, create_source(cfg, load_profile("xy-md02")), queue, seq, clock
+        )
         first = await coord.poll_once()
         assert (first.status, first.temperature_c, coord.state) == (
-            ReadingStatus.OK, 4.0, DeviceState.OK)
+            ReadingStatus.OK,
+            4.0,
+            DeviceState.OK,
+        )
 
         device.offline = True
         with caplog.at_level(logging.WARNING, logger="coldtrail.edge.coordinator"):

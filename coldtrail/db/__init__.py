@@ -86,9 +86,10 @@ def upgrade(url: str) -> UpgradeResult:
         try:
             conn.execute(_SCHEMA_MIGRATIONS)
             conn.execute(_SCHEMA_FEATURES)
-            done = dict(
-                conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
-            )
+            done = {
+                int(str(v)): str(sha)
+                for v, sha in conn.execute("SELECT version, sha256 FROM schema_migrations")
+            }
             for m in migrations():
                 if m.version in done:
                     if done[m.version] != m.sha256:
@@ -97,7 +98,7 @@ def upgrade(url: str) -> UpgradeResult:
                         )
                     continue
                 with conn.transaction():
-                    conn.execute(sql.SQL(m.sql))  # type: ignore[arg-type]  # trusted file in the package
+                    conn.execute(sql.SQL(m.sql))  # trusted file in the package
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
                         (m.version, m.name, m.sha256),
@@ -110,7 +111,7 @@ def upgrade(url: str) -> UpgradeResult:
             raise StoreError(f"migration failed: {exc}") from exc
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-    return UpgradeResult(applied, int(version[0]) if version and version[0] else 0, timescale)
+    return UpgradeResult(applied, int(str(version[0])) if version and version[0] else 0, timescale)
 
 
 def _apply_timescale(conn: psycopg.Connection[tuple[object, ...]], applied: list[str]) -> bool:
@@ -120,7 +121,7 @@ def _apply_timescale(conn: psycopg.Connection[tuple[object, ...]], applied: list
         return False
     text = resources.files("coldtrail.db").joinpath("timescale.sql").read_text()
     with conn.transaction():
-        conn.execute(sql.SQL(text))  # type: ignore[arg-type]  # trusted file in the package
+        conn.execute(sql.SQL(text))  # trusted file in the package
         conn.execute("INSERT INTO schema_features (name) VALUES ('timescaledb')")
     applied.append("timescaledb")
     log.info("readings converted to a TimescaleDB hypertable")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,14 +46,14 @@ class ModbusMap:
     word_order: Literal["big", "little"] = "big"
     address_register: int | None = None
 
-    def decode(self, point: ModbusPoint, registers: list[int]) -> float | None:
+    def decode(self, point: ModbusPoint, registers: Sequence[int]) -> float | None:
         """Turn a point's raw registers into its value in units; None for not-available."""
         words = list(registers[: point.width])
         if self.word_order == "little":
             words.reverse()
         order = ">" if self.byte_order == "big" else "<"
         raw_bytes = b"".join(struct.pack(f"{order}H", w & 0xFFFF) for w in words)
-        raw = struct.unpack(f"{order}{_STRUCT[point.type]}", raw_bytes)[0]
+        raw: float = struct.unpack(f"{order}{_STRUCT[point.type]}", raw_bytes)[0]
         if point.not_available is not None and raw == point.not_available:
             return None
         return round(raw * point.scale + point.offset, 6)
@@ -65,25 +66,30 @@ class DeviceProfile:
     modbus: ModbusMap | None = None
 
 
+def _point(p: dict[str, Any]) -> ModbusPoint:
+    if p["quantity"] not in _QUANTITIES:
+        raise ValueError(f"unknown quantity {p['quantity']!r}")
+    if p["type"] not in _WIDTH:
+        raise ValueError(f"unknown register type {p['type']!r}")
+    if p["function"] not in (3, 4):
+        raise ValueError(f"function must be 3 or 4, got {p['function']!r}")
+    return ModbusPoint(**p)
+
+
+def _modbus_map(m: dict[str, Any]) -> ModbusMap:
+    m = dict(m)
+    points = tuple(_point(p) for p in m.pop("points"))
+    if not points:
+        raise ValueError("a Modbus profile needs at least one point")
+    return ModbusMap(points=points, **m)
+
+
 def _build(doc: dict[str, Any], origin: str) -> DeviceProfile:
     try:
-        modbus = None
-        if "modbus" in doc:
-            m = dict(doc["modbus"])
-            points = []
-            for p in m.pop("points"):
-                if p["quantity"] not in _QUANTITIES:
-                    raise ValueError(f"unknown quantity {p['quantity']!r}")
-                if p["type"] not in _WIDTH:
-                    raise ValueError(f"unknown register type {p['type']!r}")
-                if p["function"] not in (3, 4):
-                    raise ValueError(f"function must be 3 or 4, got {p['function']!r}")
-                points.append(ModbusPoint(**p))
-            if not points:
-                raise ValueError("a Modbus profile needs at least one point")
-            modbus = ModbusMap(points=tuple(points), **m)
-        return DeviceProfile(model=doc["model"], description=doc.get("description", ""),
-                             modbus=modbus)
+        modbus = _modbus_map(doc["modbus"]) if "modbus" in doc else None
+        return DeviceProfile(
+            model=doc["model"], description=doc.get("description", ""), modbus=modbus
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"device profile {origin}: {exc!r}") from exc
 

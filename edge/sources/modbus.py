@@ -20,8 +20,11 @@ def plan_reads(points: tuple[ModbusPoint, ...]) -> list[tuple[int, int, list[Mod
         if runs:
             fn, start, members = runs[-1]
             end = max(m.address + m.width for m in members)
-            if fn == p.function and p.address + p.width - start <= MAX_REGISTERS_PER_READ \
-                    and p.address <= end + 8:
+            if (
+                fn == p.function
+                and p.address + p.width - start <= MAX_REGISTERS_PER_READ
+                and p.address <= end + 8
+            ):
                 members.append(p)
                 continue
         runs.append((p.function, p.address, [p]))
@@ -38,7 +41,10 @@ class ModbusTcpSource:
         # No background reconnect in pymodbus: the next poll reconnects, and a poll that
         # cannot is recorded as unavailable.
         self._client = AsyncModbusTcpClient(
-            device.host, port=device.port, timeout=device.timeout_s, retries=0,
+            device.host,
+            port=device.port,
+            timeout=device.timeout_s,
+            retries=0,
             reconnect_delay=0,
         )
         self._where = f"{device.host}:{device.port} unit {self._unit}"
@@ -50,8 +56,11 @@ class ModbusTcpSource:
             values: dict[str, float | None] = {}
             for function, start, members in self._plan:
                 count = max(p.address + p.width for p in members) - start
-                reader = (self._client.read_input_registers if function == 4
-                          else self._client.read_holding_registers)
+                reader = (
+                    self._client.read_input_registers
+                    if function == 4
+                    else self._client.read_holding_registers
+                )
                 resp = await reader(start, count=count, device_id=self._unit)
                 if resp.isError():
                     raise DeviceUnavailable(f"{self._where}: Modbus error response {resp}")

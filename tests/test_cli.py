@@ -1,0 +1,71 @@
+"""The installed ``coldtrail`` command, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COLDTRAIL = shutil.which("coldtrail", path=str(Path(sys.executable).parent)) or "coldtrail"
+
+
+def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
+    return subprocess.run(
+        [COLDTRAIL, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+        check=False,
+    )
+
+
+def test_db_upgrade_is_idempotent_from_the_command_line(empty_db_url: str) -> None:
+    first = _run("db", "upgrade", COLDTRAIL_DATABASE_URL=empty_db_url)
+    second = _run("db", "upgrade", COLDTRAIL_DATABASE_URL=empty_db_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["applied"] == ["0001_core"]
+    assert json.loads(second.stdout) == {"applied": [], "schema_version": 1, "timescaledb": False}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("db", "upgrade"), {}, "COLDTRAIL_DATABASE_URL is not set"),
+        (
+            ("ingest",),
+            {"COLDTRAIL_DATABASE_URL": "postgresql:///x", "COLDTRAIL_MQTT_URL": "http://broker"},
+            "mqtt:// or mqtts://",
+        ),
+        (
+            ("api",),
+            {"COLDTRAIL_DATABASE_URL": "postgresql:///x", "COLDTRAIL_SECRET_KEY": "short"},
+            "at least 32 characters",
+        ),
+        (("sim", "modbus", "--device", "1:meltdown"), {}, "unknown scenario"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_clear_line(
+    args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    result = _run(*args, **env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_edge_config_names_the_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        'site = "s1"\ngateway = "gw-1"\n[[devices]]\nsensor = "S 1"\nmodel = "xy-md02"\n'
+    )
+    result = _run("edge", "--config", str(cfg), COLDTRAIL_MQTT_URL="mqtt://127.0.0.1:1")
+    assert result.returncode == 2
+    assert "devices.0.sensor" in result.stderr
+    assert "Traceback" not in result.stderr
