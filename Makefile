@@ -21,7 +21,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy coldtrail tests bench
+	$(BIN)/mypy coldtrail tests $(wildcard bench)
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

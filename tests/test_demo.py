@@ -1,0 +1,75 @@
+"""``coldtrail demo`` on its embedded defaults, started and stopped as a newcomer would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from coldtrail.demo import LOGGERS, LOCATIONS, POLL_S
+from tests.conftest import wait_for
+from tests.test_cli import COLDTRAIL
+
+
+def test_demo_excursion_starts_within_two_minutes() -> None:
+    """The promise made to newcomers, checked on the scenario itself rather than by waiting."""
+    limits = {loc.id: (loc.temp_min_c, loc.temp_max_c) for loc in LOCATIONS}
+    publish_s = 2.0
+    first_out = []
+    for _, _, location, _, _, scenario in LOGGERS:
+        lo, hi = limits[location]
+        assert lo is not None
+        assert hi is not None
+        polls = [i * POLL_S for i in range(int(120 / POLL_S))]
+        out = [t for t in polls if not lo <= scenario.sample(t).temperature_c <= hi]
+        if out:
+            first_out.append(out[0])
+    assert first_out, "no demo logger ever leaves its range"
+    assert min(first_out) + publish_s < 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
+    env |= {"COLDTRAIL_API_BIND": f"127.0.0.1:{port}",
+            "COLDTRAIL_ADMIN_PASSWORD": "demo-admin-password"}
+    proc = subprocess.Popen([COLDTRAIL, "demo", "--data-dir", str(tmp_path / "demo")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return proc.poll() is not None  # it died: stop waiting, the assert says so
+
+        wait_for(healthy, timeout=60, what="the demo API")
+        assert proc.poll() is None
+        tok = httpx.post(f"{base}/auth/token", data={"username": "admin",
+                                                     "password": "demo-admin-password"})
+        headers = {"Authorization": f"Bearer {tok.json()['access_token']}"}
+
+        def all_reporting() -> list[dict[str, object]] | None:
+            sensors = httpx.get(f"{base}/live", headers=headers).json()["sensors"]
+            return sensors if all(s["latest"] for s in sensors) else None
+
+        sensors = wait_for(all_reporting, timeout=60, what="every demo logger in /live")
+        assert {s["sensor"] for s in sensors} == {lg[1] for lg in LOGGERS}
+        assert all(s["state"] in ("ok", "excursion") for s in sensors)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert "demo stopped" in output
