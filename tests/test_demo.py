@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from coldtrail.demo import LOGGERS, LOCATIONS, POLL_S
+from coldtrail.demo import LOCATIONS, LOGGERS, POLL_S
 from tests.conftest import wait_for
 from tests.test_cli import COLDTRAIL
 
@@ -41,13 +41,20 @@ def _free_port() -> int:
 def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
-    env |= {"COLDTRAIL_API_BIND": f"127.0.0.1:{port}",
-            "COLDTRAIL_ADMIN_PASSWORD": "demo-admin-password"}
-    proc = subprocess.Popen([COLDTRAIL, "demo", "--data-dir", str(tmp_path / "demo")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    env |= {
+        "COLDTRAIL_API_BIND": f"127.0.0.1:{port}",
+        "COLDTRAIL_ADMIN_PASSWORD": "demo-admin-password",
+    }
+    proc = subprocess.Popen(
+        [COLDTRAIL, "demo", "--data-dir", str(tmp_path / "demo")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"{base}/health", timeout=1).status_code == 200
@@ -56,8 +63,9 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
         wait_for(healthy, timeout=60, what="the demo API")
         assert proc.poll() is None
-        tok = httpx.post(f"{base}/auth/token", data={"username": "admin",
-                                                     "password": "demo-admin-password"})
+        tok = httpx.post(
+            f"{base}/auth/token", data={"username": "admin", "password": "demo-admin-password"}
+        )
         headers = {"Authorization": f"Bearer {tok.json()['access_token']}"}
 
         def all_reporting() -> list[dict[str, object]] | None:

@@ -1,0 +1,173 @@
+"""Ingest throughput: MQTT -> committed rows, against a raw COPY of the same rows.
+
+Runs against the local services (COLDTRAIL_BENCH_PG, default the test server; COLDTRAIL_BENCH_MQTT,
+default 127.0.0.1:1883) in databases it creates and drops. Ends with one RESULT line.
+
+    .venv/bin/python -m bench.ingest [--readings 200000] [--per-message 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from coldtrail import db, mqtt
+from coldtrail.ingest.worker import IngestWorker
+from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
+from coldtrail.settings import MqttEndpoint
+
+PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MQTT = os.environ.get("COLDTRAIL_BENCH_MQTT", "mqtt://127.0.0.1:1883")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _database(name: str) -> str:
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
+    db.upgrade(url)
+    return url
+
+
+def _drop(name: str) -> None:
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _register(url: str, sensors: int) -> None:
+    with (
+        psycopg.connect(url) as conn,
+        conn.cursor().copy("COPY sensors (id, model, serial) FROM STDIN") as copy,
+    ):
+        for i in range(sensors):
+            copy.write_row((f"S{i:05d}", "xy-md02", f"SN{i:05d}"))
+
+
+def _readings(n: int, sensors: int) -> list[Reading]:
+    rng = np.random.default_rng(7)
+    temps = np.round(rng.normal(5.0, 1.5, n), 2)
+    rh = np.round(rng.uniform(30, 70, n), 1)
+    return [
+        Reading(
+            sensor=f"S{i % sensors:05d}",
+            seq=i // sensors + 1,
+            ts=T0 + timedelta(minutes=i // sensors),
+            temperature_c=float(temps[i]),
+            humidity_pct=float(rh[i]),
+        )
+        for i in range(n)
+    ]
+
+
+def raw_copy(url: str, readings: list[Reading]) -> float:
+    """Reference: one COPY of the same rows straight into the same readings table."""
+    with psycopg.connect(url) as conn:
+        batch = conn.execute("INSERT INTO ingest_batches DEFAULT VALUES RETURNING id").fetchone()
+        assert batch is not None
+        start = time.perf_counter()
+        with conn.cursor().copy(
+            "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c, humidity_pct, "
+            "battery_pct, batch_id) FROM STDIN"
+        ) as copy:
+            for r in readings:
+                copy.write_row(
+                    (
+                        r.sensor,
+                        r.seq,
+                        r.ts,
+                        "gw-bench",
+                        "ok",
+                        r.temperature_c,
+                        r.humidity_pct,
+                        None,
+                        batch[0],
+                    )
+                )
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def ours(url: str, readings: list[Reading], per_message: int) -> tuple[float, IngestWorker]:
+    """MQTT publish (QoS 1) -> ingest worker -> committed rows, timed end to end."""
+    root = f"bench{uuid.uuid4().hex[:8]}"
+    options = mqtt.MqttOptions(endpoint=MqttEndpoint.parse(MQTT), protocol="5")
+    payloads = [
+        encode_telemetry("gw-bench", T0, readings[i : i + per_message])
+        for i in range(0, len(readings), per_message)
+    ]
+    worker = IngestWorker(
+        database_url=url, options=options, topic_root=root, client_id=f"ingest-{root}"
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    if not worker.subscribed.wait(10):
+        raise RuntimeError("ingest did not subscribe")
+    pub = mqtt.make_client(options, f"pub-{root}", persistent=False)
+    pub.max_inflight_messages_set(1000)
+    mqtt.connect(pub, options, persistent=False)
+    pub.loop_start()
+    topic = telemetry_topic(root, "bench", "gw-bench")
+    start = time.perf_counter()
+    infos = [pub.publish(topic, p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(60)
+    done = threading.Event()
+    while worker.stats.readings_stored < len(readings):
+        done.wait(0.01)
+        if time.perf_counter() - start > 600:
+            raise RuntimeError("ingest did not finish in 10 minutes")
+    elapsed = time.perf_counter() - start
+    pub.disconnect()
+    pub.loop_stop()
+    stop.set()
+    thread.join(30)
+    return elapsed, worker
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--readings", type=int, default=200_000)
+    p.add_argument("--per-message", type=int, default=100)
+    p.add_argument("--sensors", type=int, default=2_000)
+    args = p.parse_args()
+    readings = _readings(args.readings, args.sensors)
+    tag = f"{os.getpid()}"
+    ref_db, our_db = f"bench_ref_{tag}", f"bench_ours_{tag}"
+    try:
+        ref_url, our_url = _database(ref_db), _database(our_db)
+        _register(ref_url, args.sensors)
+        _register(our_url, args.sensors)
+        ref_s = raw_copy(ref_url, readings)
+        our_s, worker = ours(our_url, readings, args.per_message)
+    finally:
+        _drop(ref_db)
+        _drop(our_db)
+    ref_rate, our_rate = args.readings / ref_s, args.readings / our_s
+    print(f"raw COPY: {args.readings} rows in {ref_s:.2f} s")
+    print(
+        f"ingest:   {args.readings} readings in {args.readings // args.per_message} messages "
+        f"in {our_s:.2f} s; {worker.stats.batches} commits, "
+        f"{args.readings / max(worker.stats.batches, 1):.0f} readings per commit"
+    )
+    print(
+        f"RESULT name=ingest readings_per_s={our_rate:.0f} per_message={args.per_message} "
+        f"reference=raw_copy reference_per_s={ref_rate:.0f} ratio={our_rate / ref_rate:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
