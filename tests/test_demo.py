@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 
 from coldtrail.demo import LOCATIONS, LOGGERS, POLL_S
 from tests.conftest import wait_for
@@ -57,7 +57,7 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
         def healthy() -> bool:
             try:
-                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+                return bool(httpx.get(f"{base}/health", timeout=1).status_code == 200)
             except httpx.TransportError:
                 return proc.poll() is not None  # it died: stop waiting, the assert says so
 
