@@ -27,6 +27,7 @@ from coldtrail.settings import MqttEndpoint
 PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT = os.environ.get("COLDTRAIL_BENCH_MQTT", "mqtt://127.0.0.1:1883")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+BROKER_BACKLOG = 100
 
 
 def _database(name: str) -> str:
@@ -114,27 +115,35 @@ def ours(url: str, readings: list[Reading], per_message: int) -> tuple[float, In
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
-    if not worker.subscribed.wait(10):
-        raise RuntimeError("ingest did not subscribe")
     pub = mqtt.make_client(options, f"pub-{root}", persistent=False)
-    pub.max_inflight_messages_set(1000)
-    mqtt.connect(pub, options, persistent=False)
-    pub.loop_start()
-    topic = telemetry_topic(root, "bench", "gw-bench")
-    start = time.perf_counter()
-    infos = [pub.publish(topic, p, qos=1) for p in payloads]
-    for info in infos:
-        info.wait_for_publish(60)
-    done = threading.Event()
-    while worker.stats.readings_stored < len(readings):
-        done.wait(0.01)
-        if time.perf_counter() - start > 600:
-            raise RuntimeError("ingest did not finish in 10 minutes")
-    elapsed = time.perf_counter() - start
-    pub.disconnect()
-    pub.loop_stop()
-    stop.set()
-    thread.join(30)
+    try:
+        if not worker.subscribed.wait(10):
+            raise RuntimeError("ingest did not subscribe")
+        pub.max_inflight_messages_set(1000)
+        mqtt.connect(pub, options, persistent=False)
+        pub.loop_start()
+        topic = telemetry_topic(root, "bench", "gw-bench")
+        pause = threading.Event()
+        start = time.perf_counter()
+        for sent, payload in enumerate(payloads):
+            # Mosquitto drops QoS 1 messages queued for a client beyond max_queued_messages
+            # (1000 by default): keep the backlog under it, as a real fleet's pace would.
+            while sent - worker.stats.messages > BROKER_BACKLOG:
+                pause.wait(0.001)
+            pub.publish(topic, payload, qos=1)
+        while worker.stats.readings_stored < len(readings):
+            pause.wait(0.01)
+            if time.perf_counter() - start > 300:
+                raise RuntimeError(
+                    f"only {worker.stats.readings_stored} of {len(readings)} readings stored "
+                    "after 5 minutes (did the broker drop messages?)"
+                )
+        elapsed = time.perf_counter() - start
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        stop.set()
+        thread.join(30)
     return elapsed, worker
 
 

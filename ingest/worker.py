@@ -1,10 +1,11 @@
 """The ingest worker.
 
 paho's network thread hands each message to this worker's thread through a queue; the worker
-collects a batch (up to ``batch_max_readings`` or ``flush_s`` after its first message), writes
-it in one transaction, and only after COMMIT acknowledges the messages to the broker, in
-arrival order. A crash before that leaves them unacknowledged, so the broker redelivers them
-(persistent session), and the (sensor, seq) key makes the second delivery a no-op.
+collects a batch, writes it in one transaction, and only after COMMIT acknowledges its messages
+to the broker, in arrival order. A batch closes when no further message is waiting, when it
+holds ``batch_max_readings``, or ``flush_s`` after its first message under a steady stream.
+A crash before the commit leaves the messages unacknowledged, so the broker redelivers them
+(persistent session), and the (sensor, seq) key makes a second delivery a no-op.
 """
 
 from __future__ import annotations
@@ -128,13 +129,15 @@ class IngestWorker:
         try:
             batch = Batch()
             while not stop.is_set():
-                timeout = (
-                    0.5
-                    if not batch.items
-                    else max(0.0, batch.first_at + self._flush_s - time.monotonic())
-                )
                 try:
-                    msg = self._inbox.get(timeout=timeout)
+                    # Idle: wait for work. Batch open: take only what is already here. Waiting
+                    # for more would stall: the broker sends no more than its in-flight window
+                    # until this batch is acknowledged.
+                    msg = (
+                        self._inbox.get(timeout=0.5)
+                        if not batch.items
+                        else self._inbox.get_nowait()
+                    )
                 except queue.Empty:
                     msg = None
                 if msg is not None:
@@ -143,7 +146,8 @@ class IngestWorker:
                     self.stats.messages += 1
                     batch.add(self.parse(msg))
                 due = batch.items and (
-                    batch.readings >= self._batch_max
+                    msg is None
+                    or batch.readings >= self._batch_max
                     or time.monotonic() >= batch.first_at + self._flush_s
                 )
                 if due:
