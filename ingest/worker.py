@@ -45,7 +45,8 @@ class Inbound:
 @dataclass(frozen=True)
 class Parsed:
     message: Inbound
-    rows: list[Row]
+    gateway: str
+    readings: list[Reading]
     dead: list[DeadLetter]
 
 
@@ -57,7 +58,7 @@ class Batch:
 
     def add(self, item: Parsed) -> None:
         self.items.append(item)
-        self.readings += len(item.rows)
+        self.readings += len(item.readings)
 
 
 @dataclass
@@ -174,31 +175,17 @@ class IngestWorker:
 
     @staticmethod
     def parse(msg: Inbound) -> Parsed:
-        """Rows to store and dead letters to keep; never raises on bad input."""
+        """Readings to store and dead letters to keep; never raises on bad input."""
         try:
             envelope, readings, bad = parse_telemetry(msg.payload)
         except PayloadError as exc:
-            return Parsed(msg, [], [(msg.topic, msg.payload, exc.reason)])
+            return Parsed(msg, "", [], [(msg.topic, msg.payload, exc.reason)])
         levels = msg.topic.split("/")
         if len(levels) >= 5 and levels[3] != envelope.gateway:
             reason = f"gateway {envelope.gateway!r} does not match topic {levels[3]!r}"
-            return Parsed(msg, [], [(msg.topic, msg.payload, reason)])
+            return Parsed(msg, "", [], [(msg.topic, msg.payload, reason)])
         dead = [(msg.topic, raw.encode(), reason) for raw, reason in bad]
-        rows = [IngestWorker._row(envelope.gateway, r) for r in readings]
-        return Parsed(msg, rows, dead)
-
-    @staticmethod
-    def _row(gateway: str, r: Reading) -> Row:
-        return (
-            r.sensor,
-            r.seq,
-            r.ts,
-            gateway,
-            r.status.value,
-            r.temperature_c,
-            r.humidity_pct,
-            r.battery_pct,
-        )
+        return Parsed(msg, envelope.gateway, readings, dead)
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -250,31 +237,30 @@ class IngestWorker:
     ) -> tuple[list[Row], list[DeadLetter]]:
         """Rows to store, and every dead letter: readings of sensors that are not registered
         are kept there, not dropped."""
-        if any(row[0] not in self._known for item in items for row in item.rows):
+        if any(r.sensor not in self._known for item in items for r in item.readings):
             self._known = {r[0] for r in conn.execute(q.KNOWN_SENSORS)}
             conn.commit()
         rows: list[Row] = []
         dead: list[DeadLetter] = []
         for item in items:
             dead.extend(item.dead)
-            for row in item.rows:
-                if row[0] in self._known:
-                    rows.append(row)
-                else:
-                    raw = (
-                        Reading(
-                            sensor=row[0],
-                            seq=row[1],
-                            ts=row[2],
-                            status=row[4],
-                            temperature_c=row[5],
-                            humidity_pct=row[6],
-                            battery_pct=row[7],
+            for r in item.readings:
+                if r.sensor in self._known:
+                    rows.append(
+                        (
+                            r.sensor,
+                            r.seq,
+                            r.ts,
+                            item.gateway,
+                            r.status.value,
+                            r.temperature_c,
+                            r.humidity_pct,
+                            r.battery_pct,
                         )
-                        .model_dump_json()
-                        .encode()
                     )
-                    dead.append((item.message.topic, raw, f"unknown sensor {row[0]!r}"))
+                else:
+                    reason = f"unknown sensor {r.sensor!r}"
+                    dead.append((item.message.topic, r.model_dump_json().encode(), reason))
         return rows, dead
 
     def _write(

@@ -7,10 +7,11 @@ COLDTRAIL_TEST_PG: a superuser URL of a server the tests may create databases on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -226,3 +227,27 @@ def token(client: Any, username: str, password: str) -> dict[str, str]:
     resp = client.post("/api/v1/auth/token", data={"username": username, "password": password})
     assert resp.status_code == 200, resp.text
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+def count_readings(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+    row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.asynccontextmanager
+async def publishing(agent: Any, client_id: str) -> AsyncIterator[None]:
+    """Run an edge agent's publisher (real MQTT) while the test polls its coordinators;
+    on exit stop it, close the devices' connections and the sequence store."""
+    import asyncio
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.publisher.run(client_id, stop))
+    try:
+        await asyncio.wait_for(agent.publisher.wait_connected(), 10)
+        yield
+    finally:
+        stop.set()
+        await task
+        for coordinator in agent.coordinators:
+            await coordinator.close()
+        agent.sequence.close()

@@ -3,7 +3,6 @@ PostgreSQL -> rules -> API, all real, with the clock driven by the test."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -23,18 +22,15 @@ from tests.conftest import (
     RunningIngest,
     api_client,
     async_wait_for,
+    count_readings,
     ingest_worker,
     make_site,
+    publishing,
     token,
     wait_for,
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-def _count(conn: Conn) -> int:
-    row = conn.execute("SELECT count(*) FROM readings").fetchone()
-    return int(row[0]) if row else 0
 
 
 async def test_reading_travels_from_logger_to_live_view_and_opens_then_closes_an_excursion(
@@ -72,21 +68,13 @@ async def test_reading_travels_from_logger_to_live_view_and_opens_then_closes_an
         rules_thread = threading.Thread(target=rules.run, args=(rules_stop,))
         with RunningIngest(worker):
             rules_thread.start()
-            stop = asyncio.Event()
-            publishing = asyncio.create_task(agent.publisher.run(f"edge-{topic_root}", stop))
-            try:
-                await asyncio.wait_for(agent.publisher.wait_connected(), 10)
+            async with publishing(agent, f"edge-{topic_root}"):
                 for _ in range(9):  # 0, 60, ..., 480 s
                     await agent.coordinators[0].poll_once()
                     clock.advance(60)
                 agent.publisher.wake()
                 await async_wait_for(lambda: len(agent.queue) == 0, what="PUBACK of all")
-                await async_wait_for(lambda: _count(conn) == 9, what="9 readings stored")
-            finally:
-                stop.set()
-                await publishing
-                await agent.coordinators[0].close()
-                agent.sequence.close()
+                await async_wait_for(lambda: count_readings(conn) == 9, what="9 readings stored")
             wait_for(
                 lambda: conn.execute(
                     "SELECT 1 FROM excursions WHERE ended_at IS NOT NULL"
@@ -158,20 +146,12 @@ async def test_live_view_shows_an_open_excursion_and_a_silent_logger(
         agent = EdgeAgent(config, mqtt_options, topic_root, clock)
         worker = ingest_worker(db_url, mqtt_options, topic_root)
         with RunningIngest(worker):
-            stop = asyncio.Event()
-            publishing = asyncio.create_task(agent.publisher.run(f"edge-{topic_root}", stop))
-            try:
+            async with publishing(agent, f"edge-{topic_root}"):
                 clock.advance(60)
                 for c in agent.coordinators:
                     await c.poll_once()
                 agent.publisher.wake()
-                await async_wait_for(lambda: _count(conn) == 2, what="2 readings stored")
-            finally:
-                stop.set()
-                await publishing
-                for c in agent.coordinators:
-                    await c.close()
-                agent.sequence.close()
+                await async_wait_for(lambda: count_readings(conn) == 2, what="2 readings stored")
     with psycopg.connect(db_url) as rules_conn:
         RulesEngine(db_url).process_pending(rules_conn)
 

@@ -9,17 +9,21 @@ import psycopg
 
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
-from tests.conftest import T0, RunningIngest, ingest_worker, make_site, publish, wait_for
+from tests.conftest import (
+    T0,
+    RunningIngest,
+    count_readings,
+    ingest_worker,
+    make_site,
+    publish,
+    wait_for,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def _count(conn: Conn, table: str) -> int:
-    queries = {
-        "readings": "SELECT count(*) FROM readings",
-        "dead_letters": "SELECT count(*) FROM dead_letters",
-    }
-    row = conn.execute(queries[table]).fetchone()
+def _dead_letters(conn: Conn) -> int:
+    row = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
     return int(row[0]) if row else 0
 
 
@@ -66,7 +70,7 @@ def test_malformed_payload_dead_lettered_and_next_good_one_stored(
     with RunningIngest(worker):
         publish(mqtt_options, topic, b"{not json", _message(1))
         wait_for(
-            lambda: _count(conn, "readings") == 1 and _count(conn, "dead_letters") == 1,
+            lambda: count_readings(conn) == 1 and _dead_letters(conn) == 1,
             what="one reading and one dead letter",
         )
     topic_seen, payload, reason = conn.execute(
@@ -97,7 +101,7 @@ def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
     worker = ingest_worker(db_url, mqtt_options, topic_root)
     with RunningIngest(worker):
         publish(mqtt_options, topic, mixed, wrong_gateway)
-        wait_for(lambda: _count(conn, "dead_letters") == 3, what="three dead letters")
+        wait_for(lambda: _dead_letters(conn) == 3, what="three dead letters")
     assert conn.execute("SELECT sensor_id, seq FROM readings").fetchall() == [("S1", 1)]
     reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM dead_letters"))
     assert reasons[0].startswith("gateway 'gw-2' does not match topic 'gw-1'")
@@ -120,8 +124,8 @@ def test_reading_acked_only_after_commit(
         publish(mqtt_options, topic, _message(1))
         wait_for(lambda: down.stats.messages == 1, what="the message to reach the worker")
     assert down.stats.batches == 0
-    assert _count(conn, "readings") == 0
+    assert count_readings(conn) == 0
 
     up = ingest_worker(db_url, mqtt_options, topic_root, client_id=client_id)
     with RunningIngest(up):
-        wait_for(lambda: _count(conn, "readings") == 1, what="redelivery after restart")
+        wait_for(lambda: count_readings(conn) == 1, what="redelivery after restart")
