@@ -49,10 +49,16 @@ class Publisher:
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._connect_failures = 0
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def connect_failures(self) -> int:
+        """Failed attempts to reach the broker since the last successful connection."""
+        return self._connect_failures
 
     @property
     def inflight_messages(self) -> int:
@@ -80,6 +86,14 @@ class Publisher:
         if rc.is_failure:
             log.warning("gateway %s lost the broker: %s", self._gateway, rc)
 
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        self._in_loop(self._connect_failed)
+
+    def _connect_failed(self) -> None:
+        if self._connect_failures == 0:
+            log.warning("gateway %s cannot reach the broker; readings stay queued", self._gateway)
+        self._connect_failures += 1
+
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._in_loop(self._puback, mid, rc.is_failure, str(rc))
 
@@ -90,6 +104,7 @@ class Publisher:
 
     def _set_connected(self, up: bool) -> None:
         if up:
+            self._connect_failures = 0
             self._connected.set()
             self._wake.set()
         else:
@@ -133,6 +148,7 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
         mqtt.connect(client, self._options, persistent=False, background=True)
         client.loop_start()
         try:

@@ -1,0 +1,94 @@
+"""The edge publisher against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import uuid
+from typing import Any
+
+from coldtrail import mqtt
+from coldtrail.clock import ManualClock
+from coldtrail.edge.publisher import Publisher
+from coldtrail.edge.queue import MemoryQueue
+from coldtrail.messages import Reading
+from coldtrail.settings import MqttEndpoint
+from tests.conftest import T0, async_wait_for
+
+
+def _publisher(options: mqtt.MqttOptions, root: str, q: MemoryQueue) -> Publisher:
+    return Publisher(
+        site="s1",
+        gateway="gw-1",
+        topic_root=root,
+        options=options,
+        queue=q,
+        clock=ManualClock(T0),
+        interval_s=0.05,
+    )
+
+
+def _watch(options: mqtt.MqttOptions, topic: str) -> tuple[Any, queue.Queue[tuple[bytes, bool]]]:
+    seen: queue.Queue[tuple[bytes, bool]] = queue.Queue()
+    client = mqtt.make_client(options, f"watch-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.on_message = lambda _c, _u, m: seen.put((bytes(m.payload), bool(m.retain)))
+    mqtt.connect(client, options, persistent=False)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    return client, seen
+
+
+async def test_status_is_retained_online_then_offline_on_stop(
+    mqtt_options: mqtt.MqttOptions, topic_root: str
+) -> None:
+    q = MemoryQueue()
+    pub = _publisher(mqtt_options, topic_root, q)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+    await asyncio.wait_for(pub.wait_connected(), 10)
+    stop.set()
+    await task
+
+    # A client that arrives later still learns the gateway's last state: it is retained.
+    watcher, seen = _watch(mqtt_options, pub.status_topic)
+    try:
+        payload, retained = await asyncio.to_thread(seen.get, True, 10)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+    assert retained
+    assert json.loads(payload) == {"state": "offline", "ts": "2026-11-22T10:00:00.000Z"}
+
+
+async def test_readings_stay_queued_while_the_broker_is_unreachable(topic_root: str) -> None:
+    q = MemoryQueue()
+    q.put(Reading(sensor="S1", seq=1, ts=T0, temperature_c=5.0))
+    nowhere = mqtt.MqttOptions(endpoint=MqttEndpoint.parse("mqtt://127.0.0.1:1"))
+    pub = _publisher(nowhere, topic_root, q)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+    await async_wait_for(lambda: pub.connect_failures >= 2, what="two failed connects")
+    stop.set()
+    await task
+    assert not pub.connected
+    assert len(q) == 1
+    assert [r.seq for r in q.take(5)] == [1]  # not taken: nothing was in flight
+
+
+async def test_readings_leave_the_queue_only_after_puback(
+    mqtt_options: mqtt.MqttOptions, topic_root: str
+) -> None:
+    q = MemoryQueue()
+    for seq in (1, 2, 3):
+        q.put(Reading(sensor="S1", seq=seq, ts=T0, temperature_c=5.0))
+    pub = _publisher(mqtt_options, topic_root, q)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+    try:
+        await asyncio.wait_for(pub.wait_connected(), 10)
+        await async_wait_for(lambda: len(q) == 0, what="PUBACK")
+        assert pub.inflight_messages == 0
+    finally:
+        stop.set()
+        await task
