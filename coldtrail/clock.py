@@ -6,6 +6,7 @@ Tests drive a :class:`ManualClock` instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -55,3 +56,14 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+async def first_of(*waits: Awaitable[object], at_most_s: float | None = None) -> None:
+    """Return when the first of ``waits`` finishes (or after ``at_most_s`` seconds of real
+    time); the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=at_most_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

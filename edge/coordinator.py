@@ -10,7 +10,7 @@ import asyncio
 import logging
 from enum import StrEnum
 
-from coldtrail.clock import Clock
+from coldtrail.clock import Clock, first_of
 from coldtrail.edge.config import DeviceConfig
 from coldtrail.edge.queue import ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
@@ -88,19 +88,9 @@ class DeviceCoordinator:
                 if delay < 0:  # a slow read: skip the missed slots instead of bursting
                     next_at = self._clock.monotonic()
                     delay = 0
-                await _sleep_or_stop(self._clock, delay, stop)
+                await first_of(self._clock.sleep(delay), stop.wait())
         finally:
             await self.close()
 
     async def close(self) -> None:
         await self._source.close()
-
-
-async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()

@@ -15,7 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from coldtrail import mqtt
-from coldtrail.clock import Clock
+from coldtrail.clock import Clock, first_of
 from coldtrail.edge.queue import Key, ReadingQueue
 from coldtrail.messages import encode_status, encode_telemetry, status_topic, telemetry_topic
 
@@ -155,17 +155,7 @@ class Publisher:
             while not stop.is_set():
                 self._publish_ready(client)
                 self._wake.clear()
-                waiters = {
-                    asyncio.ensure_future(self._wake.wait()),
-                    asyncio.ensure_future(stop.wait()),
-                }
-                try:
-                    await asyncio.wait(
-                        waiters, timeout=self._interval_s, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    for w in waiters:
-                        w.cancel()
+                await first_of(self._wake.wait(), stop.wait(), at_most_s=self._interval_s)
         finally:
             if self.connected:
                 info = client.publish(
