@@ -14,6 +14,7 @@ from coldtrail.edge.publisher import Publisher
 from coldtrail.edge.queue import MemoryQueue, ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import create_source
+from coldtrail.edge.sqlite_queue import SqliteQueue
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,23 @@ class EdgeAgent:
         queue: ReadingQueue | None = None,
     ) -> None:
         self.config = config
-        self.queue: ReadingQueue = queue if queue is not None else MemoryQueue()
-        self.sequence = SequenceStore(config.state_dir / "sequence.sqlite3")
+        self._sqlite: SqliteQueue | None = None
+        if queue is None and config.queue == "sqlite":
+            self._sqlite = SqliteQueue(
+                config.state_dir / "queue.sqlite3", synchronous=config.queue_synchronous
+            )
+        self.queue: ReadingQueue
+        if queue is not None:
+            self.queue = queue
+        elif self._sqlite is not None:
+            self.queue = self._sqlite
+        else:
+            self.queue = MemoryQueue()
+        self.sequence = (
+            SequenceStore(connection=self._sqlite.connection)
+            if self._sqlite is not None
+            else SequenceStore(config.state_dir / "sequence.sqlite3")
+        )
         self.coordinators = [
             DeviceCoordinator(
                 d,
@@ -62,4 +78,9 @@ class EdgeAgent:
                     tg.create_task(c.run(stop))
                 tg.create_task(self.publisher.run(f"edge-{self.config.gateway}", stop))
         finally:
-            self.sequence.close()
+            self.close()
+
+    def close(self) -> None:
+        self.sequence.close()
+        if self._sqlite is not None:
+            self._sqlite.close()

@@ -36,7 +36,11 @@ class EdgeConfig(BaseModel):
     mqtt_url: str | None = None
     """Overrides COLDTRAIL_MQTT_URL for this agent."""
     state_dir: Path = Path("state")
-    """Relative paths are taken from the config file's folder."""
+    """Queue and sequence numbers live here. Relative paths are from the config file's folder."""
+    queue: Literal["sqlite", "memory"] = "sqlite"
+    """``memory`` loses queued readings when the agent stops: for tests and demos only."""
+    queue_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite fsync policy: FULL survives a power cut; NORMAL only a crash of the agent."""
     profile_dirs: tuple[Path, ...] = ()
     publish_interval_s: float = Field(default=5.0, gt=0, le=600)
     batch_max_readings: int = Field(default=500, ge=1, le=10_000)

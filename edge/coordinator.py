@@ -56,14 +56,15 @@ class DeviceCoordinator:
             values = measurement.values
             status = ReadingStatus.OK if measurement.complete else ReadingStatus.NOT_AVAILABLE
             self._enter(DeviceState.OK, None)
-        reading = Reading(
-            sensor=self.device.sensor,
-            seq=self._sequence.next(self.device.sensor),
-            ts=ts,
-            status=status,
-            **{k: v for k, v in values.items() if v is not None},
-        )
-        self._queue.put(reading)
+        with self._sequence.transaction():
+            reading = Reading(
+                sensor=self.device.sensor,
+                seq=self._sequence.next(self.device.sensor),
+                ts=ts,
+                status=status,
+                **{k: v for k, v in values.items() if v is not None},
+            )
+            self._queue.put(reading)
         return reading
 
     def _enter(self, state: DeviceState, error: str | None) -> None:

@@ -237,7 +237,7 @@ def count_readings(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
 @contextlib.asynccontextmanager
 async def publishing(agent: Any, client_id: str) -> AsyncIterator[None]:
     """Run an edge agent's publisher (real MQTT) while the test polls its coordinators;
-    on exit stop it, close the devices' connections and the sequence store."""
+    on exit stop it, close the devices' connections, the queue and the sequence store."""
     import asyncio
 
     stop = asyncio.Event()
@@ -250,4 +250,4 @@ async def publishing(agent: Any, client_id: str) -> AsyncIterator[None]:
         await task
         for coordinator in agent.coordinators:
             await coordinator.close()
-        agent.sequence.close()
+        agent.close()
