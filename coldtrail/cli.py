@@ -84,8 +84,12 @@ def cmd_api(settings: Settings, _: argparse.Namespace) -> None:
 def cmd_edge(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.services import edge_agent
 
-    agent = edge_agent(settings, args.config, SystemClock())
-    _run_async(agent.run)
+    async def main(stop: asyncio.Event) -> None:
+        # Built inside the loop: pymodbus clients bind to the running loop when created.
+        agent = edge_agent(settings, args.config, SystemClock())
+        await agent.run(stop)
+
+    _run_async(main)
 
 
 def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:

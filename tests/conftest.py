@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -251,3 +253,63 @@ async def publishing(agent: Any, client_id: str) -> AsyncIterator[None]:
         for coordinator in agent.coordinators:
             await coordinator.close()
         agent.close()
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own on a free port, which the test may stop and start.
+
+    Persistence is on, so persistent sessions (ingest's) and their queued messages survive
+    a restart as they would in production.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._conf = workdir / "mosquitto.conf"
+        import getpass
+
+        # `user`: started as root, mosquitto would switch to its own user, which can't write
+        # the test's folder, and it would lose every session at the restart.
+        self._conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {workdir}/\nmax_queued_messages 0\n"
+            f"user {getpass.getuser()}\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import shutil
+
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self._proc = subprocess.Popen(
+            [exe, "-c", str(self._conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+        def listening() -> bool:
+            import socket
+
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(listening, what=f"mosquitto on port {self.port}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()  # SIGTERM: mosquitto saves its sessions, as on a restart
+            self._proc.wait(10)
+            self._proc = None
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
