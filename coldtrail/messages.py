@@ -55,6 +55,8 @@ class GatewayStatus(BaseModel):
 
     state: Literal["online", "offline"]
     ts: AwareDatetime | None = None
+    queued: int | None = None
+    oldest_queued: AwareDatetime | None = None
 
 
 _reading = TypeAdapter(Reading)
@@ -140,8 +142,18 @@ def encode_telemetry(gateway: str, sent_at: datetime, readings: list[Reading]) -
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def encode_status(state: Literal["online", "offline"], ts: datetime | None) -> bytes:
-    body: dict[str, str] = {"state": state}
+def encode_status(
+    state: Literal["online", "offline"],
+    ts: datetime | None,
+    *,
+    queued: int | None = None,
+    oldest_queued: datetime | None = None,
+) -> bytes:
+    """Gateway status; ``queued`` and ``oldest_queued`` describe the backlog still at the edge."""
+    body: dict[str, str | int | None] = {"state": state}
     if ts is not None:
         body["ts"] = rfc3339(ts)
+    if queued is not None:
+        body["queued"] = queued
+        body["oldest_queued"] = rfc3339(oldest_queued) if oldest_queued else None
     return json.dumps(body, separators=(",", ":")).encode()

@@ -66,6 +66,7 @@ class EdgeAgent:
             batch_max=config.batch_max_readings,
             max_inflight=config.max_inflight_messages,
             interval_s=config.publish_interval_s,
+            status_interval_s=config.status_interval_s,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

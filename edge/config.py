@@ -45,6 +45,8 @@ class EdgeConfig(BaseModel):
     publish_interval_s: float = Field(default=5.0, gt=0, le=600)
     batch_max_readings: int = Field(default=500, ge=1, le=10_000)
     max_inflight_messages: int = Field(default=10, ge=1, le=1000)
+    status_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    """How often the retained status (with the queue's size and oldest reading) is refreshed."""
     devices: tuple[DeviceConfig, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

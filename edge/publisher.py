@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
@@ -35,6 +35,7 @@ class Publisher:
         batch_max: int = 500,
         max_inflight: int = 10,
         interval_s: float = 5.0,
+        status_interval_s: float = 60.0,
     ) -> None:
         self._gateway = gateway
         self._options = options
@@ -50,6 +51,9 @@ class Publisher:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connect_failures = 0
+        self._client: paho.Client | None = None
+        self._status_at = 0.0
+        self._status_interval_s = status_interval_s
 
     @property
     def connected(self) -> bool:
@@ -76,9 +80,6 @@ class Publisher:
         if rc.is_failure:
             log.error("broker refused gateway %s: %s", self._gateway, rc)
             return
-        client.publish(
-            self.status_topic, encode_status("online", self._clock.now()), qos=1, retain=True
-        )
         self._in_loop(self._set_connected, True)
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
@@ -102,8 +103,20 @@ class Publisher:
             raise RuntimeError("publisher callback before run() started")
         self._loop.call_soon_threadsafe(fn, *args)
 
+    def _status(self, state: Literal["online", "offline"]) -> bytes:
+        return encode_status(
+            state, self._clock.now(), queued=len(self._queue), oldest_queued=self._queue.oldest_ts()
+        )
+
+    def _publish_status(self, state: Literal["online", "offline"]) -> paho.MQTTMessageInfo:
+        if self._client is None:
+            raise RuntimeError("status published before run() made the client")
+        self._status_at = asyncio.get_running_loop().time()
+        return self._client.publish(self.status_topic, self._status(state), qos=1, retain=True)
+
     def _set_connected(self, up: bool) -> None:
         if up:
+            self._publish_status("online")
             self._connect_failures = 0
             self._connected.set()
             self._wake.set()
@@ -149,21 +162,21 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_connect_fail = self._on_connect_fail
+        self._client = client
         mqtt.connect(client, self._options, persistent=False, background=True)
         client.loop_start()
         try:
             while not stop.is_set():
                 self._publish_ready(client)
+                if self.connected and (
+                    asyncio.get_running_loop().time() - self._status_at >= self._status_interval_s
+                ):
+                    self._publish_status("online")  # the backlog figures, kept current
                 self._wake.clear()
                 await first_of(self._wake.wait(), stop.wait(), at_most_s=self._interval_s)
         finally:
             if self.connected:
-                info = client.publish(
-                    self.status_topic,
-                    encode_status("offline", self._clock.now()),
-                    qos=1,
-                    retain=True,
-                )
+                info = self._publish_status("offline")
                 await asyncio.to_thread(info.wait_for_publish, 2.0)
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)

@@ -58,7 +58,38 @@ async def test_status_is_retained_online_then_offline_on_stop(
         watcher.disconnect()
         watcher.loop_stop()
     assert retained
-    assert json.loads(payload) == {"state": "offline", "ts": "2026-11-22T10:00:00.000Z"}
+    assert json.loads(payload) == {
+        "state": "offline",
+        "ts": "2026-11-22T10:00:00.000Z",
+        "queued": 0,
+        "oldest_queued": None,
+    }
+
+
+async def test_status_reports_the_backlog_held_at_the_edge(
+    mqtt_options: mqtt.MqttOptions, topic_root: str
+) -> None:
+    q = MemoryQueue()
+    for seq in (1, 2, 3):
+        q.put(Reading(sensor="S1", seq=seq, ts=T0.replace(minute=seq), temperature_c=5.0))
+    pub = _publisher(mqtt_options, topic_root, q)
+    watcher, seen = _watch(mqtt_options, pub.status_topic)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+    try:
+        payload, _ = await asyncio.to_thread(seen.get, True, 10)
+    finally:
+        stop.set()
+        await task
+        watcher.disconnect()
+        watcher.loop_stop()
+    # Published on connecting, before the backlog is sent: what was waiting, since when.
+    assert json.loads(payload) == {
+        "state": "online",
+        "ts": "2026-11-22T10:00:00.000Z",
+        "queued": 3,
+        "oldest_queued": "2026-11-22T10:01:00.000Z",
+    }
 
 
 async def test_readings_stay_queued_while_the_broker_is_unreachable(topic_root: str) -> None:
