@@ -140,8 +140,9 @@ def _free_port() -> int:
 
 
 def _write_edge_config(
-    path: Path, gateway: str, kind: str, port: int, loggers: list[tuple[str, int]]
+    path: Path, gateway: str, kind: str, port: int, loggers: list[tuple[str, int, str]]
 ) -> None:
+    ranges = {loc.id: (loc.temp_min_c, loc.temp_max_c) for loc in LOCATIONS}
     lines = [
         f'site = "{SITE}"',
         f'gateway = "{gateway}"',
@@ -150,7 +151,8 @@ def _write_edge_config(
         "publish_interval_s = 2",
         "",
     ]
-    for sensor, unit in loggers:
+    for sensor, unit, location in loggers:
+        low, high = ranges[location]
         lines += [
             "[[devices]]",
             f'sensor = "{sensor}"',
@@ -160,6 +162,8 @@ def _write_edge_config(
             f"port = {port}",
             f"unit = {unit}",
             f"poll_interval_s = {POLL_S}",
+            f"temp_min_c = {low}",
+            f"temp_max_c = {high}",
             "",
         ]
     path.write_text("\n".join(lines))
@@ -231,7 +235,11 @@ async def run_demo(
         servers.append(server)
         path = data_dir / f"edge-{gateway}.toml"
         _write_edge_config(
-            path, gateway, kind, server.port, [(sensor, unit) for _, sensor, _, _, unit, _ in mine]
+            path,
+            gateway,
+            kind,
+            server.port,
+            [(sensor, unit, location) for _, sensor, location, _, unit, _ in mine],
         )
         configs.append(path)
 

@@ -46,16 +46,6 @@ class EdgeAgent:
             if self._sqlite is not None
             else SequenceStore(config.state_dir / "sequence.sqlite3")
         )
-        self.coordinators = [
-            DeviceCoordinator(
-                d,
-                create_source(d, load_profile(d.model, config.profile_dirs)),
-                self.queue,
-                self.sequence,
-                clock,
-            )
-            for d in config.devices
-        ]
         self.publisher = Publisher(
             site=config.site,
             gateway=config.gateway,
@@ -68,6 +58,18 @@ class EdgeAgent:
             interval_s=config.publish_interval_s,
             status_interval_s=config.status_interval_s,
         )
+        self.coordinators = [
+            DeviceCoordinator(
+                d,
+                create_source(d, load_profile(d.model, config.profile_dirs)),
+                self.queue,
+                self.sequence,
+                clock,
+                # An out-of-range reading leaves now, not at the next publish interval.
+                on_out_of_range=lambda _reading: self.publisher.wake(),
+            )
+            for d in config.devices
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(

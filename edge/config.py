@@ -22,9 +22,26 @@ class DeviceConfig(BaseModel):
     port: int = Field(default=502, ge=1, le=65535)
     unit: int | None = Field(default=None, ge=0, le=247)
     poll_interval_s: float = Field(default=60.0, gt=0, le=3600)
-    """GSP wants every probe refreshed at least once a minute; 60 s is the default and the cap
-    a site should stay under."""
+    """Every poll is recorded. GSP wants each probe refreshed at least once a minute (the
+    default); the location kind caps it (see RECORD_MAX_S)."""
     timeout_s: float = Field(default=2.0, gt=0, le=60)
+    temp_min_c: float | None = None
+    temp_max_c: float | None = None
+    """The allowed range where this probe hangs: out of it, the agent records at least every
+    2 minutes (GSP) and publishes at once."""
+
+    def out_of_range(self, temperature_c: float | None) -> bool:
+        if temperature_c is None:
+            return False
+        low = self.temp_min_c is not None and temperature_c < self.temp_min_c
+        high = self.temp_max_c is not None and temperature_c > self.temp_max_c
+        return low or high
+
+
+# GSP's longest gap between two records (DOMAIN.md): stored goods 30 min, goods in transport
+# 5 min, and 2 min while a value is out of range.
+RECORD_MAX_S = {"storage": 1800.0, "transport": 300.0}
+OUT_OF_RANGE_RECORD_MAX_S = 120.0
 
 
 class EdgeConfig(BaseModel):
@@ -48,6 +65,17 @@ class EdgeConfig(BaseModel):
     status_interval_s: float = Field(default=60.0, gt=0, le=3600)
     """How often the retained status (with the queue's size and oldest reading) is refreshed."""
     devices: tuple[DeviceConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _gsp_record_interval(self) -> EdgeConfig:
+        limit = RECORD_MAX_S[self.location_kind]
+        slow = [d.sensor for d in self.devices if d.poll_interval_s > limit]
+        if slow:
+            raise ValueError(
+                f"GSP wants a record at least every {limit:.0f} s in {self.location_kind}; "
+                f"poll_interval_s is longer for {', '.join(slow)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sensors_unique(self) -> EdgeConfig:

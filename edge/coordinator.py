@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 
 from coldtrail.clock import Clock, first_of
-from coldtrail.edge.config import DeviceConfig
+from coldtrail.edge.config import OUT_OF_RANGE_RECORD_MAX_S, DeviceConfig
 from coldtrail.edge.queue import ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import Source
@@ -35,12 +36,15 @@ class DeviceCoordinator:
         queue: ReadingQueue,
         sequence: SequenceStore,
         clock: Clock,
+        on_out_of_range: Callable[[Reading], None] | None = None,
     ) -> None:
         self.device = device
         self._source = source
         self._queue = queue
         self._sequence = sequence
         self._clock = clock
+        self._on_out_of_range = on_out_of_range
+        self.out_of_range = False
         self.state = DeviceState.UNKNOWN
         self.last_error: str | None = None
 
@@ -65,6 +69,9 @@ class DeviceCoordinator:
                 **{k: v for k, v in values.items() if v is not None},
             )
             self._queue.put(reading)
+        self.out_of_range = self.device.out_of_range(reading.temperature_c)
+        if self.out_of_range and self._on_out_of_range is not None:
+            self._on_out_of_range(reading)
         return reading
 
     def _enter(self, state: DeviceState, error: str | None) -> None:
@@ -77,14 +84,20 @@ class DeviceCoordinator:
         self.state = state
         self.last_error = error
 
+    def next_interval(self) -> float:
+        """Seconds to the next poll: the configured cadence, at most 2 minutes while the last
+        value was out of range (GSP)."""
+        if self.out_of_range:
+            return min(self.device.poll_interval_s, OUT_OF_RANGE_RECORD_MAX_S)
+        return self.device.poll_interval_s
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll on a fixed cadence (not drifting by the read time) until ``stop`` is set."""
-        interval = self.device.poll_interval_s
         next_at = self._clock.monotonic()
         try:
             while not stop.is_set():
                 await self.poll_once()
-                next_at += interval
+                next_at += self.next_interval()
                 delay = next_at - self._clock.monotonic()
                 if delay < 0:  # a slow read: skip the missed slots instead of bursting
                     next_at = self._clock.monotonic()

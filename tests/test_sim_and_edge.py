@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from coldtrail.edge.queue import MemoryQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import create_source
 from coldtrail.errors import ConfigError
-from coldtrail.messages import ReadingStatus
+from coldtrail.messages import Reading, ReadingStatus
 from coldtrail.sim.scenarios import CompressorFailure, Steady, parse_scenario
 from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, ModbusSimServer, SimulatedXYMD02
 
@@ -126,3 +128,81 @@ def test_sequence_survives_a_restart(tmp_path: Path) -> None:
     again = SequenceStore(tmp_path / "seq.sqlite3")
     assert again.next("A") == 3
     again.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "poll_s", "ok"),
+    [
+        ("storage", 1800, True),
+        ("storage", 1801, False),
+        ("transport", 300, True),
+        ("transport", 301, False),
+    ],
+)
+def test_config_refuses_a_poll_interval_longer_than_gsp_allows(
+    kind: str, poll_s: float, ok: bool
+) -> None:
+    from pydantic import ValidationError
+
+    from coldtrail.edge.config import EdgeConfig
+
+    doc = {
+        "site": "s1",
+        "gateway": "gw",
+        "location_kind": kind,
+        "devices": [{"sensor": "S1", "model": "xy-md02", "poll_interval_s": poll_s}],
+    }
+    if ok:
+        EdgeConfig.model_validate(doc)
+    else:
+        with pytest.raises(ValidationError, match="GSP wants a record at least every"):
+            EdgeConfig.model_validate(doc)
+
+
+async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    # In range for 20 min, out of 2-8 °C from about 21 min to 45 min, then back.
+    scenario = CompressorFailure(
+        base_c=5.0, ambient_c=25.0, fail_at_s=1200, warm_tau_s=300, recover_at_s=2400, cool_tau_s=60
+    )
+    device = SimulatedXYMD02(1, scenario, clock.now())
+    stop = asyncio.Event()
+
+    class StopAfter(MemoryQueue):
+        def put(self, reading: Reading) -> None:
+            super().put(reading)
+            if len(self) >= 30:
+                stop.set()
+
+    queue = StopAfter()
+    alarms: list[Reading] = []
+    async with ModbusSimServer([device], clock) as server:
+        cfg = DeviceConfig(
+            sensor="S1",
+            model="xy-md02",
+            port=server.port,
+            unit=1,
+            poll_interval_s=600,
+            temp_min_c=2.0,
+            temp_max_c=8.0,
+        )
+        seq = SequenceStore(tmp_path / "seq.sqlite3")
+        coord = DeviceCoordinator(
+            cfg,
+            create_source(cfg, load_profile("xy-md02")),
+            queue,
+            seq,
+            clock,
+            on_out_of_range=alarms.append,
+        )
+        await coord.run(stop)  # the clock moves only as the coordinator sleeps
+        seq.close()
+
+    readings = queue.take(100)
+    gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(readings)]
+    expected = [120.0 if cfg.out_of_range(a.temperature_c) else 600.0 for a in readings[:-1]]
+    assert gaps == expected
+    assert 120.0 in gaps  # it went out of range ...
+    assert gaps[-1] == 600.0  # ... and came back
+    assert alarms == [r for r in readings if cfg.out_of_range(r.temperature_c)]
