@@ -93,8 +93,9 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.sim.modbus_server import ModbusSimServer
     from coldtrail.sim.scenarios import parse_scenario
-    from coldtrail.sim.xymd02 import ModbusSimServer, SimulatedXYMD02
+    from coldtrail.sim.xymd02 import SimulatedXYMD02
 
     clock = SystemClock()
     start = clock.now()

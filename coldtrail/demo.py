@@ -33,8 +33,9 @@ from coldtrail.erp.masterdata import (
     upsert_site,
 )
 from coldtrail.settings import Settings, load_settings
+from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, DoorOpening, Scenario, Steady
-from coldtrail.sim.xymd02 import ModbusSimServer, SimulatedXYMD02
+from coldtrail.sim.xymd02 import SimulatedXYMD02
 
 log = logging.getLogger(__name__)
 SITE = "demo"

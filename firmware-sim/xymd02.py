@@ -8,14 +8,11 @@ The offsets are applied by the device, as on the real one.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coldtrail.clock import Clock
@@ -30,12 +27,13 @@ REG_RH_OFFSET = 0x0104
 BAUD_9600 = 1
 
 
-def _s16(value: float) -> int:
+def s16(value: float) -> int:
+    """A value as the 16-bit two's-complement register a device would send."""
     raw = round(value)
     return max(-32768, min(32767, raw)) & 0xFFFF
 
 
-def _from_s16(reg: int) -> int:
+def _froms16(reg: int) -> int:
     return reg - 0x10000 if reg & 0x8000 else reg
 
 
@@ -57,11 +55,11 @@ class SimulatedXYMD02:
 
     def registers_at(self, now: datetime) -> dict[int, int]:
         sample = self.scenario.sample((now - self.started_at).total_seconds())
-        t_off = _from_s16(self.holding[REG_TEMP_OFFSET]) / 10.0
-        rh_off = _from_s16(self.holding[REG_RH_OFFSET]) / 10.0
+        t_off = _froms16(self.holding[REG_TEMP_OFFSET]) / 10.0
+        rh_off = _froms16(self.holding[REG_RH_OFFSET]) / 10.0
         rh = min(100.0, max(0.0, sample.humidity_pct + rh_off))
         return {
-            REG_TEMPERATURE: _s16((sample.temperature_c + t_off) * 10),
+            REG_TEMPERATURE: s16((sample.temperature_c + t_off) * 10),
             REG_HUMIDITY: round(rh * 10),
         }
 
@@ -106,37 +104,3 @@ class SimulatedXYMD02:
                 if address + i in self.holding:
                     self.holding[address + i] = int(value)
         return None
-
-
-class ModbusSimServer:
-    """A Modbus TCP server carrying one or more simulated devices (a TCP gateway to a bus)."""
-
-    def __init__(
-        self, devices: list[SimulatedXYMD02], clock: Clock, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
-        self.devices = {d.unit: d for d in devices}
-        self._server = ModbusTcpServer([d.sim_device(clock) for d in devices], address=(host, port))
-        self.host = host
-        self.port = port
-
-    async def start(self) -> None:
-        await self._server.serve_forever(background=True)
-        transport: Any = self._server.transport
-        self.port = transport.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        await self._server.shutdown()  # type: ignore[no-untyped-call]
-
-    async def __aenter__(self) -> ModbusSimServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def serve_until(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()

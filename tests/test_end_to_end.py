@@ -15,8 +15,9 @@ from coldtrail.edge.agent import EdgeAgent
 from coldtrail.edge.config import DeviceConfig, EdgeConfig
 from coldtrail.mqtt import MqttOptions
 from coldtrail.rules.engine import RulesEngine
+from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure
-from coldtrail.sim.xymd02 import ModbusSimServer, SimulatedXYMD02
+from coldtrail.sim.xymd02 import SimulatedXYMD02
 from tests.conftest import (
     T0,
     RunningIngest,

@@ -19,8 +19,9 @@ from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import create_source
 from coldtrail.errors import ConfigError
 from coldtrail.messages import Reading, ReadingStatus
+from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, Steady, parse_scenario
-from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, ModbusSimServer, SimulatedXYMD02
+from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, SimulatedXYMD02
 
 
 async def test_simulator_answers_with_the_datasheet_register_map(clock: ManualClock) -> None:
@@ -206,3 +207,37 @@ async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
     assert 120.0 in gaps  # it went out of range ...
     assert gaps[-1] == 600.0  # ... and came back
     assert alarms == [r for r in readings if cfg.out_of_range(r.temperature_c)]
+
+
+@pytest.mark.parametrize(
+    ("model", "make", "temp", "rh"),
+    [
+        ("xy-md02", "xymd02", -18.24, 40.0),  # x10 registers: one decimal survives
+        ("ee072", "ee072", -20.55, 87.25),  # x100 registers: two decimals survive
+        ("ee072", "ee072", 31.07, 0.0),
+    ],
+)
+async def test_each_profile_reads_engineering_values_from_its_device(
+    clock: ManualClock, tmp_path: Path, model: str, make: str, temp: float, rh: float
+) -> None:
+    from coldtrail.sim.ee072 import SimulatedEE072
+    from coldtrail.sim.modbus_server import SimulatedDevice
+
+    scenario = Steady(base_c=temp, humidity_pct=rh, noise_c=0)
+    device: SimulatedDevice = (
+        SimulatedXYMD02(4, scenario, clock.now())
+        if make == "xymd02"
+        else SimulatedEE072(4, scenario, clock.now())
+    )
+    # Steady's humidity ripple is deterministic: ask the scenario what the device holds.
+    expected_rh = scenario.sample(0).humidity_pct
+    async with ModbusSimServer([device], clock) as server:
+        cfg = DeviceConfig(sensor="S1", model=model, port=server.port, unit=4)
+        source = create_source(cfg, load_profile(model))
+        measurement = await source.read()
+        await source.close()
+    step = 0.1 if model == "xy-md02" else 0.01
+    assert measurement.values["temperature_c"] == pytest.approx(temp, abs=step / 2 + 1e-9)
+    assert measurement.values["humidity_pct"] == pytest.approx(
+        min(100.0, max(0.0, expected_rh)), abs=step / 2 + 1e-9
+    )
