@@ -12,10 +12,10 @@ import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coldtrail.clock import Clock
+from coldtrail.sim.modbus_server import ScenarioRegisters
 from coldtrail.sim.scenarios import Scenario
 from coldtrail.sim.xymd02 import s16
 
@@ -31,11 +31,12 @@ def _f32(value: float) -> tuple[int, int]:
 
 
 @dataclass
-class SimulatedEE072:
+class SimulatedEE072(ScenarioRegisters):
     unit: int
     scenario: Scenario
     started_at: datetime
     offline: bool = False
+    read_functions: tuple[int, ...] = (3, 4)
     _blocks: tuple[tuple[int, int], ...] = field(
         default=((REG_TEMPERATURE_F32, 0x03FD), (REG_TEMPERATURE_X100, REG_HUMIDITY_X100)),
         init=False,
@@ -66,24 +67,5 @@ class SimulatedEE072:
         return SimDevice(
             id=self.unit,
             simdata=(bits, list(bits), block(), block()),
-            action=functools.partial(self._action, clock),
+            action=functools.partial(self.action, clock),
         )
-
-    async def _action(
-        self,
-        clock: Clock,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        current_registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        if self.offline:
-            return ExcCodes.DEVICE_BUSY
-        if function_code in (3, 4):
-            for reg, value in self.registers_at(clock.now()).items():
-                i = reg - start_address
-                if 0 <= i < len(current_registers):
-                    current_registers[i] = value
-        return None

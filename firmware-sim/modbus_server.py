@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
+from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimDevice
 
@@ -16,6 +18,41 @@ class SimulatedDevice(Protocol):
     unit: int
 
     def sim_device(self, clock: Clock) -> SimDevice: ...
+
+
+class ScenarioRegisters:
+    """What simulated devices share: registers computed from the scenario when they are read,
+    and silence (a Modbus exception) while the device is ``offline``."""
+
+    offline: bool
+    read_functions: tuple[int, ...] = (4,)
+
+    def registers_at(self, now: datetime) -> dict[int, int]:
+        raise NotImplementedError
+
+    def on_write(self, address: int, values: list[int]) -> None:
+        """A master wrote registers (function 6 or 16); ignored unless the device overrides."""
+
+    async def action(
+        self,
+        clock: Clock,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if self.offline:
+            return ExcCodes.DEVICE_BUSY
+        if function_code in self.read_functions:
+            for reg, value in self.registers_at(clock.now()).items():
+                i = reg - start_address
+                if 0 <= i < len(current_registers):
+                    current_registers[i] = value
+        elif function_code in (6, 16) and set_values is not None:
+            self.on_write(address, [int(v) for v in set_values])
+        return None
 
 
 class ModbusSimServer:

@@ -12,10 +12,10 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 
-from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coldtrail.clock import Clock
+from coldtrail.sim.modbus_server import ScenarioRegisters
 from coldtrail.sim.scenarios import Scenario
 
 REG_TEMPERATURE = 0x0001
@@ -38,7 +38,7 @@ def _froms16(reg: int) -> int:
 
 
 @dataclass
-class SimulatedXYMD02:
+class SimulatedXYMD02(ScenarioRegisters):
     unit: int
     scenario: Scenario
     started_at: datetime
@@ -79,28 +79,10 @@ class SimulatedXYMD02:
                 ],
                 [SimData(REG_TEMPERATURE, values=[0, 0], datatype=DataType.REGISTERS)],
             ),
-            action=functools.partial(self._action, clock),
+            action=functools.partial(self.action, clock),
         )
 
-    async def _action(
-        self,
-        clock: Clock,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        current_registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        if self.offline:
-            return ExcCodes.DEVICE_BUSY
-        if function_code == 4:
-            for reg, value in self.registers_at(clock.now()).items():
-                i = reg - start_address
-                if 0 <= i < len(current_registers):
-                    current_registers[i] = value
-        elif function_code in (6, 16) and set_values is not None:
-            for i, value in enumerate(set_values):
-                if address + i in self.holding:
-                    self.holding[address + i] = int(value)
-        return None
+    def on_write(self, address: int, values: list[int]) -> None:
+        for i, value in enumerate(values):
+            if address + i in self.holding:
+                self.holding[address + i] = value
