@@ -230,6 +230,7 @@ def _live_sensor(row: tuple[Any, ...], now: Any, stale_after_s: float) -> models
         rh,
         batt,
         gateway,
+        clock_state,
         exc_id,
         exc_since,
     ) = row
@@ -259,6 +260,7 @@ def _live_sensor(row: tuple[Any, ...], now: Any, stale_after_s: float) -> models
             humidity_pct=rh,
             battery_pct=batt,
             gateway=gateway,
+            clock=clock_state,
         )
     )
     state: models.LiveState

@@ -44,6 +44,7 @@ class LatestReading(BaseModel):
     humidity_pct: float | None
     battery_pct: float | None
     gateway: str
+    clock: str = Field(description="ok, or unsynced / implausible: the gateway's clock was off")
 
 
 class LiveSensor(BaseModel):

@@ -4,7 +4,7 @@ LIVE = """
 SELECT s.id, s.model, s.serial, s.calibration_due,
        l.id, l.name, l.kind::text, l.site_id, l.parent_id, l.temp_min_c, l.temp_max_c, a.position,
        sl.seq, sl.ts, sl.received_at, sl.status::text, sl.temperature_c, sl.humidity_pct,
-       sl.battery_pct, sl.gateway,
+       sl.battery_pct, sl.gateway, sl.clock::text,
        e.id, e.started_at
 FROM sensors s
 LEFT JOIN sensor_assignments a ON a.sensor_id = s.id AND a.valid @> %(now)s::timestamptz

@@ -29,6 +29,14 @@ class ReadingStatus(StrEnum):
     """The device answered with its own not-available code (e.g. probe unplugged)."""
 
 
+class ClockState(StrEnum):
+    OK = "ok"
+    UNSYNCED = "unsynced"
+    """The gateway's clock is not synchronised (no NTP): its times may drift."""
+    IMPLAUSIBLE = "implausible"
+    """The gateway's clock reads a time that can't be right (e.g. 1970 after a reboot)."""
+
+
 class Reading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
@@ -36,6 +44,7 @@ class Reading(BaseModel):
     seq: int = Field(ge=0, le=2**63 - 1)
     ts: AwareDatetime
     status: ReadingStatus = ReadingStatus.OK
+    clock: ClockState = ClockState.OK
     temperature_c: float | None = Field(default=None, ge=-100, le=200)
     humidity_pct: float | None = Field(default=None, ge=0, le=100)
     battery_pct: float | None = Field(default=None, ge=0, le=100)
@@ -130,6 +139,7 @@ def encode_telemetry(gateway: str, sent_at: datetime, readings: list[Reading]) -
                     ("seq", r.seq),
                     ("ts", rfc3339(r.ts)),
                     ("status", r.status.value),
+                    ("clock", r.clock.value if r.clock is not ClockState.OK else None),
                     ("temperature_c", r.temperature_c),
                     ("humidity_pct", r.humidity_pct),
                     ("battery_pct", r.battery_pct),

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 
 from coldtrail.clock import Clock, first_of
+from coldtrail.edge.clockcheck import system_clock_check
 from coldtrail.edge.config import OUT_OF_RANGE_RECORD_MAX_S, DeviceConfig
 from coldtrail.edge.queue import ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import Source
 from coldtrail.errors import DeviceUnavailable
-from coldtrail.messages import Reading, ReadingStatus
+from coldtrail.messages import ClockState, Reading, ReadingStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class DeviceCoordinator:
         sequence: SequenceStore,
         clock: Clock,
         on_out_of_range: Callable[[Reading], None] | None = None,
+        clock_check: Callable[[datetime], ClockState] = system_clock_check,
     ) -> None:
         self.device = device
         self._source = source
@@ -44,6 +47,8 @@ class DeviceCoordinator:
         self._sequence = sequence
         self._clock = clock
         self._on_out_of_range = on_out_of_range
+        self._clock_check = clock_check
+        self.clock_state = ClockState.OK
         self.out_of_range = False
         self.state = DeviceState.UNKNOWN
         self.last_error: str | None = None
@@ -60,12 +65,18 @@ class DeviceCoordinator:
             values = measurement.values
             status = ReadingStatus.OK if measurement.complete else ReadingStatus.NOT_AVAILABLE
             self._enter(DeviceState.OK, None)
+        clock_state = self._clock_check(ts)
+        if clock_state is not self.clock_state:
+            if clock_state is not ClockState.OK:
+                log.warning("gateway clock %s at %s: readings are marked", clock_state, ts)
+            self.clock_state = clock_state
         with self._sequence.transaction():
             reading = Reading(
                 sensor=self.device.sensor,
                 seq=self._sequence.next(self.device.sensor),
                 ts=ts,
                 status=status,
+                clock=clock_state,
                 **{k: v for k, v in values.items() if v is not None},
             )
             self._queue.put(reading)

@@ -3,12 +3,14 @@
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     sensor_id text, seq bigint, ts timestamptz, gateway text, status reading_status,
-    temperature_c double precision, humidity_pct double precision, battery_pct double precision
+    clock clock_state, temperature_c double precision, humidity_pct double precision,
+    battery_pct double precision
 ) ON COMMIT DELETE ROWS
 """
 
 COPY_STAGE = """
-COPY ingest_stage (sensor_id, seq, ts, gateway, status, temperature_c, humidity_pct, battery_pct)
+COPY ingest_stage (sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct,
+                   battery_pct)
 FROM STDIN
 """
 
@@ -20,22 +22,22 @@ MERGE_STAGE = """
 WITH staged AS (
     SELECT DISTINCT ON (sensor_id, seq) * FROM ingest_stage ORDER BY sensor_id, seq
 ), ins AS (
-    INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c, humidity_pct,
-                          battery_pct, batch_id)
-    SELECT sensor_id, seq, ts, gateway, status, temperature_c, humidity_pct, battery_pct,
+    INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, temperature_c,
+                          humidity_pct, battery_pct, batch_id)
+    SELECT sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct, battery_pct,
            %(batch_id)s
     FROM staged
     ON CONFLICT DO NOTHING
     RETURNING *
 ), latest AS (
-    INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status,
+    INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status, clock,
                                       temperature_c, humidity_pct, battery_pct)
-    SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, received_at, gateway, status,
+    SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, received_at, gateway, status, clock,
            temperature_c, humidity_pct, battery_pct
     FROM ins ORDER BY sensor_id, ts DESC, seq DESC
     ON CONFLICT (sensor_id) DO UPDATE SET
         seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at,
-        gateway = excluded.gateway, status = excluded.status,
+        gateway = excluded.gateway, status = excluded.status, clock = excluded.clock,
         temperature_c = excluded.temperature_c, humidity_pct = excluded.humidity_pct,
         battery_pct = excluded.battery_pct
     WHERE (excluded.ts, excluded.seq) > (cur.ts, cur.seq)

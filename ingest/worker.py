@@ -253,6 +253,7 @@ class IngestWorker:
                             r.ts,
                             item.gateway,
                             r.status.value,
+                            r.clock.value,
                             r.temperature_c,
                             r.humidity_pct,
                             r.battery_pct,

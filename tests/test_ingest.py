@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
+from coldtrail.messages import ClockState, Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
 from tests.conftest import (
     T0,
@@ -129,3 +129,30 @@ def test_reading_acked_only_after_commit(
     up = ingest_worker(db_url, mqtt_options, topic_root, client_id=client_id)
     with RunningIngest(up):
         wait_for(lambda: count_readings(conn) == 1, what="redelivery after restart")
+
+
+def test_clock_mark_from_the_edge_is_kept_with_the_reading(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    make_site(conn, {"S1": "CR"})
+    readings = [
+        Reading(sensor="S1", seq=1, ts=T0, temperature_c=5.0),
+        Reading(
+            sensor="S1",
+            seq=2,
+            ts=T0.replace(minute=1),
+            temperature_c=5.1,
+            clock=ClockState.UNSYNCED,
+        ),
+    ]
+    worker = ingest_worker(db_url, mqtt_options, topic_root)
+    with RunningIngest(worker):
+        publish(
+            mqtt_options,
+            telemetry_topic(topic_root, "s1", "gw-1"),
+            encode_telemetry("gw-1", T0, readings),
+        )
+        wait_for(lambda: count_readings(conn) == 2, what="two readings")
+    rows = conn.execute("SELECT seq, clock::text FROM readings ORDER BY seq").fetchall()
+    assert rows == [(1, "ok"), (2, "unsynced")]
+    assert conn.execute("SELECT clock::text FROM sensor_latest").fetchall() == [("unsynced",)]

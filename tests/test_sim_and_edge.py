@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from coldtrail.clock import ManualClock
+from coldtrail.edge.clockcheck import clock_state, kernel_clock_synced
 from coldtrail.edge.config import DeviceConfig
 from coldtrail.edge.coordinator import DeviceCoordinator, DeviceState
 from coldtrail.edge.profiles import load_profile, shipped_models
@@ -22,6 +24,7 @@ from coldtrail.messages import Reading, ReadingStatus
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, Steady, parse_scenario
 from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, SimulatedXYMD02
+from tests.conftest import T0
 
 
 async def test_simulator_answers_with_the_datasheet_register_map(clock: ManualClock) -> None:
@@ -241,3 +244,46 @@ async def test_each_profile_reads_engineering_values_from_its_device(
     assert measurement.values["humidity_pct"] == pytest.approx(
         min(100.0, max(0.0, expected_rh)), abs=step / 2 + 1e-9
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "synced", "state"),
+    [
+        (T0, True, "ok"),
+        (T0, None, "ok"),  # the kernel can't say: nothing to mark
+        (T0, False, "unsynced"),
+        (datetime(2000, 1, 1, tzinfo=UTC), True, "implausible"),  # booted without an RTC
+        (datetime(2150, 1, 1, tzinfo=UTC), False, "implausible"),
+    ],
+)
+def test_clock_state(now: datetime, synced: bool | None, state: str) -> None:
+    assert clock_state(now, synced).value == state
+
+
+def test_the_kernel_answers_whether_its_clock_is_synchronised() -> None:
+    assert kernel_clock_synced() in (True, False)  # Linux: adjtimex always answers
+
+
+async def test_coordinator_marks_readings_taken_on_an_untrusted_clock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(datetime(2000, 1, 1, tzinfo=UTC))  # a gateway that lost its time
+    device = SimulatedXYMD02(1, Steady(base_c=4.0, noise_c=0), clock.now())
+    async with ModbusSimServer([device], clock) as server:
+        cfg = DeviceConfig(sensor="S1", model="xy-md02", port=server.port, unit=1)
+        seq = SequenceStore(tmp_path / "seq.sqlite3")
+        coord = DeviceCoordinator(
+            cfg,
+            create_source(cfg, load_profile("xy-md02")),
+            MemoryQueue(),
+            seq,
+            clock,
+            clock_check=lambda now: clock_state(now, True),
+        )
+        with caplog.at_level(logging.WARNING, logger="coldtrail.edge.coordinator"):
+            marked = [await coord.poll_once(), await coord.poll_once()]
+        await coord.close()
+        seq.close()
+    assert [r.clock.value for r in marked] == ["implausible", "implausible"]
+    assert marked[0].temperature_c == 4.0  # the value is kept; only its time is in doubt
+    assert len([r for r in caplog.records if "clock" in r.message]) == 1
