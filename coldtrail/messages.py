@@ -66,6 +66,8 @@ class GatewayStatus(BaseModel):
     ts: AwareDatetime | None = None
     queued: int | None = None
     oldest_queued: AwareDatetime | None = None
+    queue_bytes: int | None = None
+    queue_alarm: bool = False
 
 
 _reading = TypeAdapter(Reading)
@@ -158,12 +160,17 @@ def encode_status(
     *,
     queued: int | None = None,
     oldest_queued: datetime | None = None,
+    queue_bytes: int | None = None,
+    queue_alarm: bool = False,
 ) -> bytes:
     """Gateway status; ``queued`` and ``oldest_queued`` describe the backlog still at the edge."""
-    body: dict[str, str | int | None] = {"state": state}
+    body: dict[str, str | int | bool | None] = {"state": state}
     if ts is not None:
         body["ts"] = rfc3339(ts)
     if queued is not None:
         body["queued"] = queued
         body["oldest_queued"] = rfc3339(oldest_queued) if oldest_queued else None
+        body["queue_alarm"] = queue_alarm
+    if queue_bytes is not None:
+        body["queue_bytes"] = queue_bytes
     return json.dumps(body, separators=(",", ":")).encode()

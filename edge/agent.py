@@ -32,7 +32,9 @@ class EdgeAgent:
         self._sqlite: SqliteQueue | None = None
         if queue is None and config.queue == "sqlite":
             self._sqlite = SqliteQueue(
-                config.state_dir / "queue.sqlite3", synchronous=config.queue_synchronous
+                config.state_dir / "queue.sqlite3",
+                synchronous=config.queue_synchronous,
+                budget_bytes=int(config.queue_budget_mb * 1_000_000),
             )
         self.queue: ReadingQueue
         if queue is not None:

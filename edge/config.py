@@ -56,6 +56,8 @@ class EdgeConfig(BaseModel):
     """Queue and sequence numbers live here. Relative paths are from the config file's folder."""
     queue: Literal["sqlite", "memory"] = "sqlite"
     """``memory`` loses queued readings when the agent stops: for tests and demos only."""
+    queue_budget_mb: float = Field(default=1024.0, gt=0)
+    """Disk the queue may use; at 90 % the agent alarms (status and error log), never drops."""
     queue_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite fsync policy: FULL survives a power cut; NORMAL only a crash of the agent."""
     profile_dirs: tuple[Path, ...] = ()

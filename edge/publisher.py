@@ -104,8 +104,24 @@ class Publisher:
         self._loop.call_soon_threadsafe(fn, *args)
 
     def _status(self, state: Literal["online", "offline"]) -> bytes:
+        usage = self._queue.usage()
+        if usage.alarm:
+            # Loud on every status refresh while it lasts: the readings are still kept.
+            log.error(
+                "gateway %s: edge queue uses %.0f of %.0f MB of its disk budget (%d readings);"
+                " bring the broker back or give it more space",
+                self._gateway,
+                (usage.bytes_used or 0) / 1e6,
+                (usage.budget_bytes or 0) / 1e6,
+                usage.readings,
+            )
         return encode_status(
-            state, self._clock.now(), queued=len(self._queue), oldest_queued=self._queue.oldest_ts()
+            state,
+            self._clock.now(),
+            queued=usage.readings,
+            oldest_queued=usage.oldest_ts,
+            queue_bytes=usage.bytes_used,
+            queue_alarm=usage.alarm,
         )
 
     def _publish_status(self, state: Literal["online", "offline"]) -> paho.MQTTMessageInfo:

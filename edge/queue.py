@@ -8,12 +8,32 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from coldtrail.messages import Reading
 
 Key = tuple[str, int]  # (sensor, seq)
+ALARM_AT = 0.9  # share of the disk budget at which the edge alarms
+
+
+@dataclass(frozen=True)
+class QueueUsage:
+    readings: int
+    oldest_ts: datetime | None
+    bytes_used: int | None = None
+    """On disk; None for a queue that keeps nothing on disk."""
+    budget_bytes: int | None = None
+
+    @property
+    def alarm(self) -> bool:
+        """Close to the disk budget: someone must act (bring the broker back, add space)."""
+        return (
+            self.bytes_used is not None
+            and self.budget_bytes is not None
+            and self.bytes_used >= ALARM_AT * self.budget_bytes
+        )
 
 
 class ReadingQueue(Protocol):
@@ -36,6 +56,8 @@ class ReadingQueue(Protocol):
     def __len__(self) -> int: ...
 
     def oldest_ts(self) -> datetime | None: ...
+
+    def usage(self) -> QueueUsage: ...
 
 
 class MemoryQueue:
@@ -69,3 +91,6 @@ class MemoryQueue:
 
     def oldest_ts(self) -> datetime | None:
         return min((r.ts for r in self._items.values()), default=None)
+
+    def usage(self) -> QueueUsage:
+        return QueueUsage(len(self), self.oldest_ts())

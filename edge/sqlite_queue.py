@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from coldtrail.edge.queue import Key
+from coldtrail.edge.queue import Key, QueueUsage
 from coldtrail.messages import Reading
 
 _SCHEMA = """
@@ -31,7 +31,15 @@ CREATE TABLE IF NOT EXISTS queue (
 
 
 class SqliteQueue:
-    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        budget_bytes: int | None = None,
+    ) -> None:
+        self._path = path
+        self._budget = budget_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -91,6 +99,13 @@ class SqliteQueue:
         """Measurement time of the reading queued first (readings queue in time order)."""
         row = self._db.execute("SELECT ts FROM queue ORDER BY id LIMIT 1").fetchone()
         return datetime.fromisoformat(row[0]) if row else None
+
+    def usage(self) -> QueueUsage:
+        """Readings never leave for lack of space: past the budget the queue alarms, and goes
+        on writing while the disk lets it."""
+        wal = self._path.with_name(self._path.name + "-wal")
+        used = self._path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        return QueueUsage(len(self), self.oldest_ts(), used, self._budget)
 
     def close(self) -> None:
         self._db.close()

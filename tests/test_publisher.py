@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import queue
 import uuid
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from coldtrail import mqtt
 from coldtrail.clock import ManualClock
 from coldtrail.edge.publisher import Publisher
-from coldtrail.edge.queue import MemoryQueue
+from coldtrail.edge.queue import MemoryQueue, ReadingQueue
+from coldtrail.edge.sqlite_queue import SqliteQueue
 from coldtrail.messages import Reading
 from coldtrail.settings import MqttEndpoint
 from tests.conftest import T0, async_wait_for
 
 
-def _publisher(options: mqtt.MqttOptions, root: str, q: MemoryQueue) -> Publisher:
+def _publisher(options: mqtt.MqttOptions, root: str, q: ReadingQueue) -> Publisher:
     return Publisher(
         site="s1",
         gateway="gw-1",
@@ -63,6 +68,7 @@ async def test_status_is_retained_online_then_offline_on_stop(
         "ts": "2026-11-22T10:00:00.000Z",
         "queued": 0,
         "oldest_queued": None,
+        "queue_alarm": False,
     }
 
 
@@ -89,6 +95,7 @@ async def test_status_reports_the_backlog_held_at_the_edge(
         "ts": "2026-11-22T10:00:00.000Z",
         "queued": 3,
         "oldest_queued": "2026-11-22T10:01:00.000Z",
+        "queue_alarm": False,
     }
 
 
@@ -123,3 +130,37 @@ async def test_readings_leave_the_queue_only_after_puback(
     finally:
         stop.set()
         await task
+
+
+async def test_queue_near_its_disk_budget_alarms_loudly_and_keeps_every_reading(
+    mqtt_options: mqtt.MqttOptions,
+    topic_root: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A budget a few hundred readings fill; the status on connecting reports it.
+    q = SqliteQueue(tmp_path / "queue.sqlite3", budget_bytes=60_000)
+    for seq in range(1, 501):
+        q.put(Reading(sensor="S1", seq=seq, ts=T0, temperature_c=5.0))
+    usage = q.usage()
+    assert usage.alarm
+    assert usage.bytes_used is not None
+    assert usage.bytes_used >= 54_000
+
+    pub = _publisher(mqtt_options, topic_root, q)
+    watcher, seen = _watch(mqtt_options, pub.status_topic)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="coldtrail.edge.publisher"):
+        task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+        try:
+            payload, _ = await asyncio.to_thread(seen.get, True, 10)
+        finally:
+            stop.set()
+            await task
+            watcher.disconnect()
+            watcher.loop_stop()
+    status = json.loads(payload)
+    assert status["queue_alarm"] is True
+    assert status["queued"] == 500
+    assert any("disk budget" in r.message for r in caplog.records)
+    q.close()
