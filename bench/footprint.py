@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,14 +23,10 @@ import time
 import uuid
 from pathlib import Path
 
+from coldtrail.net import free_port
+
 MQTT = os.environ.get("COLDTRAIL_BENCH_MQTT", "mqtt://127.0.0.1:1883")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -67,7 +62,7 @@ def main() -> None:
     p.add_argument("--poll", type=float, default=1.0)
     args = p.parse_args()
     coldtrail = shutil.which("coldtrail", path=str(Path(sys.executable).parent)) or "coldtrail"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
     env |= {"COLDTRAIL_MQTT_URL": MQTT, "COLDTRAIL_MQTT_TOPIC_ROOT": f"bench{uuid.uuid4().hex[:6]}"}
     quiet = subprocess.DEVNULL

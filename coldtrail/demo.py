@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 import threading
 import warnings
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from coldtrail.erp.masterdata import (
     upsert_sensor,
     upsert_site,
 )
+from coldtrail.net import free_port
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, DoorOpening, Scenario, Steady
@@ -134,12 +134,6 @@ def _admin_password(settings: Settings, data_dir: Path) -> str:
     return password
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_edge_config(
     path: Path, gateway: str, kind: str, port: int, loggers: list[tuple[str, int, str]]
 ) -> None:
@@ -203,7 +197,7 @@ async def run_demo(
         overrides["database_url"] = pg.get_uri()
     broker = None
     if not settings.mqtt_url:
-        port = _free_port()
+        port = free_port()
         broker = await _embedded_broker(port)
         overrides |= {
             "mqtt_url": f"mqtt://127.0.0.1:{port}",

@@ -59,17 +59,6 @@ class TelemetryBatch(BaseModel):
     """Kept raw here so one bad reading is dead-lettered alone: see :func:`parse_telemetry`."""
 
 
-class GatewayStatus(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    state: Literal["online", "offline"]
-    ts: AwareDatetime | None = None
-    queued: int | None = None
-    oldest_queued: AwareDatetime | None = None
-    queue_bytes: int | None = None
-    queue_alarm: bool = False
-
-
 _reading = TypeAdapter(Reading)
 
 
@@ -115,10 +104,6 @@ def status_topic(root: str, site: str, gateway: str) -> str:
 
 def telemetry_filter(root: str) -> str:
     return f"{root}/v1/+/+/telemetry"
-
-
-def event_topic(root: str, kind: str) -> str:
-    return f"{root}/v1/events/{kind}"
 
 
 def rfc3339(ts: datetime) -> str:

@@ -51,7 +51,6 @@ class DeviceCoordinator:
         self.clock_state = ClockState.OK
         self.out_of_range = False
         self.state = DeviceState.UNKNOWN
-        self.last_error: str | None = None
 
     async def poll_once(self) -> Reading:
         ts = self._clock.now()
@@ -93,7 +92,6 @@ class DeviceCoordinator:
         elif self.state == DeviceState.UNAVAILABLE:
             log.info("sensor %s answering again", self.device.sensor)
         self.state = state
-        self.last_error = error
 
     def next_interval(self) -> float:
         """Seconds to the next poll: the configured cadence, at most 2 minutes while the last

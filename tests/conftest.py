@@ -32,6 +32,7 @@ from coldtrail.erp.masterdata import (
 )
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
+from coldtrail.net import free_port
 from coldtrail.settings import MqttEndpoint
 
 PG_URL = os.environ.get("COLDTRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -263,11 +264,7 @@ class PrivateBroker:
     """
 
     def __init__(self, workdir: Path) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self._conf = workdir / "mosquitto.conf"
         import getpass
 
@@ -283,6 +280,10 @@ class PrivateBroker:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def options(self) -> MqttOptions:
+        return MqttOptions(endpoint=MqttEndpoint.parse(self.url), protocol="5")
 
     def start(self) -> None:
         import shutil

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import httpx2 as httpx
 
 from coldtrail.demo import LOCATIONS, LOGGERS, POLL_S
+from coldtrail.net import free_port
 from tests.conftest import wait_for
 from tests.test_cli import COLDTRAIL
 
@@ -32,14 +32,8 @@ def test_demo_excursion_starts_within_two_minutes() -> None:
     assert min(first_out) + publish_s < 120
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
     env |= {
         "COLDTRAIL_API_BIND": f"127.0.0.1:{port}",

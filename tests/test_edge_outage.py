@@ -14,8 +14,7 @@ import psycopg
 from coldtrail.clock import ManualClock
 from coldtrail.edge.agent import EdgeAgent
 from coldtrail.edge.config import DeviceConfig, EdgeConfig
-from coldtrail.mqtt import MqttOptions
-from coldtrail.settings import MqttEndpoint
+from coldtrail.net import free_port
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import Steady
 from coldtrail.sim.xymd02 import SimulatedXYMD02
@@ -49,7 +48,7 @@ async def test_broker_down_for_a_stretch_then_every_reading_arrives_in_order(
     tmp_path: Path,
 ) -> None:
     make_site(conn, {"S-A": "CR", "S-B": "CR"})
-    options = MqttOptions(endpoint=MqttEndpoint.parse(private_broker.url), protocol="5")
+    options = private_broker.options
     devices = [SimulatedXYMD02(u, Steady(base_c=4.0 + u), clock.now()) for u in (1, 2)]
     async with ModbusSimServer(devices, clock) as server:
         config = EdgeConfig(
@@ -97,14 +96,6 @@ async def test_broker_down_for_a_stretch_then_every_reading_arrives_in_order(
         assert seqs == list(range(1, 34)), sensor  # every one, none twice, in time order
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _max_seqs(conn: Conn) -> dict[str, int]:
     return dict(conn.execute("SELECT sensor_id, max(seq) FROM readings GROUP BY sensor_id"))
 
@@ -132,8 +123,8 @@ def test_edge_killed_9_with_a_backlog_and_restarted_leaves_no_gap(
     tmp_path: Path,
 ) -> None:
     make_site(conn, {"S-A": "CR", "S-B": "CR"})
-    options = MqttOptions(endpoint=MqttEndpoint.parse(private_broker.url), protocol="5")
-    port = _free_port()
+    options = private_broker.options
+    port = free_port()
     config = tmp_path / "edge.toml"
     config.write_text(
         'site = "s1"\ngateway = "gw-k"\nstate_dir = "state"\npublish_interval_s = 0.1\n'

@@ -44,6 +44,21 @@ def _watch(options: mqtt.MqttOptions, topic: str) -> tuple[Any, queue.Queue[tupl
     return client, seen
 
 
+async def _first_status(options: mqtt.MqttOptions, pub: Publisher, client_id: str) -> bytes:
+    """Run the publisher until its first status message reaches a watcher, then stop it."""
+    watcher, seen = _watch(options, pub.status_topic)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(client_id, stop))
+    try:
+        payload, _ = await asyncio.to_thread(seen.get, True, 10)
+    finally:
+        stop.set()
+        await task
+        watcher.disconnect()
+        watcher.loop_stop()
+    return payload
+
+
 async def test_status_is_retained_online_then_offline_on_stop(
     mqtt_options: mqtt.MqttOptions, topic_root: str
 ) -> None:
@@ -79,16 +94,7 @@ async def test_status_reports_the_backlog_held_at_the_edge(
     for seq in (1, 2, 3):
         q.put(Reading(sensor="S1", seq=seq, ts=T0.replace(minute=seq), temperature_c=5.0))
     pub = _publisher(mqtt_options, topic_root, q)
-    watcher, seen = _watch(mqtt_options, pub.status_topic)
-    stop = asyncio.Event()
-    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
-    try:
-        payload, _ = await asyncio.to_thread(seen.get, True, 10)
-    finally:
-        stop.set()
-        await task
-        watcher.disconnect()
-        watcher.loop_stop()
+    payload = await _first_status(mqtt_options, pub, f"edge-{topic_root}")
     # Published on connecting, before the backlog is sent: what was waiting, since when.
     assert json.loads(payload) == {
         "state": "online",
@@ -148,17 +154,8 @@ async def test_queue_near_its_disk_budget_alarms_loudly_and_keeps_every_reading(
     assert usage.bytes_used >= 54_000
 
     pub = _publisher(mqtt_options, topic_root, q)
-    watcher, seen = _watch(mqtt_options, pub.status_topic)
-    stop = asyncio.Event()
     with caplog.at_level(logging.ERROR, logger="coldtrail.edge.publisher"):
-        task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
-        try:
-            payload, _ = await asyncio.to_thread(seen.get, True, 10)
-        finally:
-            stop.set()
-            await task
-            watcher.disconnect()
-            watcher.loop_stop()
+        payload = await _first_status(mqtt_options, pub, f"edge-{topic_root}")
     status = json.loads(payload)
     assert status["queue_alarm"] is True
     assert status["queued"] == 500
