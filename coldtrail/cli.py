@@ -125,6 +125,27 @@ def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:
     _run_async(main)
 
 
+def cmd_decode_ble(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.edge.ble.advert import normalise_mac
+    from coldtrail.edge.ble.decode import DecoderOptions, decode_hex, parse_hex
+
+    try:
+        mac = normalise_mac(args.mac) if args.mac else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    bindkey = parse_hex(args.bindkey) if args.bindkey else None
+    if bindkey is not None and len(bindkey) != 16:
+        raise ConfigError(f"a BTHome bindkey is 16 bytes, got {len(bindkey)}")
+    decoded = decode_hex(
+        args.payload,
+        args.format,
+        mac=mac,
+        rssi=args.rssi,
+        options=DecoderOptions(bindkey=bindkey),
+    )
+    print(json.dumps(decoded.as_json()))
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.demo import run_demo
 
@@ -174,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="UNIT:SCENARIO, e.g. 1:steady or 2:compressor-failure:fail_at_s=30",
     )
     modbus.set_defaults(func=cmd_sim_modbus)
+
+    decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
+    decode_sub = decode.add_subparsers(dest="decode_command", required=True)
+    ble = decode_sub.add_parser(
+        "ble",
+        help="one BLE advert payload: BTHome v2, Ruuvi RAWv2, ATC/pvvx",
+        description="HEX is raw AD structures (02 01 06 ...), service data with its 16-bit "
+        "UUID in front (d2fc... BTHome, 1a18... ATC/pvvx), manufacturer data with its company "
+        "id in front (9904... Ruuvi), or the bare payload (then the format is guessed, and an "
+        "ambiguous one is refused: give --format).",
+    )
+    ble.add_argument("payload", metavar="HEX")
+    ble.add_argument("--format", default=None, help="bthome, ruuvi, atc (or an installed one)")
+    ble.add_argument("--mac", default=None, help="the sender's address, if the format lacks it")
+    ble.add_argument("--rssi", type=int, default=None, help="signal strength the scanner saw")
+    ble.add_argument("--bindkey", default=None, help="BTHome encryption key (32 hex digits)")
+    ble.set_defaults(func=cmd_decode_ble)
     return p
 
 

@@ -7,13 +7,14 @@ import logging
 
 from coldtrail import mqtt
 from coldtrail.clock import Clock
+from coldtrail.edge.ble.scanner import SCANNERS, AdvertScanner
 from coldtrail.edge.config import EdgeConfig
 from coldtrail.edge.coordinator import DeviceCoordinator
 from coldtrail.edge.profiles import load_profile
 from coldtrail.edge.publisher import Publisher
 from coldtrail.edge.queue import MemoryQueue, ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
-from coldtrail.edge.sources import create_source
+from coldtrail.edge.sources import SourceContext, create_source
 from coldtrail.edge.sqlite_queue import SqliteQueue
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class EdgeAgent:
         topic_root: str,
         clock: Clock,
         queue: ReadingQueue | None = None,
+        ble_scanner: AdvertScanner | None = None,
     ) -> None:
         self.config = config
         self._sqlite: SqliteQueue | None = None
@@ -60,10 +62,18 @@ class EdgeAgent:
             interval_s=config.publish_interval_s,
             status_interval_s=config.status_interval_s,
         )
+        self.sources = SourceContext(
+            clock,
+            ble_scanner=(
+                (lambda: ble_scanner)
+                if ble_scanner is not None
+                else lambda: SCANNERS[config.ble_scanner](config, clock)
+            ),
+        )
         self.coordinators = [
             DeviceCoordinator(
                 d,
-                create_source(d, load_profile(d.model, config.profile_dirs)),
+                create_source(d, load_profile(d.model, config.profile_dirs), self.sources),
                 self.queue,
                 self.sequence,
                 clock,
@@ -82,7 +92,9 @@ class EdgeAgent:
                 for c in self.coordinators:
                     tg.create_task(c.run(stop))
                 tg.create_task(self.publisher.run(f"edge-{self.config.gateway}", stop))
+                tg.create_task(self.sources.run(stop))
         finally:
+            await self.sources.close()
             self.close()
 
     def close(self) -> None:

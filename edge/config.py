@@ -6,7 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from coldtrail.errors import ConfigError
 from coldtrail.messages import SEGMENT_PATTERN, SENSOR_ID_PATTERN
@@ -21,6 +28,17 @@ class DeviceConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=502, ge=1, le=65535)
     unit: int | None = Field(default=None, ge=0, le=247)
+    serial_port: str | None = None
+    """modbus-rtu: the serial device (``/dev/ttyUSB0``); devices naming the same one share it."""
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    mac: str | None = None
+    """ble: the logger's address; adverts from other addresses are ignored."""
+    bindkey: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    """ble: BTHome encryption key, for a logger that encrypts its adverts."""
+    stale_after_s: float = Field(default=120.0, gt=0, le=3600)
+    """ble: no new advert for this long makes a read fail (status ``unavailable``)."""
     poll_interval_s: float = Field(default=60.0, gt=0, le=3600)
     """Every poll is recorded. GSP wants each probe refreshed at least once a minute (the
     default); the location kind caps it (see RECORD_MAX_S)."""
@@ -29,6 +47,21 @@ class DeviceConfig(BaseModel):
     temp_max_c: float | None = None
     """The allowed range where this probe hangs: out of it, the agent records at least every
     2 minutes (GSP) and publishes at once."""
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> DeviceConfig:
+        if self.source == "modbus-rtu" and not self.serial_port:
+            raise ValueError(f"sensor {self.sensor}: source modbus-rtu needs serial_port")
+        if self.source == "ble" and not self.mac:
+            raise ValueError(f"sensor {self.sensor}: source ble needs mac")
+        return self
+
+    @field_validator("mac")
+    @classmethod
+    def _normalise_mac(cls, mac: str | None) -> str | None:
+        from coldtrail.edge.ble.advert import normalise_mac
+
+        return None if mac is None else normalise_mac(mac)
 
     def out_of_range(self, temperature_c: float | None) -> bool:
         if temperature_c is None:
@@ -65,6 +98,11 @@ class EdgeConfig(BaseModel):
     batch_max_readings: int = Field(default=500, ge=1, le=10_000)
     max_inflight_messages: int = Field(default=10, ge=1, le=1000)
     status_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    ble_scanner: Literal["bleak", "replay"] = "bleak"
+    """Where BLE adverts come from: the radio (bleak), or a file/FIFO of advert lines."""
+    ble_adapter: str | None = None
+    """bleak on Linux: the adapter (``hci0``); default: the system's."""
+    ble_replay_file: Path | None = None
     """How often the retained status (with the queue's size and oldest reading) is refreshed."""
     devices: tuple[DeviceConfig, ...] = Field(min_length=1)
 
@@ -104,5 +142,10 @@ def load_config(path: Path) -> EdgeConfig:
         update={
             "state_dir": cfg.state_dir if cfg.state_dir.is_absolute() else base / cfg.state_dir,
             "profile_dirs": tuple(p if p.is_absolute() else base / p for p in cfg.profile_dirs),
+            "ble_replay_file": (
+                cfg.ble_replay_file
+                if cfg.ble_replay_file is None or cfg.ble_replay_file.is_absolute()
+                else base / cfg.ble_replay_file
+            ),
         }
     )

@@ -18,7 +18,7 @@ from coldtrail.edge.coordinator import DeviceCoordinator, DeviceState
 from coldtrail.edge.profiles import load_profile, shipped_models
 from coldtrail.edge.queue import MemoryQueue
 from coldtrail.edge.sequence import SequenceStore
-from coldtrail.edge.sources import create_source
+from coldtrail.edge.sources import SourceContext, create_source
 from coldtrail.errors import ConfigError
 from coldtrail.messages import Reading, ReadingStatus
 from coldtrail.sim.modbus_server import ModbusSimServer
@@ -88,7 +88,7 @@ async def test_coordinator_marks_a_silent_device_unavailable_and_logs_once(
     clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     device = SimulatedXYMD02(1, Steady(base_c=4.0, noise_c=0), clock.now())
-    async with ModbusSimServer([device], clock) as server:
+    async with ModbusSimServer([device], clock) as server, SourceContext(clock) as sources:
         cfg = DeviceConfig(
             sensor="S1",
             model="xy-md02",
@@ -100,7 +100,7 @@ async def test_coordinator_marks_a_silent_device_unavailable_and_logs_once(
         queue = MemoryQueue()
         seq = SequenceStore(tmp_path / "seq.sqlite3")
         coord = DeviceCoordinator(
-            cfg, create_source(cfg, load_profile("xy-md02")), queue, seq, clock
+            cfg, create_source(cfg, load_profile("xy-md02"), sources), queue, seq, clock
         )
         first = await coord.poll_once()
         assert (first.status, first.temperature_c, coord.state) == (
@@ -181,7 +181,7 @@ async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
 
     queue = StopAfter()
     alarms: list[Reading] = []
-    async with ModbusSimServer([device], clock) as server:
+    async with ModbusSimServer([device], clock) as server, SourceContext(clock) as sources:
         cfg = DeviceConfig(
             sensor="S1",
             model="xy-md02",
@@ -194,7 +194,7 @@ async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
         seq = SequenceStore(tmp_path / "seq.sqlite3")
         coord = DeviceCoordinator(
             cfg,
-            create_source(cfg, load_profile("xy-md02")),
+            create_source(cfg, load_profile("xy-md02"), sources),
             queue,
             seq,
             clock,
@@ -234,9 +234,9 @@ async def test_each_profile_reads_engineering_values_from_its_device(
     )
     # Steady's humidity ripple is deterministic: ask the scenario what the device holds.
     expected_rh = scenario.sample(0).humidity_pct
-    async with ModbusSimServer([device], clock) as server:
+    async with ModbusSimServer([device], clock) as server, SourceContext(clock) as sources:
         cfg = DeviceConfig(sensor="S1", model=model, port=server.port, unit=4)
-        source = create_source(cfg, load_profile(model))
+        source = create_source(cfg, load_profile(model), sources)
         measurement = await source.read()
         await source.close()
     step = 0.1 if model == "xy-md02" else 0.01
@@ -269,12 +269,12 @@ async def test_coordinator_marks_readings_taken_on_an_untrusted_clock(
 ) -> None:
     clock = ManualClock(datetime(2000, 1, 1, tzinfo=UTC))  # a gateway that lost its time
     device = SimulatedXYMD02(1, Steady(base_c=4.0, noise_c=0), clock.now())
-    async with ModbusSimServer([device], clock) as server:
+    async with ModbusSimServer([device], clock) as server, SourceContext(clock) as sources:
         cfg = DeviceConfig(sensor="S1", model="xy-md02", port=server.port, unit=1)
         seq = SequenceStore(tmp_path / "seq.sqlite3")
         coord = DeviceCoordinator(
             cfg,
-            create_source(cfg, load_profile("xy-md02")),
+            create_source(cfg, load_profile("xy-md02"), sources),
             MemoryQueue(),
             seq,
             clock,

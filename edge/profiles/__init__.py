@@ -60,10 +60,17 @@ class ModbusMap:
 
 
 @dataclass(frozen=True)
+class BleSpec:
+    format: str
+    """A BLE decoder name (:data:`coldtrail.edge.ble.decode.FORMATS`)."""
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     model: str
     description: str
     modbus: ModbusMap | None = None
+    ble: BleSpec | None = None
 
 
 def _point(p: dict[str, Any]) -> ModbusPoint:
@@ -84,14 +91,26 @@ def _modbus_map(m: dict[str, Any]) -> ModbusMap:
     return ModbusMap(points=points, **m)
 
 
+def _ble(b: dict[str, Any]) -> BleSpec:
+    from coldtrail.edge.ble.decode import FORMATS
+
+    if b.get("format") not in FORMATS:
+        raise ValueError(f"unknown BLE format {b.get('format')!r}; known: {', '.join(FORMATS)}")
+    return BleSpec(**b)
+
+
 def _build(doc: dict[str, Any], origin: str) -> DeviceProfile:
     try:
         modbus = _modbus_map(doc["modbus"]) if "modbus" in doc else None
-        return DeviceProfile(
-            model=doc["model"], description=doc.get("description", ""), modbus=modbus
+        ble = _ble(doc["ble"]) if "ble" in doc else None
+        profile = DeviceProfile(
+            model=doc["model"], description=doc.get("description", ""), modbus=modbus, ble=ble
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"device profile {origin}: {exc!r}") from exc
+    if modbus is None and ble is None:
+        raise ConfigError(f"device profile {origin}: it needs a [modbus] or a [ble] table")
+    return profile
 
 
 def load_profile(model: str, extra_dirs: tuple[Path, ...] = ()) -> DeviceProfile:
