@@ -91,7 +91,9 @@ def ruuvi_rawv2(
     seq = 0xFFFF if sequence is None else sequence % 0xFFFF
     mac_bytes = b"\xff" * 6 if mac is None else bytes.fromhex(normalise_mac(mac).replace(":", ""))
     return (
-        struct.pack(">BhHHhhhHBH", 5, temp, hum, pres, *acceleration_mg, power, movement, seq)
+        struct.pack(
+            ">BHHHhhhHBH", 5, temp & 0xFFFF, hum, pres, *acceleration_mg, power, movement, seq
+        )
         + mac_bytes
     )
 

@@ -10,6 +10,7 @@ device gets its own instance.
 from __future__ import annotations
 
 import importlib
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -108,9 +109,12 @@ class SensorStateDataDecoder:
         if self._check is not None:
             self._check(advert)
         info = service_info(advert)
-        if not self._parser.supported(info):
-            raise UndecodableAdvert(f"the {self.name} parser does not take this advert")
-        update = self._parser.update(info)
+        try:
+            if not self._parser.supported(info):
+                raise UndecodableAdvert(f"the {self.name} parser does not take this advert")
+            update = self._parser.update(info)
+        except (ValueError, TypeError, IndexError, KeyError, struct.error) as exc:
+            raise UndecodableAdvert(f"{self.name}: {exc}") from exc
         values: dict[str, float | int | None] = {}
         for entity, value in update.entity_values.items():
             description = update.entity_descriptions.get(entity)

@@ -67,6 +67,10 @@ class SourceContext:
             resource = self._shared[key] = create()
         return resource
 
+    def resource(self, key: Hashable) -> Any:
+        """A shared transport by its key (``"ble"``, ``("rtu", port)``); KeyError if none."""
+        return self._shared[key]
+
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             for resource in list(self._shared.values()):
