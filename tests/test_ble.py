@@ -24,8 +24,8 @@ from coldtrail.edge.sources.ble import BleHub
 from coldtrail.messages import ReadingStatus
 from coldtrail.mqtt import MqttOptions
 from coldtrail.sim.ble import (
-    SimulatedAirwaves,
     SimFormat,
+    SimulatedAirwaves,
     SimulatedBleLogger,
     advert_to_json,
     bthome_service_data,
