@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimDevice
 
 from coldtrail.clock import Clock
+from coldtrail.sim.serial_line import PtyNullModem
 
 
 class SimulatedDevice(Protocol):
@@ -91,3 +92,44 @@ class ModbusSimServer:
             await stop.wait()
         finally:
             await self.stop()
+
+
+class ModbusRtuSimServer:
+    """Simulated devices on one RS-485 bus, answering Modbus RTU on the device end of ``line``.
+    Only they are on the bus: a request for another unit goes unanswered (the master times
+    out), as on a real bus; :meth:`disconnect` cuts one device off."""
+
+    def __init__(
+        self,
+        devices: Sequence[SimulatedDevice],
+        clock: Clock,
+        line: PtyNullModem,
+        baudrate: int = 9600,
+    ) -> None:
+        self.devices = {d.unit: d for d in devices}
+        self._line = line
+        line.present_units = set(self.devices)
+        self._server = ModbusSerialServer(
+            [d.sim_device(clock) for d in devices],
+            port=line.device_port,
+            baudrate=baudrate,
+            ignore_missing_devices=True,
+        )
+
+    async def start(self) -> None:
+        await self._server.serve_forever(background=True)
+
+    async def stop(self) -> None:
+        await self._server.shutdown()  # type: ignore[no-untyped-call]
+
+    def disconnect(self, unit: int) -> None:
+        """The device's RS-485 pair is cut: it hears nothing and never answers."""
+        if self._line.present_units is not None:
+            self._line.present_units.discard(unit)
+
+    async def __aenter__(self) -> ModbusRtuSimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

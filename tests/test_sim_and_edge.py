@@ -212,26 +212,36 @@ async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
     assert alarms == [r for r in readings if cfg.out_of_range(r.temperature_c)]
 
 
-@pytest.mark.parametrize(
-    ("model", "make", "temp", "rh"),
-    [
-        ("xy-md02", "xymd02", -18.24, 40.0),  # x10 registers: one decimal survives
-        ("ee072", "ee072", -20.55, 87.25),  # x100 registers: two decimals survive
-        ("ee072", "ee072", 31.07, 0.0),
-    ],
-)
+PROFILE_CASES = [
+    ("xy-md02", "xymd02", -18.24, 40.0),  # x10 registers: one decimal survives
+    ("ee072", "ee072", -20.55, 87.25),  # x100 registers: two decimals survive
+    ("ee072", "ee072", 31.07, 0.0),
+    ("renke-rs-ws-n01", "renke", -25.3, 93.0),  # function 3, humidity first
+]
+
+
+def test_every_shipped_profile_has_a_simulated_device_or_advert_fixtures() -> None:
+    fixtures = Path(__file__).parent / "fixtures" / "ble"
+    for model in shipped_models():
+        profile = load_profile(model)
+        if profile.modbus is not None:
+            assert model in {case[0] for case in PROFILE_CASES}, model
+        else:
+            assert profile.ble is not None
+            assert (fixtures / f"{profile.ble.format}.toml").is_file(), model
+
+
+@pytest.mark.parametrize(("model", "make", "temp", "rh"), PROFILE_CASES)
 async def test_each_profile_reads_engineering_values_from_its_device(
     clock: ManualClock, tmp_path: Path, model: str, make: str, temp: float, rh: float
 ) -> None:
     from coldtrail.sim.ee072 import SimulatedEE072
     from coldtrail.sim.modbus_server import SimulatedDevice
+    from coldtrail.sim.renke import SimulatedRenke
 
     scenario = Steady(base_c=temp, humidity_pct=rh, noise_c=0)
-    device: SimulatedDevice = (
-        SimulatedXYMD02(4, scenario, clock.now())
-        if make == "xymd02"
-        else SimulatedEE072(4, scenario, clock.now())
-    )
+    kinds = {"xymd02": SimulatedXYMD02, "ee072": SimulatedEE072, "renke": SimulatedRenke}
+    device: SimulatedDevice = kinds[make](4, scenario, clock.now())
     # Steady's humidity ripple is deterministic: ask the scenario what the device holds.
     expected_rh = scenario.sample(0).humidity_pct
     async with ModbusSimServer([device], clock) as server, SourceContext(clock) as sources:
@@ -239,7 +249,7 @@ async def test_each_profile_reads_engineering_values_from_its_device(
         source = create_source(cfg, load_profile(model), sources)
         measurement = await source.read()
         await source.close()
-    step = 0.1 if model == "xy-md02" else 0.01
+    step = 0.01 if model == "ee072" else 0.1
     assert measurement.values["temperature_c"] == pytest.approx(temp, abs=step / 2 + 1e-9)
     assert measurement.values["humidity_pct"] == pytest.approx(
         min(100.0, max(0.0, expected_rh)), abs=step / 2 + 1e-9
