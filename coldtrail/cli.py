@@ -92,39 +92,6 @@ def cmd_edge(settings: Settings, args: argparse.Namespace) -> None:
     _run_async(main)
 
 
-def cmd_sim_modbus(_: Settings, args: argparse.Namespace) -> None:
-    from coldtrail.sim.modbus_server import ModbusSimServer
-    from coldtrail.sim.scenarios import parse_scenario
-    from coldtrail.sim.xymd02 import SimulatedXYMD02
-
-    clock = SystemClock()
-    start = clock.now()
-    devices = []
-    for spec in args.device:
-        unit, _, scenario = spec.partition(":")
-        if not unit.isdigit() or not scenario:
-            raise ConfigError(f"--device wants UNIT:SCENARIO, got {spec!r}")
-        try:
-            devices.append(SimulatedXYMD02(int(unit), parse_scenario(scenario), start))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-
-    async def main(stop: asyncio.Event) -> None:
-        server = ModbusSimServer(devices, clock, host=args.host, port=args.port)
-        await server.start()
-        print(
-            f"XY-MD02 simulator on {args.host}:{server.port}, units "
-            f"{', '.join(str(d.unit) for d in devices)}",
-            flush=True,
-        )
-        try:
-            await stop.wait()
-        finally:
-            await server.stop()
-
-    _run_async(main)
-
-
 def cmd_decode_ble(_: Settings, args: argparse.Namespace) -> None:
     from coldtrail.edge.ble.advert import normalise_mac
     from coldtrail.edge.ble.decode import DecoderOptions, decode_hex, parse_hex
@@ -185,16 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="simulated loggers")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True)
-    modbus = sim_sub.add_parser("modbus", help="XY-MD02 loggers behind a Modbus TCP server")
-    modbus.add_argument("--host", default="127.0.0.1")
-    modbus.add_argument("--port", type=int, default=5020)
-    modbus.add_argument(
-        "--device",
-        action="append",
-        required=True,
-        help="UNIT:SCENARIO, e.g. 1:steady or 2:compressor-failure:fail_at_s=30",
-    )
-    modbus.set_defaults(func=cmd_sim_modbus)
+    from coldtrail.sim.commands import add_parsers
+
+    def sim_handler(fn: Callable[..., None]) -> Callable[[Settings, argparse.Namespace], None]:
+        return lambda _settings, args: fn(args, SystemClock(), _run_async)
+
+    add_parsers(sim_sub, sim_handler)
 
     decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
     decode_sub = decode.add_subparsers(dest="decode_command", required=True)

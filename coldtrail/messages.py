@@ -37,6 +37,14 @@ class ClockState(StrEnum):
     """The gateway's clock reads a time that can't be right (e.g. 1970 after a reboot)."""
 
 
+PLAUSIBLE = {
+    "temperature_c": (-100.0, 200.0),
+    "humidity_pct": (0.0, 100.0),
+    "battery_pct": (0.0, 100.0),
+}
+"""What a reading may carry. A device value outside is a device error code, not a measurement."""
+
+
 class Reading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
@@ -45,9 +53,15 @@ class Reading(BaseModel):
     ts: AwareDatetime
     status: ReadingStatus = ReadingStatus.OK
     clock: ClockState = ClockState.OK
-    temperature_c: float | None = Field(default=None, ge=-100, le=200)
-    humidity_pct: float | None = Field(default=None, ge=0, le=100)
-    battery_pct: float | None = Field(default=None, ge=0, le=100)
+    temperature_c: float | None = Field(
+        default=None, ge=PLAUSIBLE["temperature_c"][0], le=PLAUSIBLE["temperature_c"][1]
+    )
+    humidity_pct: float | None = Field(
+        default=None, ge=PLAUSIBLE["humidity_pct"][0], le=PLAUSIBLE["humidity_pct"][1]
+    )
+    battery_pct: float | None = Field(
+        default=None, ge=PLAUSIBLE["battery_pct"][0], le=PLAUSIBLE["battery_pct"][1]
+    )
 
 
 class TelemetryBatch(BaseModel):

@@ -19,7 +19,7 @@ from coldtrail.edge.queue import ReadingQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import Source
 from coldtrail.errors import DeviceUnavailable
-from coldtrail.messages import ClockState, Reading, ReadingStatus
+from coldtrail.messages import PLAUSIBLE, ClockState, Reading, ReadingStatus
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class DeviceCoordinator:
         self.clock_state = ClockState.OK
         self.out_of_range = False
         self.state = DeviceState.UNKNOWN
+        self._implausible: set[str] = set()
 
     async def poll_once(self) -> Reading:
         ts = self._clock.now()
@@ -61,8 +62,9 @@ class DeviceCoordinator:
             status = ReadingStatus.UNAVAILABLE
             self._enter(DeviceState.UNAVAILABLE, str(exc))
         else:
-            values = measurement.values
-            status = ReadingStatus.OK if measurement.complete else ReadingStatus.NOT_AVAILABLE
+            values = self._plausible(measurement.values)
+            complete = measurement.complete and all(v is not None for v in values.values())
+            status = ReadingStatus.OK if complete else ReadingStatus.NOT_AVAILABLE
             self._enter(DeviceState.OK, None)
         clock_state = self._clock_check(ts)
         if clock_state is not self.clock_state:
@@ -83,6 +85,29 @@ class DeviceCoordinator:
         if self.out_of_range and self._on_out_of_range is not None:
             self._on_out_of_range(reading)
         return reading
+
+    def _plausible(self, values: dict[str, float | None]) -> dict[str, float | None]:
+        """Values a reading can't carry (an unplugged probe's -327.68 in a format with no
+        not-available code) become not-available, logged once per quantity and episode."""
+        out: dict[str, float | None] = {}
+        for key, value in values.items():
+            low, high = PLAUSIBLE.get(key, (float("-inf"), float("inf")))
+            if value is not None and not low <= value <= high:
+                if key not in self._implausible:
+                    log.warning(
+                        "sensor %s: %s %s is outside %s..%s: recorded as not available",
+                        self.device.sensor,
+                        key,
+                        value,
+                        low,
+                        high,
+                    )
+                    self._implausible.add(key)
+                out[key] = None
+                continue
+            self._implausible.discard(key)
+            out[key] = value
+        return out
 
     def _enter(self, state: DeviceState, error: str | None) -> None:
         if state == self.state:

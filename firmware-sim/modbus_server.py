@@ -31,6 +31,11 @@ class ScenarioRegisters:
     def registers_at(self, now: datetime) -> dict[int, int]:
         raise NotImplementedError
 
+    def is_offline(self, now: datetime) -> bool:
+        """Whether the device is silent at ``now``; a device whose state follows a timeline
+        (a vehicle losing power) overrides this."""
+        return self.offline
+
     def on_write(self, address: int, values: list[int]) -> None:
         """A master wrote registers (function 6 or 16); ignored unless the device overrides."""
 
@@ -44,7 +49,7 @@ class ScenarioRegisters:
         current_registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        if self.offline:
+        if self.is_offline(clock.now()):
             return ExcCodes.DEVICE_BUSY
         if function_code in self.read_functions:
             for reg, value in self.registers_at(clock.now()).items():

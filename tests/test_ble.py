@@ -291,3 +291,46 @@ def test_device_config_refuses_incomplete_transport(fields: dict[str, Any], mess
 
     with pytest.raises(ValidationError, match=message):
         DeviceConfig(sensor="S1", **fields)
+
+
+async def test_value_no_reading_can_carry_is_recorded_as_not_available(
+    clock: ManualClock, tmp_path: Path, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    # BTHome has no not-available code: a broken probe can send the coldest s16, -327.68 °C.
+    logger = SimulatedBleLogger("A4:C1:38:00:00:01", "bthome", Steady(noise_c=0.0), clock.now())
+    device = DeviceConfig(sensor="B1", source="ble", model="bthome", mac=logger.mac)
+    agent = EdgeAgent(
+        _ble_config(tmp_path, device), mqtt_options, topic_root, clock, ble_scanner=None
+    )
+    hub = agent.sources.resource("ble")
+    broken = bthome_service_data(-327.68, 50.0, 80, 1)
+    hub.feed(Advert(mac=logger.mac, service_data={BTHOME_UUID: broken}, received=clock.monotonic()))
+    reading = await agent.coordinators[0].poll_once()
+    assert reading.status is ReadingStatus.NOT_AVAILABLE
+    assert reading.temperature_c is None
+    assert reading.humidity_pct == 50.0  # the rest of the reading is kept
+    agent.close()
+
+
+def test_sim_ble_command_streams_adverts_the_edge_decodes() -> None:
+    from coldtrail.edge.ble.scanner import advert_from_json
+
+    done = _run(
+        "sim", "ble", "--count", "1", "--interval", "0.01",
+        "--device", "A4:C1:38:00:00:01:pvvx:steady:base_c=-18",
+        "--device", "CB:B8:33:4C:88:4F:ruuvi:steady",
+        "--device", "A4:C1:38:00:00:02:bthome:drift",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3
+    formats = {"A4:C1:38:00:00:01": "atc", "CB:B8:33:4C:88:4F": "ruuvi"}
+    for line in lines:
+        advert = advert_from_json(line, 0.0)
+        decoded = create_decoder(formats.get(advert.mac or "", "bthome")).decode(advert)
+        assert decoded.values["temperature_c"] is not None
+    first = create_decoder("atc").decode(advert_from_json(lines[0], 0.0))
+    assert first.values["temperature_c"] == pytest.approx(-18.0, abs=0.15)
+    bad = _run("sim", "ble", "--device", "A4:C1:38:00:00:01:eddystone:steady")
+    assert bad.returncode == 2
+    assert "unknown BLE format" in bad.stderr
