@@ -1,11 +1,12 @@
 """Edge footprint: peak RSS of a `coldtrail edge` process polling 50 sensors, and its CPU time
 per 1 000 readings.
 
-Starts `coldtrail sim modbus` with 50 XY-MD02 units and `coldtrail edge` (SQLite queue, FULL
-sync) on the local broker, lets it run, and reads the agent's /proc figures (Linux).
-Reference: the same figures of a bare Python interpreter that imports nothing.
+Starts `coldtrail sim modbus` with 50 XY-MD02 units (or, with --kind ble, `coldtrail sim ble`
+writing the adverts of 50 BLE loggers of four formats to the file the agent's replay scanner
+follows) and `coldtrail edge` (SQLite queue, FULL sync) on the local broker, lets it run, and
+reads the agent's /proc figures (Linux). Reference: a bare Python interpreter.
 
-    .venv/bin/python -m bench.footprint [--sensors 50] [--seconds 30] [--poll 1]
+    .venv/bin/python -m bench.footprint [--kind modbus|ble] [--sensors 50] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--sensors", type=int, default=50)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--poll", type=float, default=1.0)
+    p.add_argument("--kind", choices=("modbus", "ble"), default="modbus")
     args = p.parse_args()
     coldtrail = shutil.which("coldtrail", path=str(Path(sys.executable).parent)) or "coldtrail"
     port = free_port()
@@ -69,17 +71,35 @@ def main() -> None:
     pause = threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "edge.toml"
-        config.write_text(
-            'site = "bench"\ngateway = "gw-foot"\nstate_dir = "state"\n'
-            + "".join(
+        adverts = Path(tmp) / "adverts.jsonl"
+        adverts.touch()
+        if args.kind == "modbus":
+            header = ""
+            devices = "".join(
                 f'[[devices]]\nsensor = "S{u:03d}"\nmodel = "xy-md02"\nport = {port}\n'
                 f"unit = {u}\npoll_interval_s = {args.poll}\n"
                 for u in range(1, args.sensors + 1)
             )
+            specs = [f"{u}:steady" for u in range(1, args.sensors + 1)]
+            sim_cmd = [coldtrail, "sim", "modbus", "--port", str(port)]
+        else:
+            header = f'ble_scanner = "replay"\nble_replay_file = "{adverts}"\n'
+            kinds = [("bthome", "bthome"), ("ruuvi", "ruuvitag"), ("atc1441", "lywsd03mmc-atc"),
+                     ("pvvx", "lywsd03mmc-atc")]  # fmt: skip
+            macs = [f"A4:C1:38:00:{u // 256:02X}:{u % 256:02X}" for u in range(1, args.sensors + 1)]
+            devices = "".join(
+                f'[[devices]]\nsensor = "S{u:03d}"\nsource = "ble"\n'
+                f'model = "{kinds[u % 4][1]}"\nmac = "{mac}"\npoll_interval_s = {args.poll}\n'
+                for u, mac in enumerate(macs, start=1)
+            )
+            specs = [f"{mac}:{kinds[u % 4][0]}:steady" for u, mac in enumerate(macs, start=1)]
+            sim_cmd = [coldtrail, "sim", "ble", "--out", str(adverts), "--interval", "1",
+                       "--measure-every", "1"]  # fmt: skip
+        config.write_text(
+            f'site = "bench"\ngateway = "gw-foot"\nstate_dir = "state"\n{header}{devices}'
         )
-        devices = [a for u in range(1, args.sensors + 1) for a in ("--device", f"{u}:steady")]
         with subprocess.Popen(
-            [coldtrail, "sim", "modbus", "--port", str(port), *devices],
+            [*sim_cmd, *(a for spec in specs for a in ("--device", spec))],
             env=env,
             stdout=quiet,
             stderr=quiet,
@@ -103,7 +123,7 @@ def main() -> None:
     readings = n1 - n0
     cpu_per_1000 = (cpu1 - cpu0) / max(readings, 1) * 1000
     print(
-        f"{args.sensors} sensors polled every {args.poll:g} s for {args.seconds:g} s: "
+        f"{args.sensors} {args.kind} sensors polled every {args.poll:g} s for {args.seconds:g} s: "
         f"{readings} readings recorded and published"
     )
     print(
@@ -111,7 +131,7 @@ def main() -> None:
         f"CPU {cpu1 - cpu0:.2f} s, {cpu_per_1000:.3f} s per 1000 readings"
     )
     print(
-        f"RESULT name=footprint sensors={args.sensors} peak_rss_mb={rss:.1f} "
+        f"RESULT name=footprint kind={args.kind} sensors={args.sensors} peak_rss_mb={rss:.1f} "
         f"cpu_s_per_1000_readings={cpu_per_1000:.3f} reference=bare_python "
         f"reference_rss_mb={bare_rss:.1f} ratio={rss / bare_rss:.2f}"
     )
