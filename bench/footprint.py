@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
 from coldtrail.net import free_port
 
 MQTT = os.environ.get("COLDTRAIL_BENCH_MQTT", "mqtt://127.0.0.1:1883")
@@ -74,30 +75,38 @@ def main() -> None:
         adverts = Path(tmp) / "adverts.jsonl"
         adverts.touch()
         if args.kind == "modbus":
-            header = ""
-            devices = "".join(
-                f'[[devices]]\nsensor = "S{u:03d}"\nmodel = "xy-md02"\nport = {port}\n'
-                f"unit = {u}\npoll_interval_s = {args.poll}\n"
+            devices = [
+                DeviceConfig(
+                    sensor=f"S{u:03d}", model="xy-md02", port=port, unit=u,
+                    poll_interval_s=args.poll,
+                )
                 for u in range(1, args.sensors + 1)
-            )
+            ]  # fmt: skip
             specs = [f"{u}:steady" for u in range(1, args.sensors + 1)]
             sim_cmd = [coldtrail, "sim", "modbus", "--port", str(port)]
         else:
-            header = f'ble_scanner = "replay"\nble_replay_file = "{adverts}"\n'
             kinds = [("bthome", "bthome"), ("ruuvi", "ruuvitag"), ("atc1441", "lywsd03mmc-atc"),
                      ("pvvx", "lywsd03mmc-atc")]  # fmt: skip
             macs = [f"A4:C1:38:00:{u // 256:02X}:{u % 256:02X}" for u in range(1, args.sensors + 1)]
-            devices = "".join(
-                f'[[devices]]\nsensor = "S{u:03d}"\nsource = "ble"\n'
-                f'model = "{kinds[u % 4][1]}"\nmac = "{mac}"\npoll_interval_s = {args.poll}\n'
+            devices = [
+                DeviceConfig(
+                    sensor=f"S{u:03d}", source="ble", model=kinds[u % 4][1], mac=mac,
+                    poll_interval_s=args.poll,
+                )
                 for u, mac in enumerate(macs, start=1)
-            )
+            ]  # fmt: skip
             specs = [f"{mac}:{kinds[u % 4][0]}:steady" for u, mac in enumerate(macs, start=1)]
             sim_cmd = [coldtrail, "sim", "ble", "--out", str(adverts), "--interval", "1",
                        "--measure-every", "1"]  # fmt: skip
-        config.write_text(
-            f'site = "bench"\ngateway = "gw-foot"\nstate_dir = "state"\n{header}{devices}'
+        edge_config = EdgeConfig(
+            site="bench",
+            gateway="gw-foot",
+            state_dir=Path("state"),
+            ble_scanner="replay" if args.kind == "ble" else "bleak",
+            ble_replay_file=adverts if args.kind == "ble" else None,
+            devices=tuple(devices),
         )
+        config.write_text(dump_config(edge_config))
         with subprocess.Popen(
             [*sim_cmd, *(a for spec in specs for a in ("--device", spec))],
             env=env,

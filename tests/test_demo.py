@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from coldtrail.demo import LOCATIONS, LOGGERS, POLL_S
+from coldtrail.demo import BLE_LOGGERS, LOCATIONS, LOGGERS, POLL_S
 from coldtrail.net import free_port
 from tests.conftest import wait_for
 from tests.test_cli import COLDTRAIL
@@ -67,7 +67,7 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             return sensors if all(s["latest"] for s in sensors) else None
 
         sensors = wait_for(all_reporting, timeout=60, what="every demo logger in /live")
-        assert {s["sensor"] for s in sensors} == {lg[1] for lg in LOGGERS}
+        assert {s["sensor"] for s in sensors} == {lg[1] for lg in [*LOGGERS, *BLE_LOGGERS]}
         assert all(s["state"] in ("ok", "excursion") for s in sensors)
     finally:
         proc.send_signal(signal.SIGINT)

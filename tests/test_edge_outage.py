@@ -13,7 +13,7 @@ import psycopg
 
 from coldtrail.clock import ManualClock
 from coldtrail.edge.agent import EdgeAgent
-from coldtrail.edge.config import DeviceConfig, EdgeConfig
+from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
 from coldtrail.net import free_port
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import Steady
@@ -127,11 +127,17 @@ def test_edge_killed_9_with_a_backlog_and_restarted_leaves_no_gap(
     port = free_port()
     config = tmp_path / "edge.toml"
     config.write_text(
-        'site = "s1"\ngateway = "gw-k"\nstate_dir = "state"\npublish_interval_s = 0.1\n'
-        + "".join(
-            f'[[devices]]\nsensor = "{s}"\nmodel = "xy-md02"\nport = {port}\nunit = {u}\n'
-            "poll_interval_s = 0.1\n"
-            for s, u in (("S-A", 1), ("S-B", 2))
+        dump_config(
+            EdgeConfig(
+                site="s1",
+                gateway="gw-k",
+                state_dir=Path("state"),
+                publish_interval_s=0.1,
+                devices=tuple(
+                    DeviceConfig(sensor=s, model="xy-md02", port=port, unit=u, poll_interval_s=0.1)
+                    for s, u in (("S-A", 1), ("S-B", 2))
+                ),
+            )
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}

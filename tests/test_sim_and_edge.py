@@ -297,3 +297,30 @@ async def test_coordinator_marks_readings_taken_on_an_untrusted_clock(
     assert [r.clock.value for r in marked] == ["implausible", "implausible"]
     assert marked[0].temperature_c == 4.0  # the value is kept; only its time is in doubt
     assert len([r for r in caplog.records if "clock" in r.message]) == 1
+
+
+def test_dumped_edge_config_loads_back_the_same(tmp_path: Path) -> None:
+    from coldtrail.edge.config import EdgeConfig, dump_config, load_config
+
+    config = EdgeConfig(
+        site="s1",
+        gateway="gw-1",
+        location_kind="transport",
+        state_dir=tmp_path / "state",
+        queue_synchronous="NORMAL",
+        publish_interval_s=0.5,
+        ble_scanner="replay",
+        ble_replay_file=tmp_path / 'adverts "1".jsonl',
+        devices=(
+            DeviceConfig(sensor="S1", model="xy-md02", port=1502, unit=3, temp_min_c=2.0),
+            DeviceConfig(
+                sensor="S2", source="modbus-rtu", model="ee072", serial_port="/dev/ttyUSB0",
+                parity="E", stopbits=2,
+            ),
+            DeviceConfig(sensor="S3", source="ble", model="bthome", mac="a4:c1:38:00:00:01",
+                         bindkey="00" * 16, stale_after_s=30),
+        ),
+    )  # fmt: skip
+    path = tmp_path / "edge.toml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config

@@ -9,8 +9,9 @@ failed (status ``unavailable``), so a logger out of range or out of battery show
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coldtrail.clock import Clock
 from coldtrail.edge.ble.advert import Advert, Decoded, UndecodableAdvert
@@ -29,6 +30,7 @@ _READING_KEYS = ("temperature_c", "humidity_pct", "battery_pct")
 @dataclass
 class _Heard:
     decoder: AdvertDecoder
+    heard: asyncio.Event = field(default_factory=asyncio.Event)
     latest: Decoded | None = None
     at: float = 0.0
     undecodable: int = 0
@@ -61,6 +63,13 @@ class BleHub:
                 heard.last_reason = exc.reason
             return
         heard.latest, heard.at = decoded, advert.received
+        heard.heard.set()
+
+    async def wait_first(self, mac: str, timeout_s: float) -> None:
+        """Until the logger's first advert is decoded, or ``timeout_s`` of real time: right
+        after start the radio has not heard everyone yet, and that is no gap in the record."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._by_mac[mac].heard.wait(), timeout_s)
 
     def latest(self, mac: str, max_age_s: float) -> Decoded:
         heard = self._by_mac[mac]
@@ -88,6 +97,7 @@ class BleSource:
         assert device.mac is not None  # noqa: S101 - the config validator made sure
         self._mac = device.mac
         self._max_age_s = device.stale_after_s
+        self._first_wait_s = device.timeout_s
         bindkey = bytes.fromhex(device.bindkey) if device.bindkey else None
         decoder = create_decoder(profile.ble.format, DecoderOptions(bindkey=bindkey))
 
@@ -100,6 +110,7 @@ class BleSource:
         self._hub.register(self._mac, decoder)
 
     async def read(self) -> Measurement:
+        await self._hub.wait_first(self._mac, self._first_wait_s)
         decoded = self._hub.latest(self._mac, self._max_age_s)
         return Measurement(
             {k: _as_float(decoded.values[k]) for k in _READING_KEYS if k in decoded.values}
