@@ -22,6 +22,7 @@ from coldtrail.edge.ble.advert import (
     ENVIRONMENTAL_SENSING_UUID,
     RUUVI_COMPANY_ID,
     Advert,
+    mac_to_bytes,
     normalise_mac,
 )
 from coldtrail.sim.scenarios import Scenario
@@ -62,7 +63,7 @@ def bthome_service_data(
 
     info = 0x41
     count = struct.pack("<I", counter)
-    nonce = bytes.fromhex(normalise_mac(mac).replace(":", "")) + b"\xd2\xfc" + bytes([info]) + count
+    nonce = mac_to_bytes(mac) + b"\xd2\xfc" + bytes([info]) + count
     sealed = AESCCM(bindkey, tag_length=4).encrypt(nonce, objects, None)
     return bytes([info]) + sealed[:-4] + count + sealed[-4:]
 
@@ -89,7 +90,7 @@ def ruuvi_rawv2(
     else:
         power = (_clamp(battery_mv - 1600, 0, 2046) << 5) | _clamp((tx_power_dbm + 40) / 2, 0, 30)
     seq = 0xFFFF if sequence is None else sequence % 0xFFFF
-    mac_bytes = b"\xff" * 6 if mac is None else bytes.fromhex(normalise_mac(mac).replace(":", ""))
+    mac_bytes = b"\xff" * 6 if mac is None else mac_to_bytes(mac)
     return (
         struct.pack(
             ">BHHHhhhHBH", 5, temp & 0xFFFF, hum, pres, *acceleration_mg, power, movement, seq
@@ -106,7 +107,7 @@ def atc1441_service_data(
     battery_mv: int,
     counter: int,
 ) -> bytes:
-    return bytes.fromhex(normalise_mac(mac).replace(":", "")) + struct.pack(
+    return mac_to_bytes(mac) + struct.pack(
         ">hBBHB",
         _clamp(temperature_c * 10, -32768, 32767),
         _clamp(humidity_pct, 0, 100),
@@ -125,7 +126,7 @@ def pvvx_service_data(
     counter: int,
     flags: int = 0,
 ) -> bytes:
-    return bytes.fromhex(normalise_mac(mac).replace(":", ""))[::-1] + struct.pack(
+    return mac_to_bytes(mac)[::-1] + struct.pack(
         "<hHHBBB",
         _clamp(temperature_c * 100, -32768, 32767),
         _clamp(humidity_pct * 100, 0, 10000),

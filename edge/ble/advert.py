@@ -39,6 +39,10 @@ def normalise_mac(mac: str) -> str:
     return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
 
 
+def mac_to_bytes(mac: str) -> bytes:
+    return bytes.fromhex(normalise_mac(mac).replace(":", ""))
+
+
 def mac_from_bytes(raw: bytes) -> str:
     return ":".join(f"{b:02X}" for b in raw)
 
