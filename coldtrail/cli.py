@@ -62,6 +62,13 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> None:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.services import ingest_worker
 
+    if args.release_quarantine:
+        from coldtrail.ingest.worker import release_quarantine
+
+        released, stored = release_quarantine(settings.require_database_url())
+        print(json.dumps({"released": released, "stored": stored}))
+        return
+
     _run_threaded(ingest_worker(settings, args.client_id).run)
 
 
@@ -142,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="run an ingest worker")
     ingest.add_argument("--client-id", default=None)
+    ingest.add_argument(
+        "--release-quarantine",
+        action="store_true",
+        help="store the quarantined readings of sensors registered since, then exit",
+    )
     ingest.set_defaults(func=cmd_ingest)
     sub.add_parser("rules", help="run the rules engine").set_defaults(func=cmd_rules)
     sub.add_parser("api", help="run the REST API").set_defaults(func=cmd_api)

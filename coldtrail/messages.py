@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from coldtrail.errors import PayloadError
 
@@ -76,6 +77,54 @@ class TelemetryBatch(BaseModel):
 _reading = TypeAdapter(Reading)
 
 
+class ReadingDoc(TypedDict):
+    """A reading as ingest handles it in bulk: the constraints of :class:`Reading`, validated
+    by pydantic-core without building a model per reading (a test holds the two equal)."""
+
+    sensor: Annotated[str, Field(pattern=SENSOR_ID_PATTERN)]
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    ts: AwareDatetime
+    status: NotRequired[Literal["ok", "unavailable", "not_available"]]
+    clock: NotRequired[Literal["ok", "unsynced", "implausible"]]
+    temperature_c: NotRequired[
+        Annotated[
+            float | None,
+            Field(
+                ge=PLAUSIBLE["temperature_c"][0],
+                le=PLAUSIBLE["temperature_c"][1],
+                allow_inf_nan=False,
+            ),
+        ]
+    ]
+    humidity_pct: NotRequired[
+        Annotated[
+            float | None,
+            Field(
+                ge=PLAUSIBLE["humidity_pct"][0],
+                le=PLAUSIBLE["humidity_pct"][1],
+                allow_inf_nan=False,
+            ),
+        ]
+    ]
+    battery_pct: NotRequired[
+        Annotated[
+            float | None,
+            Field(
+                ge=PLAUSIBLE["battery_pct"][0], le=PLAUSIBLE["battery_pct"][1], allow_inf_nan=False
+            ),
+        ]
+    ]
+
+
+class TelemetryDoc(TypedDict):
+    gateway: Annotated[str, Field(pattern=SEGMENT_PATTERN)]
+    sent_at: AwareDatetime
+    readings: Annotated[list[ReadingDoc], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+
+_telemetry_doc = TypeAdapter(TelemetryDoc)
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in err["loc"]) or "payload"
@@ -106,6 +155,22 @@ def parse_telemetry(payload: bytes) -> tuple[TelemetryBatch, list[Reading], list
         except ValidationError as exc:
             bad.append((json.dumps(raw, default=str), _first_error(exc)))
     return batch, good, bad
+
+
+def parse_telemetry_docs(
+    payload: bytes,
+) -> tuple[str, list[ReadingDoc], list[tuple[str, str]]]:
+    """:func:`parse_telemetry` for bulk ingest: the gateway, the valid readings as dicts, and
+    the rejected ones with their reasons. A clean message (the usual case) is validated whole
+    in one pass; one with any fault goes through the reading-by-reading path, so a bad reading
+    costs only itself. Raises :class:`PayloadError` if the envelope is bad."""
+    try:
+        doc = _telemetry_doc.validate_json(payload)
+    except ValidationError:
+        envelope, good, bad = parse_telemetry(payload)
+        docs = [ReadingDoc(**r.model_dump(exclude_none=True)) for r in good]  # type: ignore[typeddict-item]
+        return envelope.gateway, docs, bad
+    return doc["gateway"], doc["readings"], []
 
 
 def telemetry_topic(root: str, site: str, gateway: str) -> str:

@@ -1,48 +1,54 @@
 """Named, parameterised SQL of the ingest stage."""
 
+# The columns of a COPY line, in order (see coldtrail.ingest.copytext).
+READING_COLUMNS = (
+    "sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct, battery_pct, batch_id"
+)
+
+COPY_READINGS = f"COPY readings ({READING_COLUMNS}) FROM STDIN"
+
 CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     sensor_id text, seq bigint, ts timestamptz, gateway text, status reading_status,
     clock clock_state, temperature_c double precision, humidity_pct double precision,
-    battery_pct double precision
+    battery_pct double precision, batch_id bigint
 ) ON COMMIT DELETE ROWS
 """
 
-COPY_STAGE = """
-COPY ingest_stage (sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct,
-                   battery_pct)
-FROM STDIN
-"""
+COPY_STAGE = f"COPY ingest_stage ({READING_COLUMNS}) FROM STDIN"
 
 NEW_BATCH = "INSERT INTO ingest_batches DEFAULT VALUES RETURNING id"
 
-# One statement: store the new readings (a repeated sensor+seq, within the batch or from
-# before, is stored once) and move each sensor's latest value forward, never back.
+# The slow path, for a batch holding a reading already stored (a redelivery after a crash,
+# or the same message reaching two workers): each (sensor, seq) once, the rest skipped.
 MERGE_STAGE = """
-WITH staged AS (
-    SELECT DISTINCT ON (sensor_id, seq) * FROM ingest_stage ORDER BY sensor_id, seq
-), ins AS (
+WITH ins AS (
     INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, temperature_c,
                           humidity_pct, battery_pct, batch_id)
-    SELECT sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct, battery_pct,
-           %(batch_id)s
-    FROM staged
+    SELECT DISTINCT ON (sensor_id, seq) sensor_id, seq, ts, gateway, status, clock,
+           temperature_c, humidity_pct, battery_pct, batch_id
+    FROM ingest_stage ORDER BY sensor_id, seq
     ON CONFLICT DO NOTHING
-    RETURNING *
-), latest AS (
-    INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status, clock,
-                                      temperature_c, humidity_pct, battery_pct)
-    SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, received_at, gateway, status, clock,
-           temperature_c, humidity_pct, battery_pct
-    FROM ins ORDER BY sensor_id, ts DESC, seq DESC
-    ON CONFLICT (sensor_id) DO UPDATE SET
-        seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at,
-        gateway = excluded.gateway, status = excluded.status, clock = excluded.clock,
-        temperature_c = excluded.temperature_c, humidity_pct = excluded.humidity_pct,
-        battery_pct = excluded.battery_pct
-    WHERE (excluded.ts, excluded.seq) > (cur.ts, cur.seq)
+    RETURNING 1
 )
 SELECT count(*) FROM ins
+"""
+
+# Each sensor's newest reading of the batch; the stored one moves forward, never back.
+UPDATE_LATEST = """
+INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status, clock,
+                                  temperature_c, humidity_pct, battery_pct)
+SELECT s, q, t, now(), g, st::reading_status, c::clock_state, tc, rh, b
+FROM unnest(%(sensor)s::text[], %(seq)s::bigint[], %(ts)s::timestamptz[], %(gateway)s::text[],
+            %(status)s::text[], %(clock)s::text[], %(temperature_c)s::float8[],
+            %(humidity_pct)s::float8[], %(battery_pct)s::float8[])
+     AS u(s, q, t, g, st, c, tc, rh, b)
+ON CONFLICT (sensor_id) DO UPDATE SET
+    seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at,
+    gateway = excluded.gateway, status = excluded.status, clock = excluded.clock,
+    temperature_c = excluded.temperature_c, humidity_pct = excluded.humidity_pct,
+    battery_pct = excluded.battery_pct
+WHERE (excluded.ts, excluded.seq) > (cur.ts, cur.seq)
 """
 
 FINISH_BATCH = """
@@ -56,4 +62,32 @@ NOTIFY_RULES = "SELECT pg_notify('coldtrail_readings', %(batch_id)s::text)"
 
 DEAD_LETTER = "INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)"
 
+QUARANTINE = """
+INSERT INTO quarantined_readings (topic, gateway, sensor_id, seq, ts, status, clock,
+                                  temperature_c, humidity_pct, battery_pct, reason)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
 KNOWN_SENSORS = "SELECT id FROM sensors"
+
+# Quarantined readings of sensors registered since: into readings as one ingest batch (so
+# rules judge them like any late reading), each marked released.
+RELEASE_QUARANTINE = """
+WITH rel AS (
+    UPDATE quarantined_readings q
+    SET released_at = now(), released_batch = %(batch_id)s
+    FROM sensors s
+    WHERE q.sensor_id = s.id AND q.released_at IS NULL
+    RETURNING q.sensor_id, q.seq, q.ts, q.gateway, q.status, q.clock, q.temperature_c,
+              q.humidity_pct, q.battery_pct
+), ins AS (
+    INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, temperature_c,
+                          humidity_pct, battery_pct, batch_id)
+    SELECT DISTINCT ON (sensor_id, seq) sensor_id, seq, ts, gateway, status, clock,
+           temperature_c, humidity_pct, battery_pct, %(batch_id)s
+    FROM rel ORDER BY sensor_id, seq
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM ins)
+"""

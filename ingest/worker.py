@@ -10,11 +10,13 @@ A crash before the commit leaves the messages unacknowledged, so the broker rede
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -24,7 +26,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from coldtrail import mqtt
 from coldtrail.errors import PayloadError, StoreError
 from coldtrail.ingest import queries as q
-from coldtrail.messages import Reading, parse_telemetry, telemetry_filter
+from coldtrail.ingest.copytext import copy_lines
+from coldtrail.messages import ReadingDoc, parse_telemetry_docs, telemetry_filter
 from coldtrail.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ class Inbound:
 class Parsed:
     message: Inbound
     gateway: str
-    readings: list[Reading]
+    readings: list[ReadingDoc]
     dead: list[DeadLetter]
 
 
@@ -67,7 +70,10 @@ class IngestStats:
     readings_stored: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    quarantined: int = 0
     batches: int = 0
+    slow_batches: int = 0
+    """Batches that held an already stored reading and went through the merge path."""
 
 
 class IngestWorker:
@@ -81,6 +87,7 @@ class IngestWorker:
         share_group: str = "ingest",
         batch_max_readings: int = 5000,
         flush_s: float = 0.2,
+        max_future_s: float = 300.0,
     ) -> None:
         self._url = database_url
         self._options = options
@@ -89,7 +96,10 @@ class IngestWorker:
         self._subscription = f"$share/{share_group}/{self._filter}" if share_group else self._filter
         self._batch_max = batch_max_readings
         self._flush_s = flush_s
-        self._inbox: queue.Queue[Inbound] = queue.Queue()
+        self._max_future = timedelta(seconds=max_future_s)
+        # Messages are parsed on paho's thread as they arrive, so validation overlaps the
+        # database's work on the previous batch.
+        self._inbox: queue.Queue[Parsed] = queue.Queue()
         self._subscribed = threading.Event()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._known: set[str] = set()
@@ -116,7 +126,7 @@ class IngestWorker:
             self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._inbox.put(self.parse(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)))
 
     # worker thread
     def run(self, stop: threading.Event) -> None:
@@ -145,7 +155,7 @@ class IngestWorker:
                     if not batch.items:
                         batch.first_at = time.monotonic()
                     self.stats.messages += 1
-                    batch.add(self.parse(msg))
+                    batch.add(msg)
                 due = batch.items and (
                     msg is None
                     or batch.readings >= self._batch_max
@@ -177,15 +187,15 @@ class IngestWorker:
     def parse(msg: Inbound) -> Parsed:
         """Readings to store and dead letters to keep; never raises on bad input."""
         try:
-            envelope, readings, bad = parse_telemetry(msg.payload)
+            gateway, readings, bad = parse_telemetry_docs(msg.payload)
         except PayloadError as exc:
             return Parsed(msg, "", [], [(msg.topic, msg.payload, exc.reason)])
         levels = msg.topic.split("/")
-        if len(levels) >= 5 and levels[3] != envelope.gateway:
-            reason = f"gateway {envelope.gateway!r} does not match topic {levels[3]!r}"
+        if len(levels) >= 5 and levels[3] != gateway:
+            reason = f"gateway {gateway!r} does not match topic {levels[3]!r}"
             return Parsed(msg, "", [], [(msg.topic, msg.payload, reason)])
         dead = [(msg.topic, raw.encode(), reason) for raw, reason in bad]
-        return Parsed(msg, envelope.gateway, readings, dead)
+        return Parsed(msg, gateway, readings, dead)
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -216,9 +226,9 @@ class IngestWorker:
 
     def _commit(self, items: list[Parsed]) -> None:
         conn = self._connection()
-        rows, dead = self._split_unknown(conn, items)
+        sorted_ = self._sort(conn, items)
         try:
-            self._write(conn, rows, dead)
+            self._write(conn, sorted_)
         except psycopg.OperationalError:
             raise
         except psycopg.Error as exc:
@@ -230,59 +240,144 @@ class IngestWorker:
             else:
                 # A message the database refuses on its own: keep it, with the reason.
                 m = items[0].message
-                self._write(conn, [], [(m.topic, m.payload, f"database refused: {exc}")])
+                reason = f"database refused: {exc}"
+                self._write(conn, Sorted(dead=[(m.topic, m.payload, reason)]))
 
-    def _split_unknown(
-        self, conn: psycopg.Connection[tuple[Any, ...]], items: list[Parsed]
-    ) -> tuple[list[Row], list[DeadLetter]]:
-        """Rows to store, and every dead letter: readings of sensors that are not registered
-        are kept there, not dropped."""
-        if any(r.sensor not in self._known for item in items for r in item.readings):
+    def _sort(self, conn: psycopg.Connection[tuple[Any, ...]], items: list[Parsed]) -> Sorted:
+        """Which readings to store, which to quarantine (sensor not registered: kept whole,
+        for release once it is) and which to dead-letter (measured in the future)."""
+        if any(r["sensor"] not in self._known for item in items for r in item.readings):
             self._known = {r[0] for r in conn.execute(q.KNOWN_SENSORS)}
             conn.commit()
-        rows: list[Row] = []
-        dead: list[DeadLetter] = []
+        horizon = datetime.now(UTC) + self._max_future
+        out = Sorted()
         for item in items:
-            dead.extend(item.dead)
+            out.dead.extend(item.dead)
+            good: list[ReadingDoc] = []
             for r in item.readings:
-                if r.sensor in self._known:
-                    rows.append(
-                        (
-                            r.sensor,
-                            r.seq,
-                            r.ts,
-                            item.gateway,
-                            r.status.value,
-                            r.clock.value,
-                            r.temperature_c,
-                            r.humidity_pct,
-                            r.battery_pct,
-                        )
-                    )
+                if r["ts"] > horizon:
+                    reason = f"measured in the future: {r['ts'].isoformat()} is after {horizon}"
+                    out.dead.append((item.message.topic, _reading_json(r), reason))
+                elif r["sensor"] in self._known:
+                    good.append(r)
                 else:
-                    reason = f"unknown sensor {r.sensor!r}"
-                    dead.append((item.message.topic, r.model_dump_json().encode(), reason))
-        return rows, dead
+                    out.quarantine.append((item.message.topic, item.gateway, r))
+            if good:
+                out.store.append((item.gateway, good))
+        return out
 
-    def _write(
-        self, conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row], dead: list[DeadLetter]
-    ) -> None:
+    def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: Sorted) -> None:
+        stored = offered = 0
+        slow = False
         with conn.transaction():
-            stored = 0
-            if rows:
-                batch_id = conn.execute(q.NEW_BATCH).fetchone()[0]  # type: ignore[index]
-                with conn.cursor().copy(q.COPY_STAGE) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                stored = conn.execute(q.MERGE_STAGE, {"batch_id": batch_id}).fetchone()[0]  # type: ignore[index]
+            if batch.store:
+                row = conn.execute(q.NEW_BATCH).fetchone()
+                assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
+                batch_id = row[0]
+                data = "".join(
+                    line
+                    for gateway, readings in batch.store
+                    for line in copy_lines(readings, gateway, batch_id)
+                ).encode()
+                offered = sum(len(r) for _, r in batch.store)
+                try:
+                    # The usual case: nothing in the batch is stored yet, and COPY straight
+                    # into readings is as fast as the database takes rows.
+                    with conn.transaction(), conn.cursor().copy(q.COPY_READINGS) as copy:
+                        copy.write(data)
+                    stored = offered
+                except psycopg.errors.UniqueViolation:
+                    # A redelivery or a second worker got there first: the savepoint is
+                    # rolled back; the merge skips what is already stored.
+                    slow = True
+                    with conn.cursor().copy(q.COPY_STAGE) as copy:
+                        copy.write(data)
+                    stored = conn.execute(q.MERGE_STAGE).fetchone()[0]  # type: ignore[index]
+                conn.execute(q.UPDATE_LATEST, _latest(batch.store))
                 conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
                 if stored:
                     conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
-            if dead:
-                conn.cursor().executemany(q.DEAD_LETTER, dead)
+            if batch.quarantine:
+                conn.cursor().executemany(
+                    q.QUARANTINE,
+                    [
+                        (topic, gateway, r["sensor"], r["seq"], r["ts"], r.get("status", "ok"),
+                         r.get("clock", "ok"), r.get("temperature_c"), r.get("humidity_pct"),
+                         r.get("battery_pct"), f"unknown sensor {r['sensor']!r}")
+                        for topic, gateway, r in batch.quarantine
+                    ],
+                )  # fmt: skip
+            if batch.dead:
+                conn.cursor().executemany(q.DEAD_LETTER, batch.dead)
         self.stats.batches += 1
+        self.stats.slow_batches += slow
         self.stats.readings_stored += stored
-        self.stats.duplicates += len(rows) - stored
-        self.stats.dead_letters += len(dead)
-        if dead:
-            log.warning("%d dead letters, first: %s", len(dead), dead[0][2])
+        self.stats.duplicates += offered - stored
+        self.stats.dead_letters += len(batch.dead)
+        self.stats.quarantined += len(batch.quarantine)
+        if batch.dead:
+            log.warning("%d dead letters, first: %s", len(batch.dead), batch.dead[0][2])
+        if batch.quarantine:
+            log.warning(
+                "%d readings quarantined, first: unknown sensor %r",
+                len(batch.quarantine),
+                batch.quarantine[0][2]["sensor"],
+            )
+
+
+@dataclass
+class Sorted:
+    store: list[tuple[str, list[ReadingDoc]]] = field(default_factory=list)
+    quarantine: list[tuple[str, str, ReadingDoc]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def _latest(store: list[tuple[str, list[ReadingDoc]]]) -> dict[str, list[Any]]:
+    """Per sensor, the batch's newest reading by (ts, seq), as arrays for UPDATE_LATEST."""
+    newest: dict[str, tuple[str, ReadingDoc]] = {}
+    for gateway, readings in store:
+        for r in readings:
+            cur = newest.get(r["sensor"])
+            if cur is None or (r["ts"], r["seq"]) > (cur[1]["ts"], cur[1]["seq"]):
+                newest[r["sensor"]] = (gateway, r)
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in ("sensor", "seq", "ts", "gateway", "status", "clock", "temperature_c",
+                  "humidity_pct", "battery_pct")
+    }  # fmt: skip
+    for gateway, r in newest.values():
+        cols["sensor"].append(r["sensor"])
+        cols["seq"].append(r["seq"])
+        cols["ts"].append(r["ts"])
+        cols["gateway"].append(gateway)
+        cols["status"].append(str(r.get("status", "ok")))
+        cols["clock"].append(str(r.get("clock", "ok")))
+        for k in ("temperature_c", "humidity_pct", "battery_pct"):
+            cols[k].append(r.get(k))
+    return cols
+
+
+def _reading_json(r: ReadingDoc) -> bytes:
+    return json.dumps(r, default=str).encode()
+
+
+def release_quarantine(database_url: str) -> tuple[int, int]:
+    """Move the quarantined readings of sensors registered since into readings, as one ingest
+    batch the rules engine picks up. Returns (released, newly stored): a reading that was
+    meanwhile stored by another path counts as released but not stored again."""
+    with psycopg.connect(database_url, application_name="coldtrail-ingest") as conn:
+        row = conn.execute(q.NEW_BATCH).fetchone()
+        assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
+        batch_id = row[0]
+        counts = conn.execute(q.RELEASE_QUARANTINE, {"batch_id": batch_id}).fetchone()
+        assert counts is not None  # noqa: S101 - an aggregate returns a row
+        released, stored = int(counts[0]), int(counts[1])
+        if released == 0:
+            conn.rollback()  # no empty batch left behind
+            return 0, 0
+        conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
+        if stored:
+            conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
+        conn.commit()
+    log.info("released %d quarantined readings (%d stored)", released, stored)
+    return released, stored

@@ -7,6 +7,8 @@ from typing import Any
 
 import psycopg
 
+from coldtrail.erp.masterdata import upsert_sensor
+from coldtrail.ingest.worker import release_quarantine
 from coldtrail.messages import ClockState, Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
 from tests.conftest import (
@@ -81,7 +83,7 @@ def test_malformed_payload_dead_lettered_and_next_good_one_stored(
     assert reason.startswith("not JSON")
 
 
-def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
+def test_bad_readings_are_dead_lettered_and_unknown_sensors_quarantined_until_released(
     conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
 ) -> None:
     make_site(conn, {"S1": "CR"})
@@ -94,6 +96,7 @@ def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
                 {"sensor": "S1", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 5.1},
                 {"sensor": "S1", "seq": 2, "ts": "2026-11-22T10:01:00Z", "temperature_c": 999},
                 {"sensor": "NOPE", "seq": 1, "ts": "2026-11-22T10:00:00Z", "temperature_c": 4.0},
+                {"sensor": "S1", "seq": 3, "ts": "2099-01-01T00:00:00Z", "temperature_c": 4.0},
             ],
         }
     ).encode()
@@ -105,8 +108,23 @@ def test_bad_readings_and_unknown_sensors_are_kept_as_dead_letters(
     assert conn.execute("SELECT sensor_id, seq FROM readings").fetchall() == [("S1", 1)]
     reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM dead_letters"))
     assert reasons[0].startswith("gateway 'gw-2' does not match topic 'gw-1'")
-    assert reasons[1].startswith("temperature_c:")
-    assert reasons[2] == "unknown sensor 'NOPE'"
+    assert reasons[1].startswith("measured in the future: 2099-01-01")
+    assert reasons[2].startswith("temperature_c:")
+    held = conn.execute(
+        "SELECT sensor_id, seq, temperature_c, reason FROM quarantined_readings"
+    ).fetchall()
+    assert held == [("NOPE", 1, 4.0, "unknown sensor 'NOPE'")]
+
+    # Registered later: released into readings as one batch the rules will judge.
+    assert release_quarantine(db_url) == (0, 0)  # still unknown: stays held
+    upsert_sensor(conn, "NOPE", "xy-md02", "SN-NOPE")
+    conn.commit()
+    assert release_quarantine(db_url) == (1, 1)
+    assert release_quarantine(db_url) == (0, 0)
+    assert conn.execute(
+        "SELECT r.seq, r.temperature_c, b.readings FROM readings r"
+        " JOIN ingest_batches b ON b.id = r.batch_id WHERE r.sensor_id = 'NOPE'"
+    ).fetchall() == [(1, 4.0, 1)]
 
 
 def test_reading_acked_only_after_commit(

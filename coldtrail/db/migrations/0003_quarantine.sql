@@ -1,0 +1,21 @@
+-- Readings of sensors nobody has registered yet: kept whole, in columns, so they can be
+-- released into readings once the sensor is registered (nothing lost, nothing guessed).
+CREATE TABLE quarantined_readings (
+    id             bigserial PRIMARY KEY,
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    topic          text NOT NULL,
+    gateway        text NOT NULL,
+    sensor_id      text NOT NULL,
+    seq            bigint NOT NULL,
+    ts             timestamptz NOT NULL,
+    status         reading_status NOT NULL,
+    clock          clock_state NOT NULL,
+    temperature_c  double precision,
+    humidity_pct   double precision,
+    battery_pct    double precision,
+    reason         text NOT NULL,
+    released_at    timestamptz,
+    released_batch bigint
+);
+CREATE INDEX quarantined_readings_pending ON quarantined_readings (sensor_id)
+    WHERE released_at IS NULL;

@@ -1,0 +1,27 @@
+"""Readings as lines of PostgreSQL's COPY text format, built directly.
+
+Every text field of a reading is validated against a pattern without tabs, newlines or
+backslashes (sensor id, gateway, the enum values), so none needs escaping; numbers print as
+Python writes them and a missing value as ``\\N``. It is several times cheaper than adapting
+each value through a generic row writer, which matters at 100 000 readings a second.
+"""
+
+from __future__ import annotations
+
+from coldtrail.messages import ReadingDoc
+
+NULL = "\\N"
+
+
+def _num(value: float | None) -> str:
+    return NULL if value is None else repr(value)
+
+
+def copy_lines(readings: list[ReadingDoc], gateway: str, batch_id: int) -> list[str]:
+    tail = f"\t{batch_id}\n"
+    return [
+        f"{r['sensor']}\t{r['seq']}\t{r['ts'].isoformat()}\t{gateway}\t"
+        f"{r.get('status', 'ok')}\t{r.get('clock', 'ok')}\t{_num(r.get('temperature_c'))}\t"
+        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}{tail}"
+        for r in readings
+    ]
