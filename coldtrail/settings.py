@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     """First topic level; ``coldtrail`` in production. Lets one broker carry separate fleets."""
     ingest_share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     """Shared-subscription group of ingest workers; empty for a broker without ``$share``."""
-    ingest_batch_max_readings: int = Field(default=5000, ge=1, le=1_000_000)
+    ingest_batch_max_readings: int = Field(default=20_000, ge=1, le=1_000_000)
     ingest_flush_s: float = Field(default=0.2, gt=0, le=60)
     """Longest a received message waits before its batch is committed and acknowledged."""
     api_bind: str = "127.0.0.1:8000"

@@ -17,11 +17,11 @@ def _num(value: float | None) -> str:
     return NULL if value is None else repr(value)
 
 
-def copy_lines(readings: list[ReadingDoc], gateway: str, batch_id: int) -> list[str]:
-    tail = f"\t{batch_id}\n"
+def copy_lines(readings: list[ReadingDoc], gateway: str) -> list[str]:
+    """One line per reading, in the column order of ``queries.READING_COLUMNS``."""
     return [
         f"{r['sensor']}\t{r['seq']}\t{r['ts'].isoformat()}\t{gateway}\t"
         f"{r.get('status', 'ok')}\t{r.get('clock', 'ok')}\t{_num(r.get('temperature_c'))}\t"
-        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}{tail}"
+        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}\n"
         for r in readings
     ]

@@ -1,8 +1,9 @@
 """Named, parameterised SQL of the ingest stage."""
 
-# The columns of a COPY line, in order (see coldtrail.ingest.copytext).
+# The columns of a COPY line, in order (see coldtrail.ingest.copytext); batch_id comes from
+# the transaction's coldtrail.ingest_batch setting (NEW_BATCH).
 READING_COLUMNS = (
-    "sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct, battery_pct, batch_id"
+    "sensor_id, seq, ts, gateway, status, clock, temperature_c, humidity_pct, battery_pct"
 )
 
 COPY_READINGS = f"COPY readings ({READING_COLUMNS}) FROM STDIN"
@@ -11,13 +12,16 @@ CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
     sensor_id text, seq bigint, ts timestamptz, gateway text, status reading_status,
     clock clock_state, temperature_c double precision, humidity_pct double precision,
-    battery_pct double precision, batch_id bigint
+    battery_pct double precision
 ) ON COMMIT DELETE ROWS
 """
 
 COPY_STAGE = f"COPY ingest_stage ({READING_COLUMNS}) FROM STDIN"
 
-NEW_BATCH = "INSERT INTO ingest_batches DEFAULT VALUES RETURNING id"
+NEW_BATCH = """
+WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)
+SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b
+"""
 
 # The slow path, for a batch holding a reading already stored (a redelivery after a crash,
 # or the same message reaching two workers): each (sensor, seq) once, the rest skipped.
@@ -26,7 +30,7 @@ WITH ins AS (
     INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, temperature_c,
                           humidity_pct, battery_pct, batch_id)
     SELECT DISTINCT ON (sensor_id, seq) sensor_id, seq, ts, gateway, status, clock,
-           temperature_c, humidity_pct, battery_pct, batch_id
+           temperature_c, humidity_pct, battery_pct, %(batch_id)s
     FROM ingest_stage ORDER BY sensor_id, seq
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -34,15 +38,15 @@ WITH ins AS (
 SELECT count(*) FROM ins
 """
 
-# Each sensor's newest reading of the batch; the stored one moves forward, never back.
+# Each sensor's newest reading among those this batch stored; the stored latest moves
+# forward, never back. (A reading skipped as already stored moved it when it was stored.)
 UPDATE_LATEST = """
 INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status, clock,
                                   temperature_c, humidity_pct, battery_pct)
-SELECT s, q, t, now(), g, st::reading_status, c::clock_state, tc, rh, b
-FROM unnest(%(sensor)s::text[], %(seq)s::bigint[], %(ts)s::timestamptz[], %(gateway)s::text[],
-            %(status)s::text[], %(clock)s::text[], %(temperature_c)s::float8[],
-            %(humidity_pct)s::float8[], %(battery_pct)s::float8[])
-     AS u(s, q, t, g, st, c, tc, rh, b)
+SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, received_at, gateway, status, clock,
+       temperature_c, humidity_pct, battery_pct
+FROM readings WHERE batch_id = %(batch_id)s
+ORDER BY sensor_id, ts DESC, seq DESC
 ON CONFLICT (sensor_id) DO UPDATE SET
     seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at,
     gateway = excluded.gateway, status = excluded.status, clock = excluded.clock,

@@ -51,6 +51,8 @@ class Parsed:
     gateway: str
     readings: list[ReadingDoc]
     dead: list[DeadLetter]
+    lines: list[str] = field(default_factory=list)
+    """Each reading as a COPY line, made on paho's thread while the database works."""
 
 
 @dataclass
@@ -74,6 +76,8 @@ class IngestStats:
     batches: int = 0
     slow_batches: int = 0
     """Batches that held an already stored reading and went through the merge path."""
+    commit_s: float = 0.0
+    """Time spent writing and committing batches, retries included."""
 
 
 class IngestWorker:
@@ -162,6 +166,7 @@ class IngestWorker:
                     or time.monotonic() >= batch.first_at + self._flush_s
                 )
                 if due:
+                    began = time.perf_counter()
                     try:
                         self._commit_with_retry(batch.items, stop)
                     except StoreError:
@@ -173,6 +178,7 @@ class IngestWorker:
                             len(batch.items),
                         )
                         break
+                    self.stats.commit_s += time.perf_counter() - began
                     for item in batch.items:
                         client.ack(item.message.mid, item.message.qos)
                     batch = Batch()
@@ -195,7 +201,7 @@ class IngestWorker:
             reason = f"gateway {gateway!r} does not match topic {levels[3]!r}"
             return Parsed(msg, "", [], [(msg.topic, msg.payload, reason)])
         dead = [(msg.topic, raw.encode(), reason) for raw, reason in bad]
-        return Parsed(msg, gateway, readings, dead)
+        return Parsed(msg, gateway, readings, dead, copy_lines(readings, gateway))
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -253,33 +259,26 @@ class IngestWorker:
         out = Sorted()
         for item in items:
             out.dead.extend(item.dead)
-            good: list[ReadingDoc] = []
-            for r in item.readings:
+            for r, line in zip(item.readings, item.lines, strict=True):
                 if r["ts"] > horizon:
                     reason = f"measured in the future: {r['ts'].isoformat()} is after {horizon}"
                     out.dead.append((item.message.topic, _reading_json(r), reason))
                 elif r["sensor"] in self._known:
-                    good.append(r)
+                    out.lines.append(line)
                 else:
                     out.quarantine.append((item.message.topic, item.gateway, r))
-            if good:
-                out.store.append((item.gateway, good))
         return out
 
     def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: Sorted) -> None:
         stored = offered = 0
         slow = False
         with conn.transaction():
-            if batch.store:
+            if batch.lines:
                 row = conn.execute(q.NEW_BATCH).fetchone()
                 assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
                 batch_id = row[0]
-                data = "".join(
-                    line
-                    for gateway, readings in batch.store
-                    for line in copy_lines(readings, gateway, batch_id)
-                ).encode()
-                offered = sum(len(r) for _, r in batch.store)
+                data = "".join(batch.lines).encode()
+                offered = len(batch.lines)
                 try:
                     # The usual case: nothing in the batch is stored yet, and COPY straight
                     # into readings is as fast as the database takes rows.
@@ -292,8 +291,9 @@ class IngestWorker:
                     slow = True
                     with conn.cursor().copy(q.COPY_STAGE) as copy:
                         copy.write(data)
-                    stored = conn.execute(q.MERGE_STAGE).fetchone()[0]  # type: ignore[index]
-                conn.execute(q.UPDATE_LATEST, _latest(batch.store))
+                    merged = conn.execute(q.MERGE_STAGE, {"batch_id": batch_id}).fetchone()
+                    stored = merged[0] if merged else 0
+                conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id})
                 conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
                 if stored:
                     conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
@@ -327,34 +327,10 @@ class IngestWorker:
 
 @dataclass
 class Sorted:
-    store: list[tuple[str, list[ReadingDoc]]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    """COPY lines of the readings to store."""
     quarantine: list[tuple[str, str, ReadingDoc]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-
-
-def _latest(store: list[tuple[str, list[ReadingDoc]]]) -> dict[str, list[Any]]:
-    """Per sensor, the batch's newest reading by (ts, seq), as arrays for UPDATE_LATEST."""
-    newest: dict[str, tuple[str, ReadingDoc]] = {}
-    for gateway, readings in store:
-        for r in readings:
-            cur = newest.get(r["sensor"])
-            if cur is None or (r["ts"], r["seq"]) > (cur[1]["ts"], cur[1]["seq"]):
-                newest[r["sensor"]] = (gateway, r)
-    cols: dict[str, list[Any]] = {
-        k: []
-        for k in ("sensor", "seq", "ts", "gateway", "status", "clock", "temperature_c",
-                  "humidity_pct", "battery_pct")
-    }  # fmt: skip
-    for gateway, r in newest.values():
-        cols["sensor"].append(r["sensor"])
-        cols["seq"].append(r["seq"])
-        cols["ts"].append(r["ts"])
-        cols["gateway"].append(gateway)
-        cols["status"].append(str(r.get("status", "ok")))
-        cols["clock"].append(str(r.get("clock", "ok")))
-        for k in ("temperature_c", "humidity_pct", "battery_pct"):
-            cols[k].append(r.get(k))
-    return cols
 
 
 def _reading_json(r: ReadingDoc) -> bytes:
@@ -375,6 +351,7 @@ def release_quarantine(database_url: str) -> tuple[int, int]:
         if released == 0:
             conn.rollback()  # no empty batch left behind
             return 0, 0
+        conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id})
         conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
         if stored:
             conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
