@@ -205,7 +205,9 @@ class IngestWorker:
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, application_name="coldtrail-ingest")
+            self._conn = psycopg.connect(
+                self._url, application_name=f"coldtrail-ingest/{self._client_id}"[:63]
+            )
             self._conn.execute(q.CREATE_STAGE)
             self._conn.commit()
             self._known = set()

@@ -314,3 +314,56 @@ def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (the machine's binaries, a fresh cluster in the
+    test's folder, a free port), which the test may stop and start mid-stream."""
+
+    def __init__(self) -> None:
+        import glob
+        import tempfile
+
+        # Its own folder under /tmp: the postgres account can't enter pytest's (root, 0700).
+        workdir = Path(tempfile.mkdtemp(prefix="coldtrail-pg-"))
+        self.workdir = workdir
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            pytest.fail("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self._bin = Path(bins[-1])
+        self.port = free_port()
+        self.data = workdir / "pgdata"
+        self._log = workdir / "pg.log"
+        self._run(self._bin / "initdb", "-A", "trust", "-U", "postgres", "-D", str(self.data))
+
+    def _run(self, *cmd: object) -> None:
+        args = [str(c) for c in cmd]
+        if os.geteuid() == 0:  # initdb refuses root: run as the postgres account
+            subprocess.run(["chown", "-R", "postgres:", str(self.data.parent)], check=True)
+            args = ["runuser", "-u", "postgres", "--", *args]
+        subprocess.run(args, check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        self._run(self._bin / "pg_ctl", "-D", self.data, "-l", self._log, "-o", opts, "-w", "start")
+
+    def stop(self) -> None:
+        self._run(self._bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    import shutil
+
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+    finally:
+        shutil.rmtree(server.workdir, ignore_errors=True)

@@ -29,3 +29,7 @@ ALTER TABLE sensor_latest SET (fillfactor = 50);
 -- readings under no batch.
 ALTER TABLE readings
     ALTER COLUMN batch_id SET DEFAULT current_setting('coldtrail.ingest_batch')::bigint;
+
+-- Which ingest worker committed each batch (its connection's application_name), for
+-- operations: load sharing across workers shows here.
+ALTER TABLE ingest_batches ADD COLUMN worker text DEFAULT current_setting('application_name');
