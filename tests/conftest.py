@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 import uuid
@@ -286,8 +287,6 @@ class PrivateBroker:
         return MqttOptions(endpoint=MqttEndpoint.parse(self.url), protocol="5")
 
     def start(self) -> None:
-        import shutil
-
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self._proc = subprocess.Popen(
             [exe, "-c", str(self._conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -339,8 +338,8 @@ class PrivatePostgres:
     def _run(self, *cmd: object) -> None:
         args = [str(c) for c in cmd]
         if os.geteuid() == 0:  # initdb refuses root: run as the postgres account
-            subprocess.run(["chown", "-R", "postgres:", str(self.data.parent)], check=True)
-            args = ["runuser", "-u", "postgres", "--", *args]
+            shutil.chown(self.data.parent, "postgres")  # initdb makes the rest as postgres
+            args = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--", *args]
         subprocess.run(args, check=True, capture_output=True)
 
     @property
@@ -357,8 +356,6 @@ class PrivatePostgres:
 
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
-    import shutil
-
     server = PrivatePostgres()
     try:
         server.start()
