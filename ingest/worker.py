@@ -186,8 +186,11 @@ class IngestWorker:
         finally:
             client.disconnect()
             client.loop_stop()
-            if self._conn is not None:
-                self._conn.close()
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
     @staticmethod
     def parse(msg: Inbound) -> Parsed:
