@@ -40,6 +40,7 @@ def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWor
         share_group=settings.ingest_share_group,
         batch_max_readings=settings.ingest_batch_max_readings,
         flush_s=settings.ingest_flush_s,
+        metrics_bind=settings.ingest_metrics_address,
     )
 
 

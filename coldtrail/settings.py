@@ -62,11 +62,15 @@ class Settings(BaseSettings):
     ingest_batch_max_readings: int = Field(default=20_000, ge=1, le=1_000_000)
     ingest_flush_s: float = Field(default=0.2, gt=0, le=60)
     """Longest a received message waits before its batch is committed and acknowledged."""
+    ingest_metrics_bind: str | None = None
+    """host:port for the worker's Prometheus /metrics (e.g. ``0.0.0.0:9464``); off if unset."""
     api_bind: str = "127.0.0.1:8000"
     secret_key: SecretStr | None = None
     admin_password: SecretStr | None = None
     token_ttl_s: int = Field(default=900, ge=60, le=86_400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object a line (ts, level, logger, message), for log shippers."""
 
     @field_validator("secret_key")
     @classmethod
@@ -75,12 +79,14 @@ class Settings(BaseSettings):
             raise ValueError("COLDTRAIL_SECRET_KEY must be at least 32 characters")
         return value
 
-    @field_validator("api_bind")
+    @field_validator("api_bind", "ingest_metrics_bind")
     @classmethod
-    def _bind_is_host_port(cls, value: str) -> str:
+    def _bind_is_host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"COLDTRAIL_API_BIND must be host:port, got {value!r}")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"a bind address must be host:port, got {value!r}")
         return value
 
     @property
@@ -90,6 +96,13 @@ class Settings(BaseSettings):
     @property
     def api_port(self) -> int:
         return int(self.api_bind.rpartition(":")[2])
+
+    @property
+    def ingest_metrics_address(self) -> tuple[str, int] | None:
+        if self.ingest_metrics_bind is None:
+            return None
+        host, _, port = self.ingest_metrics_bind.rpartition(":")
+        return host.strip("[]"), int(port)
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -22,11 +22,13 @@ from typing import Any
 import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import start_http_server
 
 from coldtrail import mqtt
 from coldtrail.errors import PayloadError, StoreError
 from coldtrail.ingest import queries as q
 from coldtrail.ingest.copytext import copy_lines
+from coldtrail.ingest.metrics import IngestMetrics
 from coldtrail.messages import ReadingDoc, parse_telemetry_docs, telemetry_filter
 from coldtrail.retry import Backoff, retry_call
 
@@ -43,6 +45,8 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
+    received: float = 0.0
+    """time.monotonic() at arrival."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class IngestWorker:
         batch_max_readings: int = 5000,
         flush_s: float = 0.2,
         max_future_s: float = 300.0,
+        metrics_bind: tuple[str, int] | None = None,
     ) -> None:
         self._url = database_url
         self._options = options
@@ -108,6 +113,9 @@ class IngestWorker:
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._known: set[str] = set()
         self.stats = IngestStats()
+        self.metrics = IngestMetrics()
+        self._metrics_bind = metrics_bind
+        self.metrics.inbox.set_function(self._inbox.qsize)
 
     @property
     def subscribed(self) -> threading.Event:
@@ -130,7 +138,8 @@ class IngestWorker:
             self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put(self.parse(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)))
+        inbound = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic())
+        self._inbox.put(self.parse(inbound))
 
     # worker thread
     def run(self, stop: threading.Event) -> None:
@@ -138,6 +147,10 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        if self._metrics_bind is not None:
+            host, port = self._metrics_bind
+            server, _ = start_http_server(port, host, registry=self.metrics.registry)
+            log.info("ingest metrics on http://%s:%d/metrics", host, server.server_port)
         mqtt.connect(client, self._options, persistent=True, background=True)
         client.loop_start()
         log.info("ingest %s subscribing to %s", self._client_id, self._subscription)
@@ -159,6 +172,7 @@ class IngestWorker:
                     if not batch.items:
                         batch.first_at = time.monotonic()
                     self.stats.messages += 1
+                    self.metrics.messages.inc()
                     batch.add(msg)
                 due = batch.items and (
                     msg is None
@@ -178,9 +192,14 @@ class IngestWorker:
                             len(batch.items),
                         )
                         break
-                    self.stats.commit_s += time.perf_counter() - began
+                    took = time.perf_counter() - began
+                    self.stats.commit_s += took
+                    self.metrics.commit_seconds.observe(took)
+                    self.metrics.batch_readings.observe(batch.readings)
+                    now = time.monotonic()
                     for item in batch.items:
                         client.ack(item.message.mid, item.message.qos)
+                        self.metrics.lag_seconds.observe(now - item.message.received)
                     batch = Batch()
             # Whatever is received but not committed stays unacknowledged: redelivered later.
         finally:
@@ -320,6 +339,10 @@ class IngestWorker:
         self.stats.duplicates += offered - stored
         self.stats.dead_letters += len(batch.dead)
         self.stats.quarantined += len(batch.quarantine)
+        self.metrics.stored.inc(stored)
+        self.metrics.duplicates.inc(offered - stored)
+        self.metrics.dead_letters.inc(len(batch.dead))
+        self.metrics.quarantined.inc(len(batch.quarantine))
         if batch.dead:
             log.warning("%d dead letters, first: %s", len(batch.dead), batch.dead[0][2])
         if batch.quarantine:

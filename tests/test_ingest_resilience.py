@@ -109,12 +109,12 @@ def _ingest_process(db_url: str, topic_root: str, client_id: str) -> subprocess.
     )
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: subprocess.Popen[Any]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
@@ -225,3 +225,65 @@ def test_postgres_restarted_mid_stream_the_worker_recovers_by_itself(
         assert running.thread.is_alive()
     with psycopg.connect(url) as conn:
         _every_reading_exactly_once(conn, messages)
+
+
+def test_ingest_process_serves_prometheus_metrics_and_logs_json(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    import json
+
+    import httpx2 as httpx
+
+    from coldtrail.net import free_port
+
+    make_site(conn, dict.fromkeys(SENSORS, "CR"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
+    env |= {
+        "COLDTRAIL_DATABASE_URL": db_url,
+        "COLDTRAIL_MQTT_URL": MQTT_URL,
+        "COLDTRAIL_MQTT_TOPIC_ROOT": topic_root,
+        "COLDTRAIL_INGEST_METRICS_BIND": f"127.0.0.1:{port}",
+        "COLDTRAIL_LOG_FORMAT": "json",
+    }
+    topic = telemetry_topic(topic_root, "s1", "gw-1")
+    proc = subprocess.Popen(
+        [COLDTRAIL, "ingest", "--client-id", "ingest-m"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _until_subscribed(conn, mqtt_options, topic)
+        client = mqtt.make_client(mqtt_options, f"pub-{topic_root}", persistent=False)
+        mqtt.connect(client, mqtt_options, persistent=False)
+        client.loop_start()
+        client.publish(topic, b"not json", qos=1).wait_for_publish(10)
+        client.publish(topic, _message(1), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        wait_for(lambda: count_readings(conn) == 2 * PER_MESSAGE, what="message 1 stored")
+
+        def scrape() -> dict[str, float] | None:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            values = {
+                line.split(" ")[0]: float(line.split(" ")[1])
+                for line in text.splitlines()
+                if line.startswith("coldtrail_ingest_") and " " in line
+            }
+            return values if values.get("coldtrail_ingest_dead_letters_total") == 1 else None
+
+        metrics = wait_for(scrape, what="the dead letter counted")
+        assert metrics["coldtrail_ingest_readings_stored_total"] == 2 * PER_MESSAGE
+        assert metrics["coldtrail_ingest_messages_total"] >= 3
+        assert metrics["coldtrail_ingest_commit_seconds_count"] >= 1
+        assert "coldtrail_ingest_inbox_messages" in metrics
+    finally:
+        _stop(proc)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert any(d["level"] == "WARNING" and "dead letters" in d["message"] for d in lines)
+    assert all({"ts", "level", "logger", "message"} <= d.keys() for d in lines)
