@@ -95,3 +95,6 @@ WITH rel AS (
 )
 SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM ins)
 """
+
+# Monthly partitions of readings (plain PostgreSQL), three months ahead of now.
+ENSURE_PARTITIONS = "SELECT coldtrail_ensure_partitions(now(), now() + interval '3 months')"

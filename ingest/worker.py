@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 Row = tuple[Any, ...]
+PARTITION_CHECK_S = 6 * 3600.0
+"""How often a worker makes sure the months ahead have their partitions (they are made three
+months ahead, so any one worker doing it now and then is plenty)."""
 DeadLetter = tuple[str, bytes, str]  # topic, payload, reason
 
 
@@ -112,6 +115,7 @@ class IngestWorker:
         self._subscribed = threading.Event()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._known: set[str] = set()
+        self._partitions_due = 0.0
         self.stats = IngestStats()
         self.metrics = IngestMetrics()
         self._metrics_bind = metrics_bind
@@ -227,12 +231,19 @@ class IngestWorker:
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
+            self._partitions_due = 0.0
             self._conn = psycopg.connect(
                 self._url, application_name=f"coldtrail-ingest/{self._client_id}"[:63]
             )
             self._conn.execute(q.CREATE_STAGE)
             self._conn.commit()
             self._known = set()
+        if time.monotonic() >= self._partitions_due:
+            created = self._conn.execute(q.ENSURE_PARTITIONS).fetchone()
+            self._conn.commit()
+            self._partitions_due = time.monotonic() + PARTITION_CHECK_S
+            if created and created[0]:
+                log.info("created %d monthly partitions of readings", created[0])
         return self._conn
 
     def _commit_with_retry(self, items: list[Parsed], stop: threading.Event) -> None:

@@ -61,6 +61,7 @@ class RulesEngine:
                 rows = conn.execute(q.BATCH_READINGS, {"batches": batches}).fetchall()
                 for sensor, readings in groupby(rows, key=lambda r: r[0]):
                     self._judge(conn, sensor, list(readings))
+                conn.execute(q.ROLLUP, {"batches": batches})
                 conn.execute(q.FINISH_BATCHES, {"batches": batches})
             total += len(batches)
             self.stats.batches += len(batches)

@@ -41,4 +41,7 @@ UPDATE excursions SET min_c = %(min_c)s, max_c = %(max_c)s, ended_at = %(ended_a
 WHERE id = %(id)s
 """
 
+# The 5-minute and 1-hour rollups take each batch once, in the transaction that finishes it.
+ROLLUP = "SELECT coldtrail_rollup(%(batches)s)"
+
 FINISH_BATCHES = "UPDATE ingest_batches SET processed_at = now() WHERE id = ANY(%(batches)s)"

@@ -77,8 +77,9 @@ def timescaledb_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     return row is not None
 
 
-def upgrade(url: str) -> UpgradeResult:
-    """Apply every migration not yet applied; safe to run again and from several processes."""
+def upgrade(url: str, target: int | None = None) -> UpgradeResult:
+    """Apply every migration not yet applied (up to ``target``, for tests of a migration over
+    existing data); safe to run again and from several processes."""
     applied: list[str] = []
     # Autocommit, so that each migration's transaction() is a real transaction of its own.
     with connect(url, autocommit=True) as conn:
@@ -91,6 +92,8 @@ def upgrade(url: str) -> UpgradeResult:
                 for v, sha in conn.execute("SELECT version, sha256 FROM schema_migrations")
             }
             for m in migrations():
+                if target is not None and m.version > target:
+                    break
                 if m.version in done:
                     if done[m.version] != m.sha256:
                         raise StoreError(
@@ -105,7 +108,7 @@ def upgrade(url: str) -> UpgradeResult:
                     )
                 applied.append(f"{m.version:04d}_{m.name}")
                 log.info("applied migration %04d_%s", m.version, m.name)
-            timescale = _apply_timescale(conn, applied)
+            timescale = _apply_timescale(conn, applied) if target is None else False
             version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"migration failed: {exc}") from exc

@@ -1,0 +1,131 @@
+"""Storage on plain PostgreSQL: monthly partitions made ahead, existing readings carried into
+them, and the 5-minute / 1-hour rollups equal to aggregating the readings directly, late and
+repeated readings included."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail import db
+from coldtrail.rules.engine import RulesEngine
+from tests.conftest import T0, make_site
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+DIRECT = """
+SELECT sensor_id, {bucket} AS bucket, count(*), count(temperature_c), min(temperature_c),
+       max(temperature_c), avg(temperature_c)
+FROM readings GROUP BY 1, 2 ORDER BY 1, 2
+"""
+BUCKETS = {
+    "readings_5m": "date_bin('5 minutes', ts, timestamptz '2000-01-01 00:00:00+00')",
+    "readings_1h": "date_trunc('hour', ts, 'UTC')",
+}
+
+
+def _store(conn: Conn, rows: list[tuple[str, int, Any, float | None]]) -> int:
+    """One ingest batch holding ``rows`` (sensor, seq, ts, temperature), as ingest stores it."""
+    with conn.transaction():
+        return _store_in_transaction(conn, rows)
+
+
+def _store_in_transaction(conn: Conn, rows: list[tuple[str, int, Any, float | None]]) -> int:
+    batch = conn.execute(
+        "WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)"
+        " SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b"
+    ).fetchone()
+    assert batch is not None
+    with conn.cursor().copy(
+        "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
+    ) as copy:
+        for sensor, seq, ts, temp in rows:
+            copy.write_row((sensor, seq, ts, "gw-1", "ok" if temp is not None else "unavailable",
+                            temp))  # fmt: skip
+    conn.execute("UPDATE ingest_batches SET readings = %s WHERE id = %s", (len(rows), batch[0]))
+    return int(batch[0])
+
+
+def test_readings_are_partitioned_by_month_three_months_ahead(conn: Conn) -> None:
+    parts = [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass ORDER BY 1"
+        )
+    ]
+    assert "readings_default" in parts
+    months = [p for p in parts if p != "readings_default"]
+    assert len(months) >= 4  # last month, this month, and three ahead
+    created = conn.execute(
+        "SELECT coldtrail_ensure_partitions(now() - interval '2 years', now())"
+    ).fetchone()
+    assert created is not None
+    assert created[0] >= 20  # the months back to two years ago
+    conn.commit()
+    make_site(conn, {"S1": "CR"})
+    old = T0.replace(year=T0.year - 1)
+    _store(conn, [("S1", 1, old, 4.0)])
+    where = conn.execute(
+        "SELECT tableoid::regclass::text FROM readings WHERE sensor_id = 'S1'"
+    ).fetchone()
+    assert where == (f"readings_{old:%Y_%m}",)
+
+
+def test_rollups_equal_aggregating_the_readings_late_and_repeated_ones_included(
+    conn: Conn, db_url: str
+) -> None:
+    make_site(conn, {"S1": "CR", "S2": "CR"})
+    rng = random.Random(7)
+    rows = []
+    for i in range(600):
+        sensor = ("S1", "S2")[i % 2]
+        # Inside 2-8 °C: this test is about the rollups, not excursions.
+        temp = None if rng.random() < 0.05 else round(rng.uniform(2.5, 7.5), 2)
+        rows.append((sensor, i // 2 + 1, T0 + timedelta(seconds=37 * (i // 2)), temp))
+    # Stored in shuffled batches: late readings land in buckets already rolled up.
+    rng.shuffle(rows)
+    engine = RulesEngine(db_url)
+    for start in range(0, len(rows), 97):
+        _store(conn, rows[start : start + 97])
+        with psycopg.connect(db_url) as rules_conn:
+            engine.process_pending(rules_conn)
+    with psycopg.connect(db_url) as rules_conn:
+        assert engine.process_pending(rules_conn) == 0  # nothing is rolled up twice
+    for view, bucket in BUCKETS.items():
+        direct = conn.execute(DIRECT.format(bucket=bucket)).fetchall()
+        rolled = conn.execute(
+            f"SELECT sensor_id, bucket, readings, n_c, min_c, max_c, mean_c FROM {view}"  # noqa: S608
+            " ORDER BY 1, 2"
+        ).fetchall()
+        assert len(rolled) == len(direct)
+        for got, want in zip(rolled, direct, strict=True):
+            assert got[:6] == want[:6]
+            assert got[6] == pytest.approx(want[6], rel=1e-12)
+
+
+def test_existing_readings_move_into_partitions_and_rollups(empty_db_url: str) -> None:
+    db.upgrade(empty_db_url, target=3)
+    with psycopg.connect(empty_db_url) as conn:
+        make_site(conn, {"S1": "CR"})
+        batch = _store(conn, [("S1", n, T0 + timedelta(minutes=n), 5.0 + n) for n in range(1, 4)])
+        conn.execute("UPDATE ingest_batches SET processed_at = now() WHERE id = %s", (batch,))
+        conn.commit()
+    db.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute(
+            "SELECT count(*), count(DISTINCT tableoid) FROM readings"
+        ).fetchone() == (3, 1)
+        assert conn.execute(
+            "SELECT relkind FROM pg_class WHERE relname = 'readings'"
+        ).fetchone() == ("p",)
+        assert conn.execute("SELECT sum(readings), max(max_c) FROM readings_1h").fetchone() == (
+            3,
+            8.0,
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM readings")
