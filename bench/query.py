@@ -1,0 +1,141 @@
+"""Read paths of the record: the live view's latest value for 10 000 sensors, and one sensor's
+30 days at 1-minute resolution (43 200 readings), among other sensors' readings.
+
+Uses the API's own live query and a plain range read of readings (partitioned by month), on
+the local PostgreSQL in a database it creates and drops. Each query runs 20 times after a
+warm-up; the median and the slowest are printed. Reference: the same live query's cost per
+sensor over a 1 000-sensor fleet (ratio = per-sensor cost at 10 000 / at 1 000: 1.0 is linear).
+
+    .venv/bin/python -m bench.query [--sensors 10000] [--background 500000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from coldtrail import db
+from coldtrail.api import queries as api_q
+
+PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+SERIES = """
+SELECT ts, seq, status::text, temperature_c, humidity_pct
+FROM readings
+WHERE sensor_id = %(sensor)s AND ts >= %(start)s AND ts < %(end)s
+ORDER BY ts, seq
+"""
+
+
+def _server_ms(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> float:
+    """The database's own execution time (EXPLAIN ANALYZE), without the client's decoding."""
+    plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params).fetchone()
+    assert plan is not None
+    return float(plan[0][0]["Execution Time"])
+
+
+def _timed(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> tuple[float, int]:
+    conn.execute(query, params).fetchall()  # warm-up
+    runs = []
+    rows = 0
+    for _ in range(20):
+        start = time.perf_counter()
+        rows = len(conn.execute(query, params).fetchall())
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs) * 1000, rows
+
+
+def _fill(url: str, sensors: int, background: int) -> None:
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('coldtrail.ingest_batch', '0', false)")
+        conn.execute(
+            "SELECT coldtrail_ensure_partitions(%s::timestamptz - interval '60 days', %s)",
+            (NOW, NOW),
+        )
+        with conn.cursor().copy("COPY sensors (id, model, serial) FROM STDIN") as copy:
+            for i in range(sensors):
+                copy.write_row((f"S{i:05d}", "xy-md02", f"SN{i:05d}"))
+        with conn.cursor().copy(
+            "COPY sensor_latest (sensor_id, seq, ts, received_at, gateway, status, temperature_c)"
+            " FROM STDIN"
+        ) as copy:
+            for i in range(sensors):
+                copy.write_row((f"S{i:05d}", 1, NOW, NOW, "gw-bench", "ok", 4.5))
+        cols = "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
+        with conn.cursor().copy(cols) as copy:
+            for m in range(30 * 24 * 60):  # the sensor under study: every minute for 30 days
+                copy.write_row(("S00000", m + 1, NOW - timedelta(minutes=m), "gw-1", "ok", 5.0))
+            per_sensor = max(1, background // max(sensors - 1, 1))
+            n = 0
+            for i in range(1, sensors):
+                for k in range(per_sensor):
+                    if n >= background:
+                        break
+                    ts = NOW - timedelta(minutes=3 * k)
+                    copy.write_row((f"S{i:05d}", k + 1, ts, "gw-2", "ok", 4.0))
+                    n += 1
+        conn.commit()
+        conn.execute("ANALYZE")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sensors", type=int, default=10_000)
+    p.add_argument("--background", type=int, default=500_000)
+    args = p.parse_args()
+    name = f"bench_query_{os.getpid()}"
+    with psycopg.connect(PG, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
+    try:
+        db.upgrade(url)
+        _fill(url, args.sensors, args.background)
+        with psycopg.connect(url) as conn:
+            live_ms, live_rows = _timed(conn, api_q.LIVE, {"now": NOW})
+            series_ms, series_rows = _timed(
+                conn,
+                SERIES,
+                {"sensor": "S00000", "start": NOW - timedelta(days=30), "end": NOW + timedelta(1)},
+            )
+            first_1000 = "FROM (SELECT * FROM sensors ORDER BY id LIMIT 1000) s"
+            small_ms, small_rows = _timed(
+                conn, api_q.LIVE.replace("FROM sensors s", first_1000), {"now": NOW}
+            )
+            live_db = _server_ms(conn, api_q.LIVE, {"now": NOW})
+            series_db = _server_ms(
+                conn,
+                SERIES,
+                {"sensor": "S00000", "start": NOW - timedelta(days=30), "end": NOW + timedelta(1)},
+            )
+    finally:
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    print(
+        f"live view, {live_rows} sensors: median {live_ms:.1f} ms in the client, "
+        f"{live_db:.1f} ms in the database ({small_rows} sensors: {small_ms:.1f} ms)"
+    )
+    print(
+        f"one sensor's 30 days, {series_rows} readings: median {series_ms:.1f} ms in the "
+        f"client, {series_db:.1f} ms in the database"
+    )
+    ratio = (live_ms / live_rows) / (small_ms / small_rows)
+    print(
+        f"RESULT name=query live_sensors={live_rows} live_ms={live_ms:.1f} "
+        f"live_db_ms={live_db:.1f} series_readings={series_rows} series_ms={series_ms:.1f} "
+        f"series_db_ms={series_db:.1f} "
+        f"reference=live_1000_sensors reference_ms={small_ms:.1f} ratio={ratio:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
