@@ -58,6 +58,7 @@ WHERE (excluded.ts, excluded.seq) > (cur.ts, cur.seq)
 FINISH_BATCH = """
 UPDATE ingest_batches
 SET readings = %(n)s,
+    committed_at = clock_timestamp(),  -- the moment before COMMIT, not the transaction's start
     processed_at = CASE WHEN %(n)s = 0 THEN now() END
 WHERE id = %(batch_id)s
 """
