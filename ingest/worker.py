@@ -35,7 +35,6 @@ from coldtrail.retry import Backoff, retry_call
 log = logging.getLogger(__name__)
 
 
-Row = tuple[Any, ...]
 PARTITION_CHECK_S = 6 * 3600.0
 """How often a worker makes sure the months ahead have their partitions (they are made three
 months ahead, so any one worker doing it now and then is plenty)."""
@@ -151,14 +150,15 @@ class IngestWorker:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        metrics_server = None
         if self._metrics_bind is not None:
             host, port = self._metrics_bind
-            server, _ = start_http_server(port, host, registry=self.metrics.registry)
-            log.info("ingest metrics on http://%s:%d/metrics", host, server.server_port)
-        mqtt.connect(client, self._options, persistent=True, background=True)
-        client.loop_start()
-        log.info("ingest %s subscribing to %s", self._client_id, self._subscription)
+            metrics_server, _ = start_http_server(port, host, registry=self.metrics.registry)
+            log.info("ingest metrics on http://%s:%d/metrics", host, metrics_server.server_port)
         try:
+            mqtt.connect(client, self._options, persistent=True, background=True)
+            client.loop_start()
+            log.info("ingest %s subscribing to %s", self._client_id, self._subscription)
             batch = Batch()
             while not stop.is_set():
                 try:
@@ -210,6 +210,9 @@ class IngestWorker:
             client.disconnect()
             client.loop_stop()
             self.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
 
     def close(self) -> None:
         if self._conn is not None:
