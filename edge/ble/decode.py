@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from coldtrail.edge.ble.advert import (
@@ -198,26 +198,27 @@ def _ad_structures(raw: bytes) -> Advert | None:
     return Advert(service_data=service, manufacturer_data=manufacturer)
 
 
-def _candidates(raw: bytes, fmt: str | None) -> list[tuple[str, Advert]]:
-    """Every reading of ``raw`` that is plausible, most specific first."""
+def _candidates(raw: bytes, fmt: str | None) -> list[tuple[str, Advert, bool]]:
+    """Every reading of ``raw`` that is plausible, most specific first, each with whether the
+    payload names that format itself (AD structures, or a UUID / company id in front)."""
     ad = _ad_structures(raw)
     if ad is not None:
-        return [(name, ad) for name in (fmt,) if name] or [(name, ad) for name in CONTRACT_FORMATS]
+        return [(name, ad, True) for name in ((fmt,) if fmt else CONTRACT_FORMATS)]
     prefixed = {
-        b"\xd2\xfc": ("bthome", Advert(service_data={BTHOME_UUID: raw[2:]})),
-        b"\x1a\x18": ("atc", Advert(service_data={ENVIRONMENTAL_SENSING_UUID: raw[2:]})),
-        b"\x99\x04": ("ruuvi", Advert(manufacturer_data={RUUVI_COMPANY_ID: raw[2:]})),
+        b"\xd2\xfc": ("bthome", Advert(service_data={BTHOME_UUID: raw[2:]}), True),
+        b"\x1a\x18": ("atc", Advert(service_data={ENVIRONMENTAL_SENSING_UUID: raw[2:]}), True),
+        b"\x99\x04": ("ruuvi", Advert(manufacturer_data={RUUVI_COMPANY_ID: raw[2:]}), True),
     }
     bare = {
         "bthome": Advert(service_data={BTHOME_UUID: raw}),
         "atc": Advert(service_data={ENVIRONMENTAL_SENSING_UUID: raw}),
         "ruuvi": Advert(manufacturer_data={RUUVI_COMPANY_ID: raw}),
     }
-    out: list[tuple[str, Advert]] = []
+    out: list[tuple[str, Advert, bool]] = []
     hit = prefixed.get(raw[:2])
     if hit is not None and (fmt is None or hit[0] == fmt):
         out.append(hit)
-    out += [(name, advert) for name, advert in bare.items() if fmt in (None, name)]
+    out += [(name, advert, False) for name, advert in bare.items() if fmt in (None, name)]
     return out
 
 
@@ -243,19 +244,13 @@ def decode_hex(
         raise UndecodableAdvert(f"format {fmt} is read from raw AD structures only")
     decoded: list[Decoded] = []
     reasons: list[str] = []
-    for name, advert in candidates:
-        advert = Advert(
-            mac=mac,
-            service_data=advert.service_data,
-            manufacturer_data=advert.manufacturer_data,
-            rssi=rssi,
-        )
+    for name, advert, specific in candidates:
         try:
-            result = create_decoder(name, options).decode(advert)
+            result = create_decoder(name, options).decode(replace(advert, mac=mac, rssi=rssi))
         except UndecodableAdvert as exc:
             reasons.append(f"{name}: {exc.reason}")
             continue
-        if _is_specific(raw, name):
+        if specific:
             return result
         decoded.append(result)
     if len(decoded) == 1:
@@ -264,10 +259,3 @@ def decode_hex(
         names = ", ".join(d.format for d in decoded)
         raise UndecodableAdvert(f"ambiguous payload, it reads as {names}: give the format")
     raise UndecodableAdvert("; ".join(dict.fromkeys(reasons)) or "no decoder took it")
-
-
-def _is_specific(raw: bytes, name: str) -> bool:
-    """The payload names its own format (AD structures, or a UUID / company id in front)."""
-    if _ad_structures(raw) is not None:
-        return True
-    return {b"\xd2\xfc": "bthome", b"\x1a\x18": "atc", b"\x99\x04": "ruuvi"}.get(raw[:2]) == name
