@@ -14,8 +14,9 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from multiprocessing.synchronize import Event
 
 import numpy as np
@@ -104,17 +105,28 @@ def raw_copy(url: str, readings: list[Reading]) -> float:
         return time.perf_counter() - start
 
 
-def _publish(
+@dataclass(frozen=True)
+class Pace:
+    """How the fleet paces itself: behind the worker by at most ``backlog`` messages (the
+    worker's taken count in ``consumed``), or at ``per_s`` messages a second. ``sent`` gets
+    each message's wall-clock send time, if given."""
+
+    consumed: Synchronized[int] | None = None
+    per_s: float | None = None
+    sent: SynchronizedArray[float] | None = None
+
+
+def fleet(
     options: mqtt.MqttOptions,
     client_id: str,
     topic: str,
     payloads: list[bytes],
-    consumed: Synchronized[int],
+    pace: Pace,
     ready: Event,
     go: Event,
 ) -> None:
     """The fleet, in a process of its own as gateways are: it must not take the ingest
-    worker's interpreter lock."""
+    worker's interpreter lock. Connects, says ``ready``, publishes from ``go``."""
     pub = mqtt.make_client(options, client_id, persistent=False)
     pub.max_inflight_messages_set(1000)
     mqtt.connect(pub, options, persistent=False)
@@ -122,12 +134,21 @@ def _publish(
     pause = threading.Event()
     ready.set()
     go.wait()
+    start = time.perf_counter()
     try:
-        for sent, payload in enumerate(payloads):
-            # Mosquitto drops QoS 1 messages queued for a client beyond max_queued_messages
-            # (1000 by default): keep the backlog under it, as a real fleet's pace would.
-            while sent - consumed.value > BROKER_BACKLOG:
-                pause.wait(0.0005)
+        for n, payload in enumerate(payloads):
+            if pace.consumed is not None:
+                # Mosquitto drops QoS 1 messages queued for a client beyond
+                # max_queued_messages (1000 by default): keep the backlog under it, as a real
+                # fleet's pace would.
+                while n - pace.consumed.value > BROKER_BACKLOG:
+                    pause.wait(0.0005)
+            if pace.per_s is not None:
+                due = start + n / pace.per_s
+                while (ahead := due - time.perf_counter()) > 0:
+                    pause.wait(ahead)
+            if pace.sent is not None:
+                pace.sent[n] = time.time()
             pub.publish(topic, payload, qos=1)
         pause.wait(1.0)  # the last PUBACKs
     finally:
@@ -157,10 +178,11 @@ def ours(url: str, readings: list[Reading], per_message: int) -> tuple[float, In
     consumed = ctx.Value("q", 0)
     topic = telemetry_topic(root, "bench", "gw-bench")
     ready, go = ctx.Event(), ctx.Event()
-    fleet = ctx.Process(
-        target=_publish, args=(options, f"pub-{root}", topic, payloads, consumed, ready, go)
+    publisher = ctx.Process(
+        target=fleet,
+        args=(options, f"pub-{root}", topic, payloads, Pace(consumed=consumed), ready, go),
     )
-    fleet.start()
+    publisher.start()
     try:
         if not worker.subscribed.wait(10) or not ready.wait(30):
             raise RuntimeError("ingest did not subscribe, or the fleet did not connect")
@@ -177,7 +199,7 @@ def ours(url: str, readings: list[Reading], per_message: int) -> tuple[float, In
                 )
         elapsed = time.perf_counter() - start
     finally:
-        fleet.join(30)
+        publisher.join(30)
         stop.set()
         thread.join(30)
     return elapsed, worker

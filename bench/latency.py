@@ -16,13 +16,11 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from multiprocessing.sharedctypes import SynchronizedArray
-from multiprocessing.synchronize import Event
 
 import numpy as np
 import psycopg
 
-from bench.ingest import MQTT, T0, _database, _drop, _register
+from bench.ingest import MQTT, T0, Pace, _database, _drop, _register, fleet
 from coldtrail import mqtt
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
@@ -42,34 +40,6 @@ def _payload(n: int, per_message: int) -> bytes:
         for i in range(n * per_message, (n + 1) * per_message)
     ]
     return encode_telemetry("gw-bench", T0, readings)
-
-
-def _fleet(
-    options: mqtt.MqttOptions,
-    topic: str,
-    payloads: list[bytes],
-    per_s: float,
-    sent: SynchronizedArray[float],
-    ready: Event,
-    go: Event,
-) -> None:
-    pub = mqtt.make_client(options, f"pub-{uuid.uuid4().hex[:8]}", persistent=False)
-    pub.max_inflight_messages_set(1000)
-    mqtt.connect(pub, options, persistent=False)
-    pub.loop_start()
-    pause = threading.Event()
-    ready.set()
-    go.wait()
-    start = time.perf_counter()
-    for n, payload in enumerate(payloads):
-        due = start + n / per_s
-        while (ahead := due - time.perf_counter()) > 0:
-            pause.wait(ahead)
-        sent[n] = time.time()
-        pub.publish(topic, payload, qos=1)
-    pause.wait(1.0)
-    pub.disconnect()
-    pub.loop_stop()
 
 
 def main() -> None:
@@ -95,8 +65,11 @@ def main() -> None:
         ready, go = ctx.Event(), ctx.Event()
         topic = telemetry_topic(root, "bench", "gw-bench")
         per_s = args.rate / args.per_message
-        fleet = ctx.Process(target=_fleet, args=(options, topic, payloads, per_s, sent, ready, go))
-        fleet.start()
+        pace = Pace(per_s=per_s, sent=sent)
+        publisher = ctx.Process(
+            target=fleet, args=(options, f"pub-{root}", topic, payloads, pace, ready, go)
+        )
+        publisher.start()
         try:
             if not worker.subscribed.wait(10) or not ready.wait(30):
                 raise RuntimeError("ingest or the fleet did not come up")
@@ -106,7 +79,7 @@ def main() -> None:
             deadline = time.perf_counter() + args.seconds + 120
             while worker.stats.readings_stored < total and time.perf_counter() < deadline:
                 pause.wait(0.05)
-            fleet.join(30)
+            publisher.join(30)
         finally:
             stop.set()
             thread.join(30)
