@@ -12,7 +12,7 @@ import asyncio
 import json
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -25,7 +25,7 @@ from coldtrail.edge.ble.advert import (
     mac_to_bytes,
     normalise_mac,
 )
-from coldtrail.sim.scenarios import Scenario
+from coldtrail.sim.scenarios import Scenario, parse_scenario
 
 SimFormat = Literal["bthome", "ruuvi", "atc1441", "pvvx"]
 SIM_FORMATS: tuple[SimFormat, ...] = ("bthome", "ruuvi", "atc1441", "pvvx")
@@ -217,7 +217,6 @@ class SimulatedAirwaves:
     loggers: Sequence[SimulatedBleLogger]
     clock: Clock
     advert_every_s: float = 2.0
-    heard: list[Advert] = field(default_factory=list, init=False)
 
     async def run(self, on_advert: Callable[[Advert], None], stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -235,9 +234,7 @@ class SimulatedAirwaves:
         return None
 
 
-def parse_device(
-    spec: str, started_at: datetime, parse_scenario: Callable[[str], Scenario]
-) -> SimulatedBleLogger:
+def parse_device(spec: str, started_at: datetime) -> SimulatedBleLogger:
     """``MAC:FORMAT:SCENARIO`` (scenario as ``coldtrail sim modbus`` takes it)."""
     parts = spec.split(":")
     if len(parts) < 8:

@@ -82,7 +82,7 @@ def sim_ble(args: argparse.Namespace, clock: Clock, run: RunAsync) -> None:
     from coldtrail.sim.ble import SimulatedAirwaves, advert_to_json, parse_device
 
     try:
-        loggers = [parse_device(spec, clock.now(), parse_scenario) for spec in args.device]
+        loggers = [parse_device(spec, clock.now()) for spec in args.device]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     for logger in loggers:
