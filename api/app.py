@@ -20,8 +20,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from coldtrail import __version__
 from coldtrail.api import auth, models
 from coldtrail.api import queries as q
-from coldtrail.api.auth import Role, User
 from coldtrail.clock import Clock, SystemClock
+from coldtrail.erp import people
+from coldtrail.erp.people import Role, User
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -55,7 +56,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         pool.open(wait=True, timeout=30)
         if config.admin_password:
             with pool.connection() as conn:
-                if auth.ensure_admin(conn, config.admin_password):
+                if people.ensure_admin(conn, config.admin_password):
                     log.info("created bootstrap account 'admin'")
         try:
             yield
@@ -88,7 +89,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     def current_user(conn: Db, token: Annotated[str | None, Depends(oauth2)]) -> User:
         subject = auth.token_subject(token or "", config.secret_key, clock.now())
-        user = auth.load_user(conn, subject) if subject else None
+        user = people.load_user(conn, subject) if subject else None
         if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -121,7 +122,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         responses={401: {"description": "wrong user name or password"}},
     )
     def token(conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> models.Token:
-        user = auth.authenticate(conn, form.username, form.password)
+        user = people.authenticate(conn, form.username, form.password)
         if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -148,7 +149,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     ) -> models.UserOut:
         try:
             with conn.transaction():
-                auth.create_user(conn, body.username, body.full_name, body.role, body.password)
+                people.create_user(conn, body.username, body.full_name, body.role, body.password)
         except psycopg.errors.UniqueViolation as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
         return models.UserOut(username=body.username, full_name=body.full_name, role=body.role)

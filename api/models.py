@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from coldtrail.api.auth import Role
+from coldtrail.erp.people import Role
 
 LiveState = Literal["ok", "excursion", "unavailable", "offline", "no_data", "unassigned"]
 

@@ -23,7 +23,6 @@ import uvicorn
 
 from coldtrail import db, services
 from coldtrail.api.app import create_app
-from coldtrail.api.auth import authenticate, ensure_admin
 from coldtrail.clock import SystemClock, first_of
 from coldtrail.edge.ble.advert import Advert
 from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
@@ -34,6 +33,7 @@ from coldtrail.erp.masterdata import (
     upsert_sensor,
     upsert_site,
 )
+from coldtrail.erp.people import authenticate, ensure_admin
 from coldtrail.net import free_port
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.ble import SimFormat, SimulatedAirwaves, SimulatedBleLogger, advert_to_json

@@ -31,3 +31,23 @@ class DeviceUnavailable(TransportError):
 
 class StoreError(ColdTrailError):
     """The database refused or lost a write."""
+
+
+class RecordError(ColdTrailError):
+    """The ERP core refused a request; the message is written for the person who made it."""
+
+
+class NotFound(RecordError):
+    """The record named does not exist."""
+
+
+class Conflict(RecordError):
+    """The record exists already, or changed since the caller read it."""
+
+
+class RuleViolation(RecordError):
+    """A GxP rule forbids it: a quarantined lot moved, a disposition changed, a step skipped."""
+
+
+class SignatureRefused(RecordError):
+    """An electronic signature failed: wrong password, wrong signer, or not allowed to sign."""

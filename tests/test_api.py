@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from fastapi.routing import APIRoute
 
-from coldtrail.api.auth import Role, create_user
 from coldtrail.clock import ManualClock
+from coldtrail.erp.people import Role, create_user
 from tests.conftest import T0, api_client, make_site, token
 
 Conn = psycopg.Connection[tuple[Any, ...]]

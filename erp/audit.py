@@ -1,0 +1,140 @@
+"""The audit trail (21 CFR 11.10(e)): explicit entries for what no table change shows
+(logins, failed logins, signatures, exports), and the check of its hash chain.
+
+Changes to GxP tables are written by triggers (migration 0005), whoever makes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from coldtrail.erp import queries as q
+from coldtrail.erp.tx import Conn
+
+GENESIS = bytes(32)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    record_type: str
+    record_id: str | None
+    old_value: Any
+    new_value: Any
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    ok: bool
+    rows: int
+    head: str
+    """Hex SHA-256 of the newest row: write it down elsewhere to anchor the chain."""
+    first_broken_id: int | None = None
+    reason: str | None = None
+
+
+def record(
+    conn: Conn,
+    actor: str,
+    action: str,
+    record_type: str,
+    record_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append an entry that no table change carries (login, signature, export ...)."""
+    conn.execute(
+        q.AUDIT_RECORD,
+        {
+            "actor": actor,
+            "action": action,
+            "type": record_type,
+            "id": record_id,
+            "details": Jsonb(details) if details is not None else None,
+        },
+    )
+
+
+def entries(
+    conn: Conn,
+    *,
+    record_type: str | None = None,
+    record_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    rows = conn.execute(
+        q.AUDIT_ENTRIES,
+        {
+            "type": record_type,
+            "id": record_id,
+            "actor": actor,
+            "since": since,
+            "until": until,
+            "after": after_id,
+            "limit": limit,
+        },
+    ).fetchall()
+    return [AuditEntry(*r) for r in rows]
+
+
+def message(prev_hash: bytes, fields: tuple[str, ...]) -> bytes:
+    """The bytes a row's hash covers; the same as coldtrail_audit_message() in SQL."""
+    parts = [prev_hash]
+    for f in fields:
+        data = f.encode("utf-8")
+        parts.append(f"{len(data)}:".encode() + data)
+    return b"".join(parts)
+
+
+def verify(conn: Conn, batch: int = 5000) -> ChainCheck:
+    """Recompute the chain from the first row; name the first row that does not fit."""
+    expected_prev = GENESIS
+    rows = 0
+    last_id = 0
+    with conn.transaction(), conn.cursor(name="coldtrail_audit_verify") as cur:
+        cur.itersize = batch
+        cur.execute(q.AUDIT_CHAIN)
+        for rid, at, actor, action, rtype, rec, old, new, prev, digest in cur:
+            rows += 1
+            prev, digest = bytes(prev), bytes(digest)
+            if prev != expected_prev:
+                return ChainCheck(
+                    False,
+                    rows,
+                    expected_prev.hex(),
+                    rid,
+                    f"row {rid} does not follow row {last_id}: a row before it was removed, "
+                    "inserted or changed",
+                )
+            fields = (str(rid), _utc(at), actor, action, rtype, rec or "", old or "", new or "")
+            if hashlib.sha256(message(prev, fields)).digest() != digest:
+                return ChainCheck(
+                    False, rows, expected_prev.hex(), rid, f"row {rid} was changed after writing"
+                )
+            expected_prev, last_id = digest, rid
+    head = conn.execute(q.AUDIT_HEAD).fetchone()
+    if head is None or (int(head[0]), bytes(head[1])) != (last_id, expected_prev):
+        return ChainCheck(
+            False,
+            rows,
+            expected_prev.hex(),
+            last_id or None,
+            f"the chain ends at row {last_id} but its head names row {head[0] if head else '?'}:"
+            " rows at the end were removed",
+        )
+    return ChainCheck(True, rows, expected_prev.hex())
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

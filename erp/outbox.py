@@ -1,0 +1,403 @@
+"""Events to other systems (an ERP, a ticketing tool, SMS gateways): written in the same
+transaction as the change they report, then delivered at least once to each destination.
+
+An event is a CloudEvents 1.0 document (JSON, structured mode); its ``id`` is the
+idempotency key a receiver deduplicates by. Destinations are rows of ``outbox_destinations``
+and name a sink registered in SINKS. Per destination, events go out in the order they were
+written: a failing delivery holds back the later ones until it succeeds or is given up
+(dead) after ``dead_after``, so a receiver never sees a release before its hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from coldtrail.clock import Clock, SystemClock
+from coldtrail.erp import queries as q
+from coldtrail.erp.tx import Conn, acting
+from coldtrail.errors import ColdTrailError, ConfigError, NotFound, StoreError, TransportError
+from coldtrail.mqtt import MqttOptions, connect, make_client
+from coldtrail.retry import Backoff, retry_call
+from coldtrail.settings import MqttEndpoint
+
+log = logging.getLogger(__name__)
+CHANNEL = "coldtrail_outbox"
+SOURCE = "urn:coldtrail"
+EVENT_TOPIC_ROOT = "coldtrail/v1/events"
+# 5 s, 10 s, 20 s ... up to an hour between tries, with jitter; dead_after ends it.
+RETRY_BACKOFF = Backoff(initial_s=5.0, maximum_s=3600.0, deadline_s=None)
+
+
+class DeliveryError(ColdTrailError):
+    """A destination did not take an event; it will be tried again."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    kind: str
+    url: str
+    secret: str | None = None
+    kinds: tuple[str, ...] | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    event_id: uuid.UUID
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+    def document(self) -> dict[str, Any]:
+        """The CloudEvents 1.0 structured form, as sent."""
+        return {
+            "specversion": "1.0",
+            "id": str(self.event_id),
+            "source": SOURCE,
+            "type": f"coldtrail.{self.kind}",
+            "subject": self.subject,
+            "time": self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "datacontenttype": "application/json",
+            "sequence": self.seq,
+            "data": self.payload,
+        }
+
+    def body(self) -> bytes:
+        return json.dumps(self.document(), separators=(",", ":"), sort_keys=True).encode()
+
+
+def emit(
+    conn: Conn, kind: str, subject: str, payload: dict[str, Any], occurred_at: datetime
+) -> uuid.UUID:
+    """Write an event in the caller's transaction: it leaves only if that transaction commits."""
+    row = conn.execute(
+        q.EMIT_EVENT,
+        {"kind": kind, "subject": subject, "payload": Jsonb(payload), "at": occurred_at},
+    ).fetchone()
+    assert row is not None  # noqa: S101 - INSERT ... RETURNING returns its row
+    return uuid.UUID(str(row[0]))
+
+
+class Sink(Protocol):
+    """Delivers one event to one destination, or raises DeliveryError."""
+
+    def deliver(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+SinkFactory = Callable[[Destination, Clock], Sink]
+
+
+def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
+    """The X-ColdTrail-Signature header: ``t=<unix time>,v1=<hex HMAC-SHA256 of "t." + body>``.
+
+    The time inside the signed bytes lets a receiver refuse a replay of an old request."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_webhook(
+    secret: str, header: str, body: bytes, now: datetime, tolerance_s: int = 300
+) -> bool:
+    """What a receiver does with the header: right key, right body, recent enough."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now.timestamp() - timestamp) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign_webhook(secret, timestamp, body), header)
+
+
+class WebhookSink:
+    """HTTP POST of the event; any 2xx is taken as delivered."""
+
+    def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
+        if not destination.url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook {destination.name}: URL must be http(s): {destination.url}")
+        self._dest = destination
+        self._clock = clock
+        self._timeout_s = timeout_s
+
+    def deliver(self, event: Event) -> None:
+        body = event.body()
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            "Idempotency-Key": str(event.event_id),
+            "X-ColdTrail-Event": event.kind,
+        }
+        if self._dest.secret:
+            stamp = int(self._clock.now().timestamp())
+            headers["X-ColdTrail-Signature"] = sign_webhook(self._dest.secret, stamp, body)
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self._dest.url, data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(200).decode(errors="replace")
+            raise DeliveryError(f"HTTP {exc.code} from {self._dest.url}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise DeliveryError(f"{self._dest.url} unreachable: {exc}") from exc
+
+    def close(self) -> None:
+        return None
+
+
+class MqttSink:
+    """QoS 1 publish to ``coldtrail/v1/events/<kind, dots as slashes>``; delivered on PUBACK."""
+
+    def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
+        self._options = MqttOptions(MqttEndpoint.parse(destination.url))
+        self._client = make_client(
+            self._options,
+            f"coldtrail-outbox-{destination.name}-{uuid.uuid4().hex[:8]}",
+            persistent=False,
+        )
+        self._timeout_s = timeout_s
+        self._started = False
+
+    def deliver(self, event: Event) -> None:
+        try:
+            if not self._started:
+                connect(self._client, self._options, persistent=False)
+                self._client.loop_start()
+                self._started = True
+            topic = f"{EVENT_TOPIC_ROOT}/{event.kind.replace('.', '/')}"
+            info = self._client.publish(topic, event.body(), qos=1)
+            info.wait_for_publish(self._timeout_s)
+        except (TransportError, RuntimeError, ValueError, OSError) as exc:
+            raise DeliveryError(f"MQTT publish failed: {exc}") from exc
+        if not info.is_published():
+            raise DeliveryError(f"no PUBACK within {self._timeout_s} s")
+
+    def close(self) -> None:
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+
+SINKS: dict[str, SinkFactory] = {
+    "webhook": WebhookSink,
+    "mqtt": MqttSink,
+}
+
+
+def add_destination(conn: Conn, actor: str, dest: Destination) -> Destination:
+    if dest.kind not in SINKS:
+        raise ConfigError(f"unknown destination kind {dest.kind!r}; known: {sorted(SINKS)}")
+    with acting(conn, actor):
+        conn.execute(
+            q.UPSERT_DESTINATION,
+            {
+                "name": dest.name,
+                "kind": dest.kind,
+                "url": dest.url,
+                "secret": dest.secret,
+                "kinds": list(dest.kinds) if dest.kinds is not None else None,
+                "enabled": dest.enabled,
+            },
+        )
+    return dest
+
+
+def list_destinations(conn: Conn) -> list[Destination]:
+    return [
+        Destination(name, kind, url, secret, tuple(kinds) if kinds is not None else None, on)
+        for name, kind, url, secret, kinds, on in conn.execute(q.DESTINATIONS)
+    ]
+
+
+@dataclass(frozen=True)
+class DeadDelivery:
+    destination: str
+    event_id: uuid.UUID
+    kind: str
+    attempts: int
+    dead_at: datetime
+    last_error: str | None
+
+
+def dead_deliveries(conn: Conn, limit: int = 100) -> list[DeadDelivery]:
+    return [DeadDelivery(*r) for r in conn.execute(q.DEAD_DELIVERIES, {"limit": limit})]
+
+
+def retry_dead(
+    conn: Conn, actor: str, destination: str, event_id: uuid.UUID, now: datetime
+) -> None:
+    """Put a dead delivery back in line, after its receiver was mended."""
+    with acting(conn, actor):
+        row = conn.execute(
+            q.RETRY_DEAD, {"dest": destination, "event": event_id, "now": now}
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no dead delivery of event {event_id} to {destination}")
+
+
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+class OutboxDispatcher:
+    """Delivers pending events; any number may run, each destination is served by one at a time."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        clock: Clock | None = None,
+        sinks: dict[str, SinkFactory] | None = None,
+        backoff: Backoff = RETRY_BACKOFF,
+        dead_after: timedelta = timedelta(days=3),
+    ) -> None:
+        self._url = database_url
+        self._clock = clock or SystemClock()
+        self._factories = sinks if sinks is not None else SINKS
+        self._backoff = backoff
+        self._dead_after = dead_after
+        self._sinks: dict[str, tuple[Destination, Sink]] = {}
+        self.stats = DispatchStats()
+
+    def run_once(self, conn: Conn) -> int:
+        """Deliver everything due now; returns how many deliveries succeeded."""
+        delivered = 0
+        for dest in list_destinations(conn):
+            if dest.enabled:
+                delivered += self._drain(conn, dest)
+        return delivered
+
+    def _drain(self, conn: Conn, dest: Destination) -> int:
+        delivered = 0
+        while True:
+            with conn.transaction():
+                if conn.execute(q.LOCK_DESTINATION, {"name": dest.name}).fetchone() is None:
+                    return delivered  # another dispatcher serves it now
+                row = conn.execute(q.NEXT_DELIVERY, {"dest": dest.name}).fetchone()
+                now = self._clock.now()
+                if row is None or row[0] > now:
+                    return delivered
+                _, attempts, occurred_at, *fields = row
+                event = Event(*fields)
+                try:
+                    self._sink(dest).deliver(event)
+                except (DeliveryError, ConfigError) as exc:
+                    self._failed(conn, dest, event, attempts + 1, occurred_at, now, str(exc))
+                    if (
+                        conn.execute(
+                            q.DELIVERY_DEAD, {"dest": dest.name, "event": event.seq}
+                        ).fetchone()
+                        is None
+                    ):
+                        return delivered
+                    continue  # given up on: the next event may go
+                conn.execute(q.DELIVERED, {"dest": dest.name, "event": event.seq, "now": now})
+                delivered += 1
+                self.stats.delivered += 1
+
+    def _failed(
+        self,
+        conn: Conn,
+        dest: Destination,
+        event: Event,
+        attempts: int,
+        occurred_at: datetime,
+        now: datetime,
+        error: str,
+    ) -> None:
+        self.stats.failed += 1
+        dead = now - occurred_at >= self._dead_after
+        if attempts == 1 or dead:
+            log.warning(
+                "event %s (%s) to %s failed%s: %s",
+                event.event_id,
+                event.kind,
+                dest.name,
+                ", given up" if dead else ", will retry",
+                error,
+            )
+        if dead:
+            self.stats.dead += 1
+        conn.execute(
+            q.DELIVERY_FAILED,
+            {
+                "dest": dest.name,
+                "event": event.seq,
+                "attempts": attempts,
+                "next": now + timedelta(seconds=self._backoff.delay(attempts)),
+                "dead": now if dead else None,
+                "error": error[:2000],
+            },
+        )
+
+    def _sink(self, dest: Destination) -> Sink:
+        known = self._sinks.get(dest.name)
+        if known is not None and known[0] == dest:
+            return known[1]
+        if known is not None:
+            known[1].close()  # the destination was edited: build its sink again
+        factory = self._factories.get(dest.kind)
+        if factory is None:
+            raise ConfigError(f"destination {dest.name}: no sink named {dest.kind!r}")
+        sink = factory(dest, self._clock)
+        self._sinks[dest.name] = (dest, sink)
+        return sink
+
+    def close(self) -> None:
+        for _, sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+
+    def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Deliver as events are written until ``stop`` is set; reconnects by itself."""
+        try:
+            retry_call(
+                lambda: self._session(stop, poll_s),
+                retry_on=(StoreError,),
+                what="outbox",
+                backoff=Backoff(initial_s=0.5, maximum_s=10.0, deadline_s=None),
+                should_stop=stop.is_set,
+            )
+        finally:
+            self.close()
+
+    def _session(self, stop: threading.Event, poll_s: float) -> None:
+        try:
+            with (
+                psycopg.connect(
+                    self._url, autocommit=True, application_name="coldtrail-outbox"
+                ) as listener,
+                psycopg.connect(
+                    self._url, autocommit=True, application_name="coldtrail-outbox"
+                ) as conn,
+            ):
+                listener.execute(f"LISTEN {CHANNEL}")
+                while not stop.is_set():
+                    self.run_once(conn)
+                    # Retries come due with time, not with a notification: poll as well.
+                    for _ in listener.notifies(timeout=poll_s, stop_after=1):
+                        pass
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"outbox lost the database: {exc}") from exc

@@ -1,0 +1,139 @@
+"""Electronic signatures (21 CFR Part 11 §11.50, §11.70, §11.200).
+
+Each signing asks for both components again, user id and password, whatever session the
+signer is in; the signature stores the printed name, time and meaning, and a SHA-256 of
+the record as signed, and can't be changed or removed afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from coldtrail.erp import audit, people
+from coldtrail.erp import queries as q
+from coldtrail.erp.people import Role, User
+from coldtrail.erp.tx import Conn, acting
+from coldtrail.errors import SignatureRefused
+
+Meaning = Literal["authorship", "review", "approval", "responsibility", "verification"]
+SIGNER_ROLES = frozenset({Role.QA, Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the signer types at the moment of signing."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    id: int
+    signer: str
+    signer_name: str
+    signer_role: str
+    meaning: Meaning
+    reason: str
+    signed_at: datetime
+    record_type: str
+    record_id: int
+    action: str
+    record_digest: str
+    """Hex SHA-256 of the record as it stood when signed."""
+
+
+def check_signer(
+    conn: Conn,
+    session_user: str,
+    credentials: Credentials,
+    record_type: str,
+    record_id: int,
+    action: str,
+) -> User:
+    """The signer, if the credentials are right, belong to the person logged in, and that
+    person may sign. A refusal is written to the audit trail in a transaction of its own
+    (so call this outside any transaction) before SignatureRefused is raised."""
+    reason: str | None = None
+    user = people.authenticate(conn, credentials.username, credentials.password)
+    if credentials.username != session_user:
+        reason = f"sign as yourself: you are logged in as {session_user}"
+    elif user is None:
+        reason = "signature refused: user id or password is wrong"
+    elif user.role not in SIGNER_ROLES:
+        reason = f"role {user.role.value} may not sign a {action}"
+    if reason is not None or user is None:
+        with acting(conn, session_user):
+            audit.record(
+                conn,
+                session_user,
+                "signature_failed",
+                record_type,
+                str(record_id),
+                {"action": action, "as": credentials.username, "reason": reason},
+            )
+        raise SignatureRefused(reason or "signature refused")
+    return user
+
+
+def digest(record: dict[str, Any]) -> bytes:
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def add(
+    conn: Conn,
+    signer: User,
+    *,
+    meaning: Meaning,
+    reason: str,
+    signed_at: datetime,
+    record_type: str,
+    record_id: int,
+    action: str,
+    record: dict[str, Any],
+) -> Signature:
+    """Store a signature over ``record``, in the caller's transaction."""
+    if not reason.strip():
+        raise SignatureRefused("a signature needs a reason")
+    signed = {
+        "record": record,
+        "action": action,
+        "meaning": meaning,
+        "reason": reason,
+        "signer": signer.username,
+        "signed_at": signed_at.isoformat(),
+    }
+    row = conn.execute(
+        q.INSERT_SIGNATURE,
+        {
+            "signer": signer.username,
+            "name": signer.full_name,
+            "role": signer.role.value,
+            "meaning": meaning,
+            "reason": reason,
+            "at": signed_at,
+            "type": record_type,
+            "id": record_id,
+            "action": action,
+            "digest": digest(signed),
+        },
+    ).fetchone()
+    assert row is not None  # noqa: S101 - INSERT ... RETURNING returns its row
+    return _signature(row)
+
+
+def of_record(conn: Conn, record_type: str, record_id: int) -> list[Signature]:
+    rows = conn.execute(q.SIGNATURES_OF, {"type": record_type, "id": record_id}).fetchall()
+    return [_signature(r) for r in rows]
+
+
+def _signature(row: tuple[Any, ...]) -> Signature:
+    sid, signer, name, role, meaning, reason, at, rtype, rid, action, raw = row
+    return Signature(
+        sid, signer, name, role, meaning, reason, at, rtype, rid, action, bytes(raw).hex()
+    )
