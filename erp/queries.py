@@ -283,3 +283,173 @@ WHERE h.id = %(id)s
 DISPOSE_HOLD = """
 UPDATE holds SET state = %(state)s, disposed_at = %(at)s WHERE id = %(id)s AND state = 'open'
 """
+
+# ------------------------------------------------------------------ CAPA
+
+INSERT_CAPA = """
+INSERT INTO capas (title, description, owner, due_date, opened_by, opened_at)
+VALUES (%(title)s, %(description)s, %(owner)s, %(due)s, %(by)s, %(at)s)
+RETURNING id
+"""
+
+INSERT_TRANSITION = """
+INSERT INTO capa_transitions (capa_id, from_state, to_state, at, by_user, comment)
+VALUES (%(capa)s, %(from)s, %(to)s, %(at)s, %(by)s, %(comment)s)
+"""
+
+INSERT_CAPA_LINK = """
+INSERT INTO capa_links (capa_id, kind, ref) VALUES (%(capa)s, %(kind)s, %(ref)s)
+ON CONFLICT DO NOTHING
+"""
+
+_ACTION_COLUMNS = "id, description, owner, due_date, done_at, done_by, outcome"
+
+INSERT_CAPA_ACTION = f"""
+INSERT INTO capa_actions (capa_id, description, owner, due_date)
+VALUES (%(capa)s, %(description)s, %(owner)s, %(due)s)
+RETURNING {_ACTION_COLUMNS}
+"""  # noqa: S608 - a constant column list
+
+COMPLETE_CAPA_ACTION = f"""
+UPDATE capa_actions SET done_at = %(at)s, done_by = %(by)s, outcome = %(outcome)s
+WHERE capa_id = %(capa)s AND id = %(id)s AND done_at IS NULL
+RETURNING {_ACTION_COLUMNS}
+"""  # noqa: S608 - a constant column list
+
+_EVIDENCE_COLUMNS = "id, filename, media_type, sha256, octet_length(content), added_by, added_at"
+
+INSERT_EVIDENCE = f"""
+INSERT INTO capa_evidence (capa_id, filename, media_type, sha256, content, added_by, added_at)
+VALUES (%(capa)s, %(filename)s, %(media_type)s, %(sha256)s, %(content)s, %(by)s, %(at)s)
+RETURNING {_EVIDENCE_COLUMNS}
+"""  # noqa: S608 - a constant column list
+
+EVIDENCE_CONTENT = f"""
+SELECT {_EVIDENCE_COLUMNS}, content FROM capa_evidence WHERE capa_id = %(capa)s AND id = %(id)s
+"""  # noqa: S608 - a constant column list
+
+CAPA_EVIDENCE = f"""
+SELECT {_EVIDENCE_COLUMNS} FROM capa_evidence WHERE capa_id = %(capa)s ORDER BY id
+"""  # noqa: S608 - a constant column list
+
+CAPA = """
+SELECT id, title, description, state::text, owner, due_date, opened_by, opened_at, root_cause,
+       effectiveness, closed_at
+FROM capas WHERE id = %(id)s
+"""
+
+CAPA_LOCK = "SELECT state::text FROM capas WHERE id = %(id)s FOR UPDATE"
+
+CAPA_ACTIONS = f"""
+SELECT {_ACTION_COLUMNS} FROM capa_actions WHERE capa_id = %(capa)s ORDER BY id
+"""  # noqa: S608 - a constant column list
+
+CAPA_LINKS = "SELECT kind, ref FROM capa_links WHERE capa_id = %(capa)s ORDER BY kind, ref"
+
+CAPA_TRANSITIONS = """
+SELECT from_state::text, to_state::text, at, by_user, comment FROM capa_transitions
+WHERE capa_id = %(capa)s ORDER BY at, id
+"""
+
+ADVANCE_CAPA = """
+UPDATE capas SET state = %(to)s, root_cause = coalesce(%(root_cause)s, root_cause),
+    effectiveness = coalesce(%(effectiveness)s, effectiveness), closed_at = %(closed_at)s
+WHERE id = %(id)s
+"""
+
+CAPA_IDS = """
+SELECT id FROM capas
+WHERE (%(state)s::text IS NULL OR state::text = %(state)s) AND id > %(after)s
+ORDER BY id LIMIT %(limit)s
+"""
+
+CAPA_OVERDUE = """
+SELECT id, title, owner, 'capa', due_date, %(today)s::date - due_date
+FROM capas WHERE state <> 'closed' AND due_date < %(today)s::date
+UNION ALL
+SELECT c.id, c.title, a.owner, 'action ' || a.id || ': ' || a.description, a.due_date,
+       %(today)s::date - a.due_date
+FROM capa_actions a JOIN capas c ON c.id = a.capa_id
+WHERE c.state <> 'closed' AND a.done_at IS NULL AND a.due_date < %(today)s::date
+ORDER BY 6 DESC, 1
+"""
+
+# ------------------------------------------------------------------ KPIs
+
+VEHICLE_LOCATIONS = """
+SELECT id FROM locations WHERE id = %(vehicle)s OR parent_id = %(vehicle)s ORDER BY id
+"""
+
+# Each sensor's placement clipped to the period, cut into GSP intervals from its start; an
+# interval counts as recorded if it holds at least one valid ('ok') reading.
+KPI_COMPLETENESS = """
+WITH placed AS (
+    SELECT a.location_id, a.sensor_id,
+           greatest(lower(a.valid), %(start)s) AS t0,
+           least(coalesce(upper(a.valid), 'infinity'), %(end)s) AS t1,
+           CASE WHEN l.kind IN ('vehicle', 'compartment') THEN %(transport_s)s
+                ELSE %(storage_s)s END AS step
+    FROM sensor_assignments a JOIN locations l ON l.id = a.location_id
+    WHERE a.valid && tstzrange(%(start)s, %(end)s, '[)')
+      AND (%(locs)s::text[] IS NULL OR a.location_id = ANY(%(locs)s))
+)
+SELECT p.location_id, count(DISTINCT p.sensor_id)::int,
+       sum(ceil(extract(epoch FROM p.t1 - p.t0) / p.step))::bigint,
+       sum((SELECT count(DISTINCT floor(extract(epoch FROM r.ts - p.t0) / p.step))
+            FROM readings r
+            WHERE r.sensor_id = p.sensor_id AND r.ts >= p.t0 AND r.ts < p.t1
+              AND r.status = 'ok'))::bigint
+FROM placed p
+GROUP BY p.location_id
+ORDER BY p.location_id
+"""
+
+KPI_EXCURSION_RESPONSE = """
+WITH e AS (
+    SELECT id, detected_at, acknowledged_at FROM excursions
+    WHERE detected_at >= %(start)s AND detected_at < %(end)s
+), ack AS (
+    SELECT extract(epoch FROM acknowledged_at - detected_at)::float8 AS s
+    FROM e WHERE acknowledged_at IS NOT NULL
+), disp AS (
+    SELECT extract(epoch FROM max(h.disposed_at) - e.detected_at)::float8 AS s
+    FROM e JOIN holds h ON h.excursion_id = e.id
+    GROUP BY e.id, e.detected_at
+    HAVING bool_and(h.state <> 'open')
+)
+SELECT (SELECT count(*) FROM e)::int,
+       (SELECT count(*) FROM e WHERE acknowledged_at IS NULL)::int,
+       (SELECT count(*) FROM ack)::int,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM ack),
+       (SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY s) FROM ack),
+       (SELECT max(s) FROM ack),
+       (SELECT count(*) FROM disp)::int,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM disp),
+       (SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY s) FROM disp),
+       (SELECT max(s) FROM disp),
+       (SELECT count(*) FROM holds h JOIN e ON e.id = h.excursion_id WHERE h.state = 'open')::int
+"""
+
+KPI_CAPA_CYCLE = """
+WITH done AS (
+    SELECT extract(epoch FROM closed_at - opened_at)::float8 AS s FROM capas
+    WHERE closed_at >= %(start)s AND closed_at < %(end)s
+)
+SELECT (SELECT count(*) FROM done)::int,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM done),
+       (SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY s) FROM done),
+       (SELECT max(s) FROM done),
+       (SELECT count(*) FROM capas WHERE state <> 'closed' AND opened_at < %(end)s)::int,
+       (SELECT count(*) FROM capas
+        WHERE state <> 'closed' AND due_date < (%(end)s::timestamptz)::date)::int
+"""
+
+KPI_TRACEABILITY = """
+WITH first_move AS (
+    SELECT DISTINCT ON (lot_id) lot_id, kind FROM movements ORDER BY lot_id, at, id
+)
+SELECT (SELECT count(*) FROM lots)::int,
+       (SELECT count(*) FROM first_move WHERE kind = 'receiving')::int,
+       (SELECT count(*) FROM lots l WHERE NOT EXISTS
+            (SELECT FROM movements m WHERE m.lot_id = l.id))::int
+"""

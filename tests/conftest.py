@@ -14,6 +14,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from coldtrail.erp.masterdata import (
     upsert_sensor,
     upsert_site,
 )
+from coldtrail.erp.people import Role, User, create_user
+from coldtrail.erp.products import Product, Profile, upsert_product, upsert_profile
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
 from coldtrail.net import free_port
@@ -364,3 +367,36 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             server.stop()
     finally:
         shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+QA_PASSWORD = "qa-password-long"
+GTIN = "09501101530003"  # the GS1 General Specifications' example GTIN
+
+
+@dataclass(frozen=True)
+class Erp:
+    """Master data of an ERP test: make_site's places, a quarantine area ``QZ``, people
+    (qa1 and qa2 of role qa, logi1 of logistics, all with QA_PASSWORD), a 2-8 °C profile and
+    one product (GTIN) under it."""
+
+    conn: psycopg.Connection[tuple[Any, ...]]
+    qa: User
+    qa2: User
+    logistics: User
+
+
+def make_erp(conn: psycopg.Connection[tuple[Any, ...]], *, release_signatures: int = 1) -> Erp:
+    make_site(conn, {"S1": "CR", "S2": "TC"})
+    upsert_location(conn, Location("QZ", "s1", "cold_room", "Quarantine cage", 2.0, 8.0, area_m2=5))
+    conn.execute("UPDATE locations SET quarantine_area = true WHERE id = 'QZ'")
+    qa = create_user(conn, "qa1", "Quinn Auditt", Role.QA, QA_PASSWORD)
+    qa2 = create_user(conn, "qa2", "Mara Manager", Role.QA, QA_PASSWORD)
+    logi = create_user(conn, "logi1", "Lou Gistics", Role.LOGISTICS, QA_PASSWORD)
+    upsert_profile(
+        conn,
+        "admin",
+        Profile("2-8", "Refrigerated 2-8 °C", 2.0, 8.0, alarm_delay_s=300,
+                stability_budget_min=120, release_signatures=release_signatures),
+    )  # fmt: skip
+    upsert_product(conn, "admin", Product(GTIN, "Insulin pen 3 ml", "2-8"))
+    return Erp(conn, qa, qa2, logi)
