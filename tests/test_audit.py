@@ -1,0 +1,145 @@
+"""The audit trail: attributed, append-only, and a hash chain that shows any tampering."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail.erp import audit
+from coldtrail.erp.products import register_lot
+from coldtrail.erp.tx import acting
+from tests.conftest import GTIN, make_erp
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def _some_history(conn: Conn) -> None:
+    make_erp(conn)
+    for n in range(5):
+        register_lot(conn, "logi1", GTIN, f"L{n}")
+    audit.record(conn, "qa1", "export", "report", "shipment/SH1", {"format": "pdf"})
+
+
+def test_every_change_is_attributed_with_old_and_new_values(conn: Conn) -> None:
+    make_erp(conn)
+    with acting(conn, "admin"):
+        conn.execute("UPDATE locations SET temp_max_c = 7.5 WHERE id = 'CR'")
+
+    [change] = audit.entries(conn, record_type="locations", record_id="CR", after_id=0)[-1:]
+    assert (change.actor, change.action) == ("admin", "update")
+    assert (change.old_value["temp_max_c"], change.new_value["temp_max_c"]) == (8.0, 7.5)
+    users = audit.entries(conn, record_type="users")
+    assert users
+    assert all("password_hash" not in (e.new_value or {}) for e in users)
+    # A change made outside the application still names the database user.
+    conn.execute("UPDATE locations SET name = 'Cold room 1' WHERE id = 'CR'")
+    last = audit.entries(conn, record_type="locations", record_id="CR")[-1]
+    assert last.actor == "db:postgres"
+
+
+def test_an_untouched_chain_verifies(conn: Conn) -> None:
+    _some_history(conn)
+    check = audit.verify(conn, batch=7)
+    assert check.ok, check.reason
+    assert check.rows == conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]  # type: ignore[index]
+    assert len(check.head) == 64
+
+
+def _as_superuser_without_triggers(conn: Conn, stmt: str, row_id: int) -> None:
+    # What a database superuser can do: switch the append-only triggers off for a session.
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(stmt, (row_id,))
+
+
+def test_an_edited_row_is_named_by_verify(conn: Conn) -> None:
+    _some_history(conn)
+    victim = conn.execute(
+        "SELECT id FROM audit_log WHERE record_type = 'lots' ORDER BY id OFFSET 2 LIMIT 1"
+    ).fetchone()
+    assert victim is not None
+    _as_superuser_without_triggers(
+        conn,
+        "UPDATE audit_log SET new_value = jsonb_set(new_value, '{lot_number}', '\"X9\"') "
+        "WHERE id = %s",
+        victim[0],
+    )
+
+    check = audit.verify(conn)
+    assert not check.ok
+    assert check.first_broken_id == victim[0]
+    assert check.reason == f"row {victim[0]} was changed after writing"
+
+
+def test_a_removed_row_is_found_at_the_next_one(conn: Conn) -> None:
+    _some_history(conn)
+    ids = [r[0] for r in conn.execute("SELECT id FROM audit_log ORDER BY id")]
+    _as_superuser_without_triggers(conn, "DELETE FROM audit_log WHERE id = %s", ids[3])
+
+    check = audit.verify(conn)
+    assert (check.ok, check.first_broken_id) == (False, ids[4])
+    assert "does not follow" in (check.reason or "")
+
+
+def test_rows_removed_at_the_end_are_found_by_the_head(conn: Conn) -> None:
+    _some_history(conn)
+    last = conn.execute("SELECT max(id) FROM audit_log").fetchone()
+    assert last is not None
+    _as_superuser_without_triggers(conn, "DELETE FROM audit_log WHERE id = %s", last[0])
+
+    check = audit.verify(conn)
+    assert not check.ok
+    assert "rows at the end were removed" in (check.reason or "")
+
+
+def _as_app(conn: Conn, stmt: str) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE coldtrail_app")
+        conn.execute(stmt)
+
+
+def test_the_application_role_can_append_but_never_change(conn: Conn) -> None:
+    _some_history(conn)
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE coldtrail_app")
+        register_lot(conn, "logi1", GTIN, "APP1")  # writes through the trigger, chain and all
+    for stmt in (
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
+        "UPDATE audit_head SET last_id = 0",
+        "UPDATE readings SET temperature_c = 0",
+        "DELETE FROM signatures",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            _as_app(conn, stmt)
+    # Even the owner is stopped by the trigger.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="GxP record"):
+        conn.execute("DELETE FROM audit_log")
+    assert audit.verify(conn).ok
+
+
+def test_concurrent_writers_leave_one_unbroken_chain(conn: Conn, db_url: str) -> None:
+    make_erp(conn)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as own:
+                for i in range(25):
+                    register_lot(own, f"w{n}", GTIN, f"W{n}-{i}")
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert not errors
+    check = audit.verify(conn)
+    assert check.ok, check.reason
+    assert len(audit.entries(conn, record_type="lots", limit=1000)) == 100
