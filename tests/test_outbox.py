@@ -1,0 +1,263 @@
+"""The outbox: events written with the change, delivered at least once, in order, signed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail.clock import ManualClock
+from coldtrail.erp.holds import place_hold
+from coldtrail.erp.outbox import (
+    Destination,
+    Event,
+    OutboxDispatcher,
+    WebhookSink,
+    add_destination,
+    dead_deliveries,
+    retry_dead,
+    verify_webhook,
+)
+from coldtrail.erp.products import register_lot
+from coldtrail.mqtt import MqttOptions, connect, make_client
+from coldtrail.retry import Backoff
+from tests.conftest import GTIN, T0, make_erp, wait_for
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+SECRET = "webhook-shared-secret"
+STEP = Backoff(initial_s=10.0, maximum_s=10.0, deadline_s=None)
+
+
+class Receiver:
+    """An HTTP endpoint as an ERP would run it: checks the signature, answers with the next
+    scripted status, and takes each idempotency key once."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.failures: dict[str, int] = {}  # key prefix "*" fails every event
+        self.requests: list[tuple[str, bool]] = []  # (idempotency key, signature valid)
+        self.accepted: dict[str, dict[str, Any]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                key = self.headers["Idempotency-Key"]
+                valid = verify_webhook(
+                    SECRET,
+                    self.headers.get("X-ColdTrail-Signature", ""),
+                    body,
+                    receiver.clock.now(),
+                )
+                receiver.requests.append((key, valid))
+                left = receiver.failures.get(key, receiver.failures.get("*", 0))
+                if left:
+                    receiver.failures[key] = left - 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"busy")
+                    return
+                receiver.accepted.setdefault(key, json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/coldtrail"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(clock: ManualClock) -> Iterator[Receiver]:
+    r = Receiver(clock)
+    yield r
+    r.close()
+
+
+def _setup(conn: Conn, receiver: Receiver) -> int:
+    make_erp(conn)
+    add_destination(conn, "admin", Destination("erp", "webhook", receiver.url, SECRET))
+    return register_lot(conn, "logi1", GTIN, "OB1").id
+
+
+def _event_ids(conn: Conn) -> list[str]:
+    return [str(r[0]) for r in conn.execute("SELECT event_id FROM outbox_events ORDER BY id")]
+
+
+def test_a_receiver_failing_twice_gets_the_event_once_per_key(
+    conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
+) -> None:
+    lot = _setup(conn, receiver)
+    place_hold(conn, "qa1", lot, "excursion in CR", clock.now())
+    [event_id] = _event_ids(conn)
+    receiver.failures[event_id] = 2
+    dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP)
+
+    assert dispatcher.run_once(conn) == 0
+    assert dispatcher.run_once(conn) == 0  # not due again yet: no second request
+    assert len(receiver.requests) == 1
+    clock.advance(10)
+    assert dispatcher.run_once(conn) == 0
+    clock.advance(10)
+    assert dispatcher.run_once(conn) == 1
+    assert dispatcher.run_once(conn) == 0
+
+    assert receiver.requests == [(event_id, True)] * 3
+    assert list(receiver.accepted) == [event_id]
+    doc = receiver.accepted[event_id]
+    assert (doc["specversion"], doc["type"], doc["subject"]) == (
+        "1.0", "coldtrail.hold.placed", f"lot/{lot}",
+    )  # fmt: skip
+    assert doc["data"]["lot_number"] == "OB1"
+    row = conn.execute(
+        "SELECT attempts, delivered_at, last_error FROM outbox_deliveries"
+    ).fetchone()
+    assert row == (3, T0 + timedelta(seconds=20), None)
+
+
+def test_a_crash_after_sending_sends_again_under_the_same_key(
+    conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
+) -> None:
+    lot = _setup(conn, receiver)
+    place_hold(conn, "qa1", lot, "excursion in CR", clock.now())
+
+    class PowerCut(Exception):
+        pass
+
+    class CrashAfterSend(WebhookSink):
+        def deliver(self, event: Event) -> None:
+            super().deliver(event)
+            raise PowerCut  # before the delivery is marked in the database
+
+    crashing = OutboxDispatcher(db_url, clock=clock, sinks={"webhook": CrashAfterSend})
+    with pytest.raises(PowerCut):
+        crashing.run_once(conn)
+    assert OutboxDispatcher(db_url, clock=clock).run_once(conn) == 1
+
+    [event_id] = _event_ids(conn)
+    assert receiver.keys() == [event_id, event_id]
+    assert list(receiver.accepted) == [event_id]
+
+
+def test_a_failing_event_holds_back_the_later_ones(
+    conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
+) -> None:
+    lot = _setup(conn, receiver)
+    place_hold(conn, "qa1", lot, "first", clock.now())
+    other = register_lot(conn, "logi1", GTIN, "OB2").id
+    place_hold(conn, "qa1", other, "second", clock.now())
+    first, second = _event_ids(conn)
+    receiver.failures[first] = 1
+    dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP)
+
+    dispatcher.run_once(conn)
+    assert receiver.keys() == [first]
+    clock.advance(10)
+    assert dispatcher.run_once(conn) == 2
+    assert receiver.keys() == [first, first, second]
+
+
+def test_an_event_is_given_up_after_dead_after_and_can_be_retried(
+    conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
+) -> None:
+    lot = _setup(conn, receiver)
+    place_hold(conn, "qa1", lot, "first", clock.now())
+    other = register_lot(conn, "logi1", GTIN, "OB2").id
+    place_hold(conn, "qa1", other, "second", clock.now())
+    first, second = _event_ids(conn)
+    receiver.failures[first] = 10**6
+    dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP, dead_after=timedelta(days=3))
+
+    dispatcher.run_once(conn)
+    clock.advance(3 * 86400)
+    assert dispatcher.run_once(conn) == 1  # the first is given up on, the second goes
+
+    [dead] = dead_deliveries(conn)
+    assert (str(dead.event_id), dead.destination, dead.attempts) == (first, "erp", 2)
+    assert "HTTP 503" in (dead.last_error or "")
+    assert list(receiver.accepted) == [second]
+
+    receiver.failures[first] = 0
+    retry_dead(conn, "admin", "erp", uuid.UUID(first), clock.now())
+    assert dispatcher.run_once(conn) == 1
+    assert sorted(receiver.accepted) == sorted([first, second])
+    assert dead_deliveries(conn) == []
+
+
+def test_no_event_leaves_for_a_change_that_rolled_back(conn: Conn, receiver: Receiver) -> None:
+    lot = _setup(conn, receiver)
+
+    class Abort(Exception):
+        pass
+
+    def hold_then_fail() -> None:
+        with conn.transaction():
+            place_hold(conn, "qa1", lot, "never committed", T0)
+            raise Abort
+
+    with pytest.raises(Abort):
+        hold_then_fail()
+
+    assert conn.execute("SELECT count(*) FROM outbox_events").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM holds").fetchone() == (0,)
+
+
+def test_a_destination_takes_only_the_kinds_it_asked_for(conn: Conn, receiver: Receiver) -> None:
+    lot = _setup(conn, receiver)
+    add_destination(
+        conn, "admin", Destination("capa-only", "webhook", receiver.url, kinds=("capa.opened",))
+    )
+    place_hold(conn, "qa1", lot, "held", T0)
+
+    rows = conn.execute("SELECT destination FROM outbox_deliveries ORDER BY 1").fetchall()
+    assert rows == [("erp",)]
+
+
+def test_events_reach_mqtt_on_the_events_topic(
+    conn: Conn, db_url: str, clock: ManualClock, mqtt_options: MqttOptions
+) -> None:
+    make_erp(conn)
+    ep = mqtt_options.endpoint
+    add_destination(conn, "admin", Destination("bus", "mqtt", f"mqtt://{ep.host}:{ep.port}"))
+    lot = register_lot(conn, "logi1", GTIN, "MQ1").id
+    got: list[tuple[str, dict[str, Any]]] = []
+    subscribed = threading.Event()
+    client = make_client(mqtt_options, f"sub-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: got.append((m.topic, json.loads(m.payload)))
+    connect(client, mqtt_options, persistent=False)
+    client.loop_start()
+    try:
+        client.subscribe("coldtrail/v1/events/hold/#", qos=1)
+        assert subscribed.wait(10)
+        place_hold(conn, "qa1", lot, "held", clock.now())
+        [event_id] = _event_ids(conn)
+        dispatcher = OutboxDispatcher(db_url, clock=clock)
+        try:
+            assert dispatcher.run_once(conn) == 1
+        finally:
+            dispatcher.close()
+        mine = wait_for(
+            lambda: [t for t, doc in got if doc["id"] == event_id], what="the event on MQTT"
+        )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert mine == ["coldtrail/v1/events/hold/placed"]
