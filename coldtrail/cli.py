@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,40 @@ def cmd_rules(settings: Settings, _: argparse.Namespace) -> None:
     _run_threaded(rules_engine(settings).run)
 
 
+def cmd_outbox(settings: Settings, _: argparse.Namespace) -> None:
+    from coldtrail.services import outbox_dispatcher
+
+    _run_threaded(outbox_dispatcher(settings).run)
+
+
+def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.erp import audit
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        check = audit.verify(conn)
+    print(json.dumps(dataclasses.asdict(check)))
+    if not check.ok:
+        raise SystemExit(1)
+
+
+def cmd_kpi(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.erp import kpi
+
+    end = args.until or datetime.now(UTC)
+    start = args.since or end - timedelta(days=30)
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        report = kpi.report(conn, start, end)
+    print(json.dumps(report, default=str))
+
+
+def cmd_decode_gs1(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.erp.gs1 import decode_gs1
+
+    print(json.dumps(decode_gs1(args.text).as_json()))
+
+
 def cmd_api(settings: Settings, _: argparse.Namespace) -> None:
     import uvicorn
 
@@ -149,6 +184,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
         _run_async(lambda stop: run_demo(settings, args.data_dir, stop, args.duration))
 
 
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a UTC offset (Z or +hh:mm): {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coldtrail", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -179,6 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
     sub.add_parser("rules", help="run the rules engine").set_defaults(func=cmd_rules)
     sub.add_parser("api", help="run the REST API").set_defaults(func=cmd_api)
+    sub.add_parser(
+        "outbox", help="deliver ERP events to the configured webhooks and MQTT"
+    ).set_defaults(func=cmd_outbox)
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser(
+        "verify",
+        help="recompute the hash chain; exit 1 and name the first broken row if it is broken",
+    ).set_defaults(func=cmd_audit_verify)
+
+    kpi = sub.add_parser("kpi", help="compliance KPIs over a period, as JSON")
+    kpi.add_argument("--since", type=_timestamp, default=None, help="default: 30 days back")
+    kpi.add_argument("--until", type=_timestamp, default=None, help="default: now")
+    kpi.set_defaults(func=cmd_kpi)
 
     edge = sub.add_parser("edge", help="run an edge agent")
     edge.add_argument("--config", type=Path, required=True)
@@ -209,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     ble.add_argument("--rssi", type=int, default=None, help="signal strength the scanner saw")
     ble.add_argument("--bindkey", default=None, help="BTHome encryption key (32 hex digits)")
     ble.set_defaults(func=cmd_decode_ble)
+    gs1 = decode_sub.add_parser(
+        "gs1",
+        help="a GS1 element string or UDI: gtin, lot, serial, expiry, production_date",
+        description="TEXT is bracketed ((01)...(10)...), raw with GS (ASCII 29, or the text "
+        "<GS>) after variable-length fields, with or without a symbology identifier (]d2), "
+        "or a GS1 Digital Link URI.",
+    )
+    gs1.add_argument("text", metavar="TEXT")
+    gs1.set_defaults(func=cmd_decode_gs1)
     return p
 
 

@@ -19,6 +19,7 @@ from coldtrail.settings import MqttEndpoint, Settings
 if TYPE_CHECKING:
     from coldtrail.api.app import ApiConfig
     from coldtrail.edge.agent import EdgeAgent
+    from coldtrail.erp.outbox import OutboxDispatcher
     from coldtrail.ingest.worker import IngestWorker
     from coldtrail.rules.engine import RulesEngine
 
@@ -48,6 +49,17 @@ def rules_engine(settings: Settings) -> RulesEngine:
     from coldtrail.rules.engine import RulesEngine
 
     return RulesEngine(settings.require_database_url())
+
+
+def outbox_dispatcher(settings: Settings) -> OutboxDispatcher:
+    from datetime import timedelta
+
+    from coldtrail.erp.outbox import OutboxDispatcher
+
+    return OutboxDispatcher(
+        settings.require_database_url(),
+        dead_after=timedelta(days=settings.outbox_dead_after_days),
+    )
 
 
 def api_config(settings: Settings) -> ApiConfig:

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     admin_password: SecretStr | None = None
     token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    # An outbox delivery still failing this long after its event is given up (listed as dead).
+    outbox_dead_after_days: float = Field(default=3.0, gt=0, le=365)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object a line (ts, level, logger, message), for log shippers."""

@@ -69,7 +69,8 @@ def _from_message(message: GS1Message) -> Gs1Data:
     dates = {e.ai.ai: e.date for e in message.element_strings if e.date is not None}
     gtin = next((e.gtin.value for e in message.element_strings if e.gtin is not None), None)
     if "01" in elements and gtin is None:
-        raise PayloadError(f"(01) {elements['01']!r} is not a valid GTIN")
+        why = next((e.gtin_error for e in message.element_strings if e.ai.ai == "01"), None)
+        raise PayloadError(f"(01) {elements['01']!r} is not a valid GTIN: {why}")
     return Gs1Data(
         gtin=gtin.zfill(14) if gtin else None,
         lot=elements.get("10"),

@@ -3,7 +3,7 @@ answered, how long CAPAs take, and how many lots can be traced from their receip
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from coldtrail.erp import queries as q
@@ -135,3 +135,16 @@ def traceability(conn: Conn) -> Traceability:
 def _period(start: datetime, end: datetime) -> None:
     if end <= start:
         raise RuleViolation("the end of the period must be after its start")
+
+
+def report(conn: Conn, start: datetime, end: datetime) -> dict[str, object]:
+    """Every KPI over one period, as JSON-ready data."""
+    completeness = record_completeness(conn, start, end)
+    traced = traceability(conn)
+    return {
+        "period": {"from": start.isoformat(), "to": end.isoformat()},
+        "record_completeness": [{**asdict(c), "ratio": c.ratio} for c in completeness],
+        "excursion_response": asdict(excursion_response(conn, start, end)),
+        "capa_cycle": asdict(capa_cycle(conn, start, end)),
+        "traceability": {**asdict(traced), "ratio": traced.ratio},
+    }

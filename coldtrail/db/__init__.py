@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -49,7 +50,7 @@ class UpgradeResult:
     timescaledb: bool
 
 
-def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name="coldtrail")
     except psycopg.OperationalError as exc:
