@@ -18,11 +18,13 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
-from coldtrail.api import auth, models
+from coldtrail.api import auth, erp_routes, models
 from coldtrail.api import queries as q
 from coldtrail.clock import Clock, SystemClock
-from coldtrail.erp import people
+from coldtrail.erp import audit, people
 from coldtrail.erp.people import Role, User
+from coldtrail.erp.tx import acting
+from coldtrail.errors import Conflict, NotFound, PayloadError, RecordError, SignatureRefused
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -48,7 +50,9 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         min_size=1,
         max_size=8,
         open=False,
-        kwargs={"application_name": "coldtrail-api"},
+        # Autocommit: each ERP call is its own transaction (erp.tx.acting), and a refused
+        # signature's audit entry commits even though the request fails.
+        kwargs={"application_name": "coldtrail-api", "autocommit": True},
     )
 
     @asynccontextmanager
@@ -80,6 +84,16 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             {"detail": "database unavailable, try again shortly"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+
+    @app.exception_handler(RecordError)
+    @app.exception_handler(PayloadError)
+    async def _refused(_: Request, exc: Exception) -> JSONResponse:
+        code = {
+            NotFound: status.HTTP_404_NOT_FOUND,
+            SignatureRefused: status.HTTP_403_FORBIDDEN,
+            PayloadError: 422,  # the request's content can't be read
+        }.get(type(exc), status.HTTP_409_CONFLICT)
+        return JSONResponse({"detail": str(exc)}, status_code=code)
 
     def db() -> Iterator[Conn]:
         with pool.connection() as conn:
@@ -123,6 +137,10 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     )
     def token(conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> models.Token:
         user = people.authenticate(conn, form.username, form.password)
+        # Part 11 wants every login and every failed one in the trail (with the name tried).
+        action = "login" if user is not None else "login_failed"
+        with acting(conn, form.username):
+            audit.record(conn, form.username, action, "user", form.username)
         if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -145,12 +163,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         responses={409: {"description": "the user name is taken"}},
     )
     def add_user(
-        body: models.NewUser, conn: Db, _: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))]
+        body: models.NewUser,
+        conn: Db,
+        admin: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))],
     ) -> models.UserOut:
         try:
-            with conn.transaction():
+            with acting(conn, admin.username):
                 people.create_user(conn, body.username, body.full_name, body.role, body.password)
-        except psycopg.errors.UniqueViolation as exc:
+        except Conflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
         return models.UserOut(username=body.username, full_name=body.full_name, role=body.role)
 
@@ -187,7 +207,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         conn: Db,
         user: Annotated[User, Depends(allow(WRITERS))],
     ) -> dict[str, int]:
-        with conn.transaction():
+        with acting(conn, user.username):
             done = conn.execute(
                 q.ACKNOWLEDGE,
                 {
@@ -206,6 +226,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
                 )
         return {"id": excursion_id}
 
+    erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     return app
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from coldtrail.erp.people import Role
 
@@ -99,3 +100,152 @@ class UserOut(BaseModel):
     username: str
     full_name: str
     role: Role
+
+
+# ------------------------------------------------------------------ ERP core
+
+
+class ProfileIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    temp_min_c: float | None = Field(default=None, ge=-100, le=100)
+    temp_max_c: float | None = Field(default=None, ge=-100, le=100)
+    rh_min_pct: float | None = Field(default=None, ge=0, le=100)
+    rh_max_pct: float | None = Field(default=None, ge=0, le=100)
+    alarm_delay_s: int = Field(default=0, ge=0, le=86_400)
+    stability_budget_min: int | None = Field(default=None, ge=0)
+    mkt_max_c: float | None = None
+    hold_on_excursion: bool = True
+    release_signatures: Literal[1, 2] = 1
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"name": "Refrigerated 2-8 °C", "temp_min_c": 2, "temp_max_c": 8,
+                 "alarm_delay_s": 300, "stability_budget_min": 120, "release_signatures": 2}
+            ]
+        }
+    }  # fmt: skip
+
+
+class ProductIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    profile_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    serialised: bool = False
+
+
+class LotIn(BaseModel):
+    """Either the fields, or ``scan``: the GS1 element string or UDI as the scanner read it."""
+
+    scan: str | None = Field(
+        default=None, max_length=400, examples=["(01)09501101530003(17)270131(10)AB-123"]
+    )
+    gtin: str | None = Field(default=None, pattern=r"^[0-9]{14}$")
+    lot_number: str | None = Field(default=None, pattern=r"^[!-~]{1,20}$")
+    expiry: date | None = None
+    production_date: date | None = None
+    serials: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+MovementKind = Literal["receiving", "put_away", "transfer", "loading", "delivery", "return"]
+
+
+class MovementIn(BaseModel):
+    lot_id: int
+    kind: MovementKind
+    quantity: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    at: AwareDatetime = Field(description="when the goods moved")
+    from_location: str | None = None
+    to_location: str | None = None
+    shipment_id: str | None = None
+    party: str | None = Field(default=None, max_length=200)
+
+
+class ShipmentIn(BaseModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    vehicle_id: str
+    origin_site: str
+    destination: str = Field(min_length=1, max_length=500)
+    route: str = Field(default="", max_length=2000)
+
+
+class At(BaseModel):
+    at: AwareDatetime
+
+
+class HoldIn(BaseModel):
+    lot_id: int
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class SignatureIn(BaseModel):
+    """21 CFR 11.200: both components again at every signing, with meaning and reason."""
+
+    username: str
+    password: str = Field(min_length=1, max_length=1024)
+    meaning: Literal["authorship", "review", "approval", "responsibility", "verification"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DispositionIn(SignatureIn):
+    disposition: Literal["release", "reject"]
+
+
+class CapaIn(BaseModel):
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=20_000)
+    owner: str
+    due_date: date
+    links: list[tuple[Literal["excursion", "lot", "hold", "shipment"], str]] = Field(
+        default_factory=list
+    )
+
+
+class CapaStepIn(BaseModel):
+    to_state: Literal["investigation", "actions", "effectiveness_check", "closed"]
+    comment: str = Field(default="", max_length=5000)
+    root_cause: str | None = Field(default=None, max_length=20_000)
+    effectiveness: str | None = Field(default=None, max_length=20_000)
+    expected_state: (
+        Literal["open", "investigation", "actions", "effectiveness_check", "closed"] | None
+    ) = Field(default=None, description="the state you saw; a different one gets 409")
+    signature: SignatureIn | None = Field(default=None, description="required to close")
+
+
+class CapaActionIn(BaseModel):
+    description: str = Field(min_length=1, max_length=2000)
+    owner: str
+    due_date: date
+
+
+class OutcomeIn(BaseModel):
+    outcome: str = Field(min_length=1, max_length=2000)
+
+
+class LinkIn(BaseModel):
+    kind: Literal["excursion", "lot", "hold", "shipment"]
+    ref: str = Field(min_length=1, max_length=200)
+
+
+class DestinationIn(BaseModel):
+    kind: str = Field(description="webhook or mqtt")
+    url: str = Field(min_length=1, max_length=2000)
+    secret: str | None = Field(default=None, min_length=16, max_length=500)
+    kinds: list[str] | None = Field(default=None, description="event kinds; null: all")
+    enabled: bool = True
+
+
+class DestinationOut(BaseModel):
+    name: str
+    kind: str
+    url: str
+    signed: bool
+    kinds: list[str] | None
+    enabled: bool
+
+
+class ChainCheckOut(BaseModel):
+    ok: bool
+    rows: int
+    head: str
+    first_broken_id: int | None
+    reason: str | None

@@ -147,18 +147,25 @@ ARRIVE_SHIPMENT = """
 UPDATE shipments SET state = 'delivered', arrived_at = %(at)s WHERE id = %(id)s
 """
 
-# Each lot a shipment carried: loaded, delivered, and what is still aboard its vehicle.
+# Each lot a shipment carried: loaded, delivered, and still aboard (loaded, less what was
+# delivered or moved off the vehicle under this shipment). Counted per shipment, not from the
+# vehicle's contents: two shipments may share a vehicle.
 SHIPMENT_LOTS = """
 SELECT m.lot_id, l.gtin, l.lot_number,
-       sum(m.quantity) FILTER (WHERE m.kind = 'loading'),
+       coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'loading'), 0),
        coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'delivery'), 0),
-       coalesce((SELECT sum(st.quantity) FROM lot_stays st
-                 JOIN locations v ON v.id = st.location_id
-                 WHERE st.lot_id = m.lot_id AND upper_inf(st.during)
-                   AND (v.id = sh.vehicle_id OR v.parent_id = sh.vehicle_id)), 0)
-FROM movements m JOIN lots l ON l.id = m.lot_id JOIN shipments sh ON sh.id = m.shipment_id
+       coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'loading'), 0)
+       - coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'delivery'
+                                         OR (m.kind = 'transfer' AND NOT dst.on_vehicle)), 0)
+FROM movements m
+JOIN lots l ON l.id = m.lot_id
+JOIN shipments sh ON sh.id = m.shipment_id
+LEFT JOIN LATERAL (
+    SELECT EXISTS (SELECT FROM locations v WHERE v.id = m.to_location
+                   AND (v.id = sh.vehicle_id OR v.parent_id = sh.vehicle_id)) AS on_vehicle
+) dst ON true
 WHERE m.shipment_id = %(id)s
-GROUP BY m.lot_id, l.gtin, l.lot_number, sh.vehicle_id
+GROUP BY m.lot_id, l.gtin, l.lot_number
 ORDER BY m.lot_id
 """
 

@@ -81,13 +81,35 @@ def empty_db_url() -> Iterator[str]:
     _drop(name)
 
 
+@contextlib.contextmanager
+def database_from(template: str) -> Iterator[str]:
+    """A database of its own, copied from ``template``; dropped afterwards."""
+    name = f"ct_{uuid.uuid4().hex[:12]}"
+    _create(name, template=template)
+    try:
+        yield _url_for(name)
+    finally:
+        _drop(name)
+
+
+@contextlib.contextmanager
+def template_from(template: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new template database (name, url) copied from ``template``, for a module to fill
+    once and copy per test."""
+    name = f"{prefix}_{os.getpid()}"
+    _drop(name)
+    _create(name, template=template)
+    try:
+        yield name, _url_for(name)
+    finally:
+        _drop(name)
+
+
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A migrated database of this test's own."""
-    name = f"ct_{uuid.uuid4().hex[:12]}"
-    _create(name, template=template_db)
-    yield _url_for(name)
-    _drop(name)
+    with database_from(template_db) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -9,46 +11,151 @@ import pytest
 from fastapi.routing import APIRoute
 
 from coldtrail.clock import ManualClock
+from coldtrail.erp.capa import NewCapa, Step, add_action, add_evidence, advance, open_capa
+from coldtrail.erp.holds import place_hold
+from coldtrail.erp.masterdata import Location, upsert_location
+from coldtrail.erp.movements import create_shipment, depart, record_movement
+from coldtrail.erp.outbox import Destination, add_destination
 from coldtrail.erp.people import Role, create_user
-from tests.conftest import T0, api_client, make_site, token
+from coldtrail.erp.products import Product, Profile, register_lot, upsert_product, upsert_profile
+from tests.conftest import (
+    GTIN,
+    T0,
+    api_client,
+    database_from,
+    make_site,
+    template_from,
+    token,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(scope="module")
+def api_template(template_db: str) -> Iterator[str]:
+    """People, an excursion and one of each ERP record, made once and copied per test."""
+    with template_from(template_db, "ct_api") as (name, url):
+        with psycopg.connect(url, autocommit=True) as conn:
+            make_site(conn, {"S1": "CR"})
+            for role in Role:
+                if role is not Role.ADMIN:
+                    create_user(
+                        conn, f"{role.value}1", f"{role.value.title()} User", role, PASSWORD
+                    )
+            create_user(conn, "admin", "Administrator", Role.ADMIN, "admin-password-123")
+            conn.execute(
+                "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, "
+                "limit_min_c, limit_max_c, min_c, max_c) VALUES ('S1', 'CR', %s, 1, 2, 8, 9, 9)",
+                (T0,),
+            )
+            IDS.update(_erp_records(conn))
+        yield name
+
+
 @pytest.fixture
-def client(conn: Conn, db_url: str, clock: ManualClock) -> Any:
-    make_site(conn, {"S1": "CR"})
-    for role in Role:
-        if role is not Role.ADMIN:
-            create_user(conn, f"{role.value}1", f"{role.value.title()} User", role, PASSWORD)
-    conn.execute(
-        "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, limit_min_c, "
-        "limit_max_c, min_c, max_c) VALUES ('S1', 'CR', %s, 1, 2, 8, 9, 9)",
-        (T0,),
-    )
+def db_url(api_template: str) -> Iterator[str]:
+    with database_from(api_template) as url:
+        yield url
+
+
+@pytest.fixture
+def client(db_url: str, clock: ManualClock) -> Any:
     with api_client(db_url, clock) as c:
+        c.ids = IDS
         yield c
 
 
+IDS: dict[str, Any] = {}
+
+
+def _erp_records(conn: Conn) -> dict[str, Any]:
+    """One of each ERP record, so every route has something to act on: lot 1 in CR and on
+    hold 1, shipment SH1 loaded and SH2 in transit and empty, CAPA 1 open, CAPA 2 in actions
+    with action 1 and evidence 1, and a dead delivery to destination ``erp``."""
+    m = timedelta(minutes=1)
+    upsert_location(conn, Location("QZ", "s1", "cold_room", "Quarantine", 2.0, 8.0))
+    conn.execute("UPDATE locations SET quarantine_area = true WHERE id = 'QZ'")
+    add_destination(conn, "admin", Destination("erp", "webhook", "http://127.0.0.1:9/x"))
+    upsert_profile(conn, "admin", Profile("2-8", "2-8 °C", 2.0, 8.0))
+    upsert_product(conn, "admin", Product(GTIN, "Vaccine", "2-8"))
+    lot = register_lot(conn, "admin", GTIN, "L1").id
+    record_movement(conn, "admin", lot, "receiving", 100, T0 - 120 * m, to_location="CR")
+    for ship in ("SH1", "SH2"):
+        create_shipment(conn, "admin", ship, "TRK", "s1", "Clinic")
+    record_movement(
+        conn, "admin", lot, "loading", 5, T0 - 50 * m, from_location="CR", to_location="TC",
+        shipment_id="SH2",
+    )  # fmt: skip
+    depart(conn, "admin", "SH2", T0 - 40 * m)
+    record_movement(conn, "admin", lot, "delivery", 5, T0 - 35 * m, from_location="TC",
+                    shipment_id="SH2")  # fmt: skip
+    record_movement(
+        conn, "admin", lot, "loading", 10, T0 - 30 * m, from_location="CR", to_location="TC",
+        shipment_id="SH1",
+    )  # fmt: skip
+    place_hold(conn, "admin", lot, "probe at 9 °C", T0 - 20 * m)
+    open_capa(conn, "admin", NewCapa("First", "qa1", T0.date()), T0)
+    second = open_capa(conn, "admin", NewCapa("Second", "qa1", T0.date()), T0).id
+    advance(conn, "admin", second, Step("investigation"), T0)
+    advance(conn, "admin", second, Step("actions", root_cause="seal"), T0)
+    add_action(conn, "admin", second, "New seal", "logistics1", T0.date())
+    add_evidence(conn, "admin", second, "photo.jpg", "image/jpeg", b"\xff\xd8", T0)
+    conn.execute("UPDATE outbox_deliveries SET dead_at = %s", (T0,))
+    event = conn.execute("SELECT event_id FROM outbox_events").fetchone()
+    assert event is not None
+    return {
+        "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
+        "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
+        "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0],
+    }  # fmt: skip
+
+
+def _password(role: Role) -> str:
+    return "admin-password-123" if role is Role.ADMIN else PASSWORD
+
+
+def _username(role: Role) -> str:
+    return "admin" if role is Role.ADMIN else f"{role.value}1"
+
+
 def _headers(client: Any, role: Role) -> dict[str, str]:
-    if role is Role.ADMIN:
-        return token(client, "admin", "admin-password-123")
-    return token(client, f"{role.value}1", PASSWORD)
+    return token(client, _username(role), _password(role))
 
 
-# Every route, with the roles that may call it. A route added without a line here fails
-# test_every_route_is_in_the_matrix.
-MATRIX: dict[tuple[str, str], tuple[frozenset[Role], dict[str, Any]]] = {
-    ("GET", "/api/v1/users/me"): (frozenset(Role), {}),
-    ("GET", "/api/v1/live"): (frozenset(Role), {}),
-    ("GET", "/api/v1/excursions"): (frozenset(Role), {}),
+def _signed(role: Role) -> dict[str, Any]:
+    return {
+        "json": {
+            "disposition": "release",
+            "username": _username(role),
+            "password": _password(role),
+            "meaning": "approval",
+            "reason": "within stability data",
+        }
+    }
+
+
+EVERYONE = frozenset(Role)
+WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
+QA = frozenset({Role.ADMIN, Role.QA})
+LOGISTICS = frozenset({Role.ADMIN, Role.LOGISTICS})
+OVERSIGHT = frozenset({Role.ADMIN, Role.QA, Role.AUDITOR})
+ADMIN = frozenset({Role.ADMIN})
+SOON = "2026-11-22T10:00:00Z"
+Kwargs = dict[str, Any] | Callable[[Role], dict[str, Any]]
+
+# Every route, with the roles that may call it and a request they may make. A route added
+# without a line here fails test_every_route_is_in_the_matrix.
+MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
+    ("GET", "/api/v1/users/me"): (EVERYONE, {}),
+    ("GET", "/api/v1/live"): (EVERYONE, {}),
+    ("GET", "/api/v1/excursions"): (EVERYONE, {}),
     ("POST", "/api/v1/excursions/{excursion_id}/acknowledge"): (
-        frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA}),
+        WRITERS,
         {"json": {"comment": "door shut"}},
     ),
     ("POST", "/api/v1/users"): (
-        frozenset({Role.ADMIN}),
+        ADMIN,
         {
             "json": {
                 "username": "new.user",
@@ -58,7 +165,70 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], dict[str, Any]]] = {
             }
         },
     ),
-}
+    ("GET", "/api/v1/profiles"): (EVERYONE, {}),
+    ("PUT", "/api/v1/profiles/{profile_id}"): (
+        QA,
+        {"json": {"name": "2-8 °C", "temp_min_c": 2, "temp_max_c": 8, "alarm_delay_s": 600}},
+    ),
+    ("GET", "/api/v1/products"): (EVERYONE, {}),
+    ("PUT", "/api/v1/products/{gtin}"): (
+        QA, {"json": {"name": "Vaccine 10 ml", "profile_id": "2-8"}}
+    ),
+    ("GET", "/api/v1/lots"): (EVERYONE, {"params": {"status": "quarantined"}}),
+    ("POST", "/api/v1/lots"): (WRITERS, {"json": {"scan": f"(01){GTIN}(17)270131(10)NEW1"}}),
+    ("GET", "/api/v1/lots/{lot_id}"): (EVERYONE, {}),
+    ("POST", "/api/v1/movements"): (
+        LOGISTICS,
+        {"json": {"lot_id": 1, "kind": "transfer", "quantity": "1", "at": SOON,
+                  "from_location": "CR", "to_location": "QZ"}},
+    ),
+    ("GET", "/api/v1/locations/{location_id}/lots"): (
+        EVERYONE, {"params": {"from": "2026-11-22T08:00:00Z", "to": SOON}}
+    ),
+    ("POST", "/api/v1/shipments"): (
+        LOGISTICS,
+        {"json": {"id": "SH9", "vehicle_id": "TRK", "origin_site": "s1", "destination": "X"}},
+    ),
+    ("GET", "/api/v1/shipments/{shipment_id}"): (EVERYONE, {}),
+    ("POST", "/api/v1/shipments/{shipment_id}/depart"): (LOGISTICS, {"json": {"at": SOON}}),
+    ("POST", "/api/v1/shipments/{shipment_id}/arrive"): (
+        LOGISTICS, {"json": {"at": SOON}, "url": "/api/v1/shipments/SH2/arrive"}
+    ),
+    ("GET", "/api/v1/holds"): (EVERYONE, {"params": {"state": "open"}}),
+    ("POST", "/api/v1/holds"): (QA, {"json": {"lot_id": 1, "reason": "investigation"}}),
+    ("GET", "/api/v1/holds/{hold_id}"): (EVERYONE, {}),
+    ("POST", "/api/v1/holds/{hold_id}/disposition"): (QA, _signed),
+    ("GET", "/api/v1/capa"): (EVERYONE, {}),
+    ("GET", "/api/v1/capa/overdue"): (EVERYONE, {}),
+    ("POST", "/api/v1/capa"): (
+        QA, {"json": {"title": "Door alarms", "owner": "qa1", "due_date": "2026-12-31",
+                      "links": [["excursion", "1"]]}}
+    ),
+    ("GET", "/api/v1/capa/{capa_id}"): (EVERYONE, {}),
+    ("POST", "/api/v1/capa/{capa_id}/advance"): (
+        QA, {"json": {"to_state": "investigation"}, "url": "/api/v1/capa/1/advance"}
+    ),
+    ("POST", "/api/v1/capa/{capa_id}/actions"): (
+        QA, {"json": {"description": "Train staff", "owner": "qa1", "due_date": "2026-12-01"}}
+    ),
+    ("POST", "/api/v1/capa/{capa_id}/actions/{action_id}/complete"): (
+        WRITERS, {"json": {"outcome": "seal fitted"}}
+    ),
+    ("POST", "/api/v1/capa/{capa_id}/links"): (QA, {"json": {"kind": "lot", "ref": "1"}}),
+    ("POST", "/api/v1/capa/{capa_id}/evidence"): (
+        WRITERS, {"files": {"file": ("log.csv", b"ts,t\n", "text/csv")}}
+    ),
+    ("GET", "/api/v1/capa/{capa_id}/evidence/{evidence_id}"): (EVERYONE, {}),
+    ("GET", "/api/v1/audit"): (OVERSIGHT, {"params": {"record_type": "lots"}}),
+    ("GET", "/api/v1/audit/verify"): (OVERSIGHT, {}),
+    ("GET", "/api/v1/kpi"): (OVERSIGHT, {}),
+    ("GET", "/api/v1/outbox/destinations"): (ADMIN, {}),
+    ("PUT", "/api/v1/outbox/destinations/{name}"): (
+        ADMIN, {"json": {"kind": "webhook", "url": "http://127.0.0.1:9/y"}}
+    ),
+    ("GET", "/api/v1/outbox/dead"): (ADMIN, {}),
+    ("POST", "/api/v1/outbox/dead/{destination}/{event_id}/retry"): (ADMIN, {}),
+}  # fmt: skip
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
 
 
@@ -75,8 +245,9 @@ def test_each_role_gets_exactly_what_it_should(
     client: Any, role: Role, route: tuple[str, str]
 ) -> None:
     method, path = route
-    allowed, kwargs = MATRIX[route]
-    url = path.replace("{excursion_id}", "1")
+    allowed, given = MATRIX[route]
+    kwargs = dict(given(role) if callable(given) else given)
+    url = kwargs.pop("url", None) or path.format(**client.ids)
     anonymous = client.request(method, url, **kwargs)
     assert anonymous.status_code == 401
     resp = client.request(method, url, headers=_headers(client, role), **kwargs)
