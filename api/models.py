@@ -6,8 +6,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
+from coldtrail.erp.outbox import SINKS
 from coldtrail.erp.people import Role
 
 LiveState = Literal["ok", "excursion", "unavailable", "offline", "no_data", "unassigned"]
@@ -227,11 +228,18 @@ class LinkIn(BaseModel):
 
 
 class DestinationIn(BaseModel):
-    kind: str = Field(description="webhook or mqtt")
+    kind: str = Field(description="a registered sink: webhook or mqtt")
     url: str = Field(min_length=1, max_length=2000)
     secret: str | None = Field(default=None, min_length=16, max_length=500)
     kinds: list[str] | None = Field(default=None, description="event kinds; null: all")
     enabled: bool = True
+
+    @field_validator("kind")
+    @classmethod
+    def _known_sink(cls, kind: str) -> str:
+        if kind not in SINKS:
+            raise ValueError(f"unknown destination kind {kind!r}; known: {sorted(SINKS)}")
+        return kind
 
 
 class DestinationOut(BaseModel):

@@ -245,6 +245,7 @@ def advance(
     """Move the CAPA one step. Closing needs an e-signature; call that outside a transaction
     (a refused signature is audited in a transaction of its own)."""
     signer = None
+    _check_transition(capa_id, _state(conn, capa_id, writable=True), step)
     if step.to_state == "closed":
         if signature is None:
             raise RuleViolation("closing a CAPA needs an electronic signature")
@@ -253,12 +254,8 @@ def advance(
         )
         actor = signer.username
     with acting(conn, actor):
-        state = _state(conn, capa_id, writable=True)
-        if step.expected_state is not None and step.expected_state != state:
-            raise Conflict(f"CAPA {capa_id} is {state} now, not {step.expected_state}")
-        if step.to_state not in NEXT[state]:
-            allowed = ", ".join(sorted(NEXT[state])) or "nothing"
-            raise RuleViolation(f"CAPA {capa_id} is {state}: it can go to {allowed}")
+        state = _state(conn, capa_id, writable=True)  # locked: checked again
+        _check_transition(capa_id, state, step)
         capa = get_capa(conn, capa_id)
         _check_step(capa, step)
         conn.execute(
@@ -299,6 +296,14 @@ def advance(
         kind = "capa.closed" if step.to_state == "closed" else "capa.advanced"
         outbox.emit(conn, kind, f"capa/{capa_id}", {**capa.summary(), "from": state}, at)
         return capa
+
+
+def _check_transition(capa_id: int, state: CapaState, step: Step) -> None:
+    if step.expected_state is not None and step.expected_state != state:
+        raise Conflict(f"CAPA {capa_id} is {state} now, not {step.expected_state}")
+    if step.to_state not in NEXT[state]:
+        allowed = ", ".join(sorted(NEXT[state])) or "nothing"
+        raise RuleViolation(f"CAPA {capa_id} is {state}: it can go to {allowed}")
 
 
 def _check_step(capa: Capa, step: Step) -> None:

@@ -29,7 +29,14 @@ from psycopg.types.json import Jsonb
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import queries as q
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import ColdTrailError, ConfigError, NotFound, StoreError, TransportError
+from coldtrail.errors import (
+    ColdTrailError,
+    ConfigError,
+    NotFound,
+    RuleViolation,
+    StoreError,
+    TransportError,
+)
 from coldtrail.mqtt import MqttOptions, connect, make_client
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.settings import MqttEndpoint
@@ -204,8 +211,13 @@ SINKS: dict[str, SinkFactory] = {
 
 
 def add_destination(conn: Conn, actor: str, dest: Destination) -> Destination:
-    if dest.kind not in SINKS:
-        raise ConfigError(f"unknown destination kind {dest.kind!r}; known: {sorted(SINKS)}")
+    factory = SINKS.get(dest.kind)
+    if factory is None:
+        raise RuleViolation(f"unknown destination kind {dest.kind!r}; known: {sorted(SINKS)}")
+    try:
+        factory(dest, SystemClock()).close()  # builds no connection: checks the URL
+    except ConfigError as exc:
+        raise RuleViolation(str(exc)) from exc
     with acting(conn, actor):
         conn.execute(
             q.UPSERT_DESTINATION,

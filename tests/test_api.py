@@ -314,3 +314,71 @@ def test_duplicate_user_and_weak_password_are_refused(client: Any) -> None:
     assert client.post("/api/v1/users", json=body, headers=admin).status_code == 409
     weak = {**body, "username": "weak", "password": "short"}
     assert client.post("/api/v1/users", json=weak, headers=admin).status_code == 422
+
+
+def test_qa_releases_a_lot_by_signature_and_the_trail_shows_it(client: Any) -> None:
+    qa = _headers(client, Role.QA)
+    logi = _headers(client, Role.LOGISTICS)
+    move = {"lot_id": 1, "kind": "transfer", "quantity": "5", "at": SOON,
+            "from_location": "CR", "to_location": "TC"}  # fmt: skip
+
+    refused = client.post("/api/v1/movements", json=move, headers=_headers(client, Role.ADMIN))
+    assert refused.status_code == 409
+    assert "lot 1 is quarantined" in refused.json()["detail"]
+    wrong = {**_signed(Role.QA)["json"], "password": "not-my-password"}
+    bad = client.post("/api/v1/holds/1/disposition", json=wrong, headers=qa)
+    assert (bad.status_code, bad.json()["detail"]) == (
+        403, "signature refused: user id or password is wrong",
+    )  # fmt: skip
+    done = client.post("/api/v1/holds/1/disposition", json=_signed(Role.QA)["json"], headers=qa)
+    assert done.status_code == 200, done.text
+    [sig] = done.json()["signatures"]
+    assert (sig["signer_name"], sig["meaning"], sig["signed_at"]) == (
+        "Qa User", "approval", "2026-11-22T10:00:00Z",
+    )  # fmt: skip
+    assert client.get("/api/v1/lots/1", headers=qa).json()["lot"]["status"] == "released"
+    move = {**move, "at": "2026-11-22T10:05:00Z"}
+    moved = client.post("/api/v1/movements", json=move, headers=_headers(client, Role.ADMIN))
+    assert moved.status_code == 201, moved.text
+    assert client.post("/api/v1/movements", json=move, headers=logi).status_code == 201
+
+    trail = client.get(
+        "/api/v1/audit", params={"record_type": "hold", "record_id": "1"}, headers=qa
+    ).json()
+    assert [(e["actor"], e["action"]) for e in trail] == [("qa1", "signature_failed")]
+    logins = client.get("/api/v1/audit", params={"record_type": "user"}, headers=qa).json()
+    assert ("qa1", "login") in {(e["actor"], e["action"]) for e in logins}
+    verify = client.get("/api/v1/audit/verify", headers=_headers(client, Role.AUDITOR)).json()
+    assert verify["ok"] is True
+
+
+def test_erp_refusals_are_4xx_with_a_reason(client: Any) -> None:
+    admin = _headers(client, Role.ADMIN)
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
+        ("GET", "/api/v1/lots/999", {}, 404, "no lot 999"),
+        ("GET", "/api/v1/shipments/NOPE", {}, 404, "no shipment 'NOPE'"),
+        ("POST", "/api/v1/lots", {"json": {"scan": "(01)09501101530004(10)X"}}, 422,
+         "not a valid GTIN"),
+        ("POST", "/api/v1/lots", {"json": {"gtin": GTIN}}, 409, "give either scan"),
+        ("POST", "/api/v1/movements", {"json": {"lot_id": 1, "kind": "receiving",
+         "quantity": "1", "at": SOON, "to_location": "NOWHERE"}}, 404, "no record with"),
+        ("POST", "/api/v1/movements", {"json": {"lot_id": 1, "kind": "receiving",
+         "quantity": "1", "at": "2026-11-22T10:00:00"}}, 422, "timezone"),
+        ("POST", "/api/v1/shipments/SH2/arrive", {"json": {"at": "2026-11-22T08:00:00Z"}}, 409,
+         "departed at"),
+        ("POST", "/api/v1/capa/1/advance", {"json": {"to_state": "closed"}}, 409,
+         "it can go to investigation"),
+        ("PUT", "/api/v1/products/123", {"json": {"name": "x", "profile_id": "2-8"}}, 409,
+         "14 digits"),
+        ("PUT", "/api/v1/products/" + GTIN, {"json": {"name": "x", "profile_id": "none"}}, 404,
+         "no record with"),
+        ("PUT", "/api/v1/outbox/destinations/x", {"json": {"kind": "pigeon", "url": "x"}}, 422,
+         "unknown destination kind"),
+        ("PUT", "/api/v1/outbox/destinations/x", {"json": {"kind": "webhook", "url": "ftp://x"}},
+         409, "URL must be http(s)"),
+        ("GET", "/api/v1/kpi", {"params": {"from": SOON, "to": SOON}}, 409, "end of the period"),
+    ]  # fmt: skip
+    for method, url, kwargs, code, text in cases:
+        resp = client.request(method, url, headers=admin, **kwargs)
+        assert resp.status_code == code, (url, resp.text)
+        assert text in str(resp.json()["detail"]), (url, resp.text)
