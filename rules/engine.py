@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from coldtrail.erp import outbox
 from coldtrail.errors import StoreError
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import queries as q
@@ -95,6 +96,15 @@ class RulesEngine:
                 ).fetchone()[0]  # type: ignore[index]
                 current = OpenExcursion(new_id, temp, temp)
                 self.stats.opened += 1
+                outbox.emit(
+                    conn,
+                    "excursion.opened",
+                    f"location/{location}",
+                    {"excursion": new_id, "sensor": sensor, "location": location,
+                     "started_at": ts.isoformat(), "start_seq": seq, "temperature_c": temp,
+                     "limit_min_c": lo, "limit_max_c": hi},
+                    ts,
+                )  # fmt: skip
                 log.warning(
                     "excursion %d opened: sensor %s at %s read %.2f °C (range %s..%s)",
                     new_id,
@@ -112,6 +122,15 @@ class RulesEngine:
                 current.ended_at, current.end_seq, current.dirty = ts, seq, True
                 self._save(conn, current)
                 self.stats.closed += 1
+                outbox.emit(
+                    conn,
+                    "excursion.closed",
+                    f"location/{location}",
+                    {"excursion": current.id, "sensor": sensor, "location": location,
+                     "ended_at": ts.isoformat(), "end_seq": seq, "min_c": current.min_c,
+                     "max_c": current.max_c},
+                    ts,
+                )  # fmt: skip
                 log.info(
                     "excursion %d closed: sensor %s back in range at %s",
                     current.id,

@@ -96,6 +96,14 @@ async def test_reading_travels_from_logger_to_live_view_and_opens_then_closes_an
     assert (ended, end_seq) == (T0 + timedelta(seconds=360), 7)
     assert lo == 8.6
     assert 15.5 < hi < 16.5
+    # Both ends of the excursion went into the outbox with the change, timed by measurement.
+    events = conn.execute(
+        "SELECT kind, subject, occurred_at, payload->>'sensor' FROM outbox_events ORDER BY id"
+    ).fetchall()
+    assert events == [
+        ("excursion.opened", "location/TC", started, "S-TC-1"),
+        ("excursion.closed", "location/TC", ended, "S-TC-1"),
+    ]
 
     with api_client(db_url, clock) as client:
         headers = token(client, "admin", "admin-password-123")

@@ -164,3 +164,33 @@ def test_a_shipment_departs_loaded_and_arrives_empty(conn: Conn) -> None:
     )  # fmt: skip
     with pytest.raises(RuleViolation, match="is a compartment, not a vehicle"):
         create_shipment(conn, "logi1", "SH2", "TC", "s1", "x")
+
+
+def test_two_shipments_on_one_vehicle_are_counted_apart(conn: Conn) -> None:
+    make_erp(conn)
+    lot = _receive(conn, "V1", 20, T0)
+    for ship in ("SH1", "SH2"):
+        create_shipment(conn, "logi1", ship, "TRK", "s1", "Clinic")
+    record_movement(
+        conn, "logi1", lot, "loading", 5, T0 + H, from_location="CR", to_location="TC",
+        shipment_id="SH1",
+    )  # fmt: skip
+    record_movement(
+        conn, "logi1", lot, "loading", 7, T0 + H, from_location="CR", to_location="TC",
+        shipment_id="SH2",
+    )  # fmt: skip
+    depart(conn, "logi1", "SH1", T0 + 2 * H)
+    record_movement(
+        conn, "logi1", lot, "delivery", 5, T0 + 3 * H, from_location="TC", shipment_id="SH1"
+    )
+    # SH2's goods are still on the truck; SH1 is empty and may close.
+    assert arrive(conn, "logi1", "SH1", T0 + 4 * H).state == "delivered"
+    [on_two] = shipment_lots(conn, "SH2")
+    assert (on_two.loaded, on_two.aboard) == (Decimal(7), Decimal(7))
+    # Unloading back into the store under the shipment takes it off the count.
+    record_movement(
+        conn, "logi1", lot, "transfer", 7, T0 + 5 * H, from_location="TC", to_location="CR",
+        shipment_id="SH2",
+    )  # fmt: skip
+    [after] = shipment_lots(conn, "SH2")
+    assert (after.delivered, after.aboard) == (Decimal(0), Decimal(0))
