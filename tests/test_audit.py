@@ -143,3 +143,31 @@ def test_concurrent_writers_leave_one_unbroken_chain(conn: Conn, db_url: str) ->
     check = audit.verify(conn)
     assert check.ok, check.reason
     assert len(audit.entries(conn, record_type="lots", limit=1000)) == 100
+
+
+def test_a_rolled_back_savepoint_leaves_the_chain_whole(conn: Conn) -> None:
+    make_erp(conn)
+
+    class Undo(Exception):
+        pass
+
+    def second_lot_undone() -> None:
+        with conn.transaction():
+            register_lot(conn, "logi1", GTIN, "K2")
+            raise Undo
+
+    with conn.transaction():
+        register_lot(conn, "logi1", GTIN, "K1")
+        with pytest.raises(Undo):
+            second_lot_undone()
+        register_lot(conn, "logi1", GTIN, "K3")
+        # Many rows in one transaction: the head is written once, at commit.
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, record_type, record_id) "
+            "SELECT 'bulk', 'export', 'report', g::text FROM generate_series(1, 2000) g"
+        )
+
+    check = audit.verify(conn)
+    assert check.ok, check.reason
+    numbers = [e.new_value["lot_number"] for e in audit.entries(conn, record_type="lots")]
+    assert numbers == ["K1", "K3"]

@@ -488,24 +488,43 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- SECURITY DEFINER: the application's role can't write audit_head itself, only through here.
+-- The first audit row of a transaction locks the head row until commit: that orders writers,
+-- so ids and links are handed out in commit order. The link to follow is then carried in a
+-- transaction-local setting (rolled back with a savepoint like the rows themselves), and the
+-- head is written once, at commit, by the deferred trigger below: updating one row for every
+-- audit row would make a bulk transaction quadratic.
 CREATE FUNCTION coldtrail_audit_chain() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    head audit_head;
+    prev text := NULLIF(current_setting('coldtrail.audit_prev', true), '');
 BEGIN
-    -- The head row's lock orders writers: ids and links are handed out in commit order.
-    SELECT * INTO head FROM audit_head FOR UPDATE;
+    IF prev IS NULL THEN
+        SELECT encode(hash, 'hex') INTO prev FROM audit_head FOR UPDATE;
+    END IF;
     NEW.id := nextval('audit_log_id_seq');
     NEW.at := clock_timestamp();
     NEW.actor := coalesce(NULLIF(NEW.actor, ''), NULLIF(current_setting('coldtrail.actor', true), ''),
                           'db:' || session_user);
-    NEW.prev_hash := head.hash;
+    NEW.prev_hash := decode(prev, 'hex');
     NEW.hash := sha256(coldtrail_audit_message(NEW));
-    UPDATE audit_head SET last_id = NEW.id, hash = NEW.hash;
+    PERFORM set_config('coldtrail.audit_prev', encode(NEW.hash, 'hex'), true);
+    PERFORM set_config('coldtrail.audit_last', NEW.id::text, true);
     RETURN NEW;
 END $$;
 CREATE TRIGGER audit_log_chain BEFORE INSERT ON audit_log
     FOR EACH ROW EXECUTE FUNCTION coldtrail_audit_chain();
+
+CREATE FUNCTION coldtrail_audit_head() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF NEW.id = current_setting('coldtrail.audit_last')::bigint THEN
+        UPDATE audit_head SET last_id = NEW.id, hash = NEW.hash;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER audit_log_head AFTER INSERT ON audit_log
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION coldtrail_audit_head();
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION coldtrail_append_only();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
