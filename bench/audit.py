@@ -6,7 +6,7 @@ once, since the chain's head orders all writers. Reference, in the same run and 
 tables: the same writes with triggers switched off (session_replication_role = replica), so
 no audit row is written. Then the trail is grown in bulk and verified end to end.
 
-    .venv/bin/python -m bench.audit [--lots 4000] [--trail 300000]
+    .venv/bin/python -m bench.audit [--lots 4000] [--writers 2] [--trail 300000]
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ from coldtrail.erp.products import Product, Profile, register_lot, upsert_produc
 
 PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 GTIN = "09501101530003"
-WRITERS = 2
 
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def _writers(url: str, prefix: str, lots: int, setup: Callable[[Conn], object]) -> float:
-    per = lots // WRITERS
+def _writers(
+    url: str, prefix: str, lots: int, writers: int, setup: Callable[[Conn], object]
+) -> float:
+    per = lots // writers
     errors: list[BaseException] = []
-    barrier = threading.Barrier(WRITERS + 1)
+    barrier = threading.Barrier(writers + 1)
 
     def write(n: int) -> None:
         try:
@@ -49,7 +50,7 @@ def _writers(url: str, prefix: str, lots: int, setup: Callable[[Conn], object]) 
             errors.append(exc)
             barrier.abort()
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     for t in threads:
         t.start()
     barrier.wait()
@@ -58,13 +59,14 @@ def _writers(url: str, prefix: str, lots: int, setup: Callable[[Conn], object]) 
         t.join()
     if errors:
         raise errors[0]
-    return per * WRITERS / (time.perf_counter() - start)
+    return per * writers / (time.perf_counter() - start)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--lots", type=int, default=4000)
     p.add_argument("--trail", type=int, default=300_000)
+    p.add_argument("--writers", type=int, default=2)
     args = p.parse_args()
     name = f"bench_audit_{os.getpid()}"
     with psycopg.connect(PG, autocommit=True) as admin:
@@ -82,8 +84,8 @@ def main() -> None:
         # Alternate, so neither side gets the warmer cache throughout.
         ours, reference = [], []
         for round_ in range(2):
-            ours.append(_writers(url, f"A{round_}-", args.lots, untouched))
-            reference.append(_writers(url, f"R{round_}-", args.lots, no_triggers))
+            ours.append(_writers(url, f"A{round_}-", args.lots, args.writers, untouched))
+            reference.append(_writers(url, f"R{round_}-", args.lots, args.writers, no_triggers))
         with psycopg.connect(url, autocommit=True) as conn:
             start = time.perf_counter()
             conn.execute(
@@ -104,7 +106,7 @@ def main() -> None:
             )
     ours_rate, ref_rate = max(ours), max(reference)
     print(
-        f"lot registrations, {WRITERS} writers: {ours_rate:.0f}/s with the audit trail, "
+        f"lot registrations, {args.writers} writers: {ours_rate:.0f}/s with the audit trail, "
         f"{ref_rate:.0f}/s without (best of 2 each)\n"
         f"bulk append: {args.trail / append_s:.0f} audit rows/s; "
         f"verify: {check.rows} rows in {verify_s:.2f} s"
