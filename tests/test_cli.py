@@ -76,3 +76,30 @@ def test_bad_edge_config_names_the_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "devices.0.sensor" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_audit_verify_and_kpi_from_the_command_line(db_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import make_erp
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        make_erp(conn)
+    ok = _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    kpi = _run(
+        "kpi", "--since", "2026-11-01T00:00:00Z", "--until", "2026-11-22T00:00:00Z",
+        COLDTRAIL_DATABASE_URL=db_url,
+    )  # fmt: skip
+    assert kpi.returncode == 0, kpi.stderr
+    assert json.loads(kpi.stdout)["traceability"]["lots"] == 0
+    with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = 3")
+    broken = _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url)
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["first_broken_id"] == 3
+    naive = _run("kpi", "--since", "2026-11-01", COLDTRAIL_DATABASE_URL=db_url)
+    assert naive.returncode == 2
+    assert "UTC offset" in naive.stderr
