@@ -66,6 +66,7 @@ def register(app: FastAPI, deps: Deps) -> None:
         404: {"description": "a record named does not exist"},
         409: {"description": "a GxP rule or the record's state refuses it; detail says why"},
     }
+    signed = {**refusals, 403: {"description": "the signature was refused"}}
 
     # -------------------------------------------------------------- products and lots
 
@@ -215,7 +216,7 @@ def register(app: FastAPI, deps: Deps) -> None:
     @app.post(
         PREFIX + "/holds/{hold_id}/disposition",
         tags=["holds"],
-        responses={**refusals, 403: {"description": "the signature was refused"}},
+        responses=signed,
     )
     def dispose(hold_id: int, body: models.DispositionIn, conn: Db, user: Qa) -> holds.Hold:
         """Release or reject the lot, signed (21 CFR 11.200: user id and password again)."""
@@ -262,7 +263,7 @@ def register(app: FastAPI, deps: Deps) -> None:
     @app.post(
         PREFIX + "/capa/{capa_id}/advance",
         tags=["capa"],
-        responses={**refusals, 403: {"description": "the signature was refused"}},
+        responses=signed,
     )
     def advance_capa(capa_id: int, body: models.CapaStepIn, conn: Db, user: Qa) -> capa.Capa:
         sig = body.signature

@@ -97,6 +97,16 @@ def _setup(conn: Conn, receiver: Receiver) -> int:
     return register_lot(conn, "logi1", GTIN, "OB1").id
 
 
+def _two_holds(conn: Conn, receiver: Receiver, clock: ManualClock) -> tuple[str, str]:
+    """Two lots put on hold one after the other: the ids of their two events, in order."""
+    lot = _setup(conn, receiver)
+    place_hold(conn, "qa1", lot, "first", clock.now())
+    other = register_lot(conn, "logi1", GTIN, "OB2").id
+    place_hold(conn, "qa1", other, "second", clock.now())
+    first, second = _event_ids(conn)
+    return first, second
+
+
 def _event_ids(conn: Conn) -> list[str]:
     return [str(r[0]) for r in conn.execute("SELECT event_id FROM outbox_events ORDER BY id")]
 
@@ -159,11 +169,7 @@ def test_a_crash_after_sending_sends_again_under_the_same_key(
 def test_a_failing_event_holds_back_the_later_ones(
     conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
 ) -> None:
-    lot = _setup(conn, receiver)
-    place_hold(conn, "qa1", lot, "first", clock.now())
-    other = register_lot(conn, "logi1", GTIN, "OB2").id
-    place_hold(conn, "qa1", other, "second", clock.now())
-    first, second = _event_ids(conn)
+    first, second = _two_holds(conn, receiver, clock)
     receiver.failures[first] = 1
     dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP)
 
@@ -177,11 +183,7 @@ def test_a_failing_event_holds_back_the_later_ones(
 def test_an_event_is_given_up_after_dead_after_and_can_be_retried(
     conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
 ) -> None:
-    lot = _setup(conn, receiver)
-    place_hold(conn, "qa1", lot, "first", clock.now())
-    other = register_lot(conn, "logi1", GTIN, "OB2").id
-    place_hold(conn, "qa1", other, "second", clock.now())
-    first, second = _event_ids(conn)
+    first, second = _two_holds(conn, receiver, clock)
     receiver.failures[first] = 10**6
     dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP, dead_after=timedelta(days=3))
 
