@@ -152,7 +152,7 @@ def get_hold(conn: Conn, hold_id: int) -> Hold:
     row = conn.execute(q.HOLD, {"id": hold_id}).fetchone()
     if row is None:
         raise NotFound(f"no hold {hold_id}")
-    return _hold(conn, row)
+    return _hold(row, signatures.of_record(conn, "hold", hold_id))
 
 
 def find_holds(
@@ -166,21 +166,12 @@ def find_holds(
     rows = conn.execute(
         q.HOLDS, {"state": state, "lot": lot_id, "after": after_id, "limit": limit}
     ).fetchall()
-    return [_hold(conn, r) for r in rows]
+    signed = signatures.of_records(conn, "hold", [r[0] for r in rows])
+    return [_hold(r, signed.get(r[0], [])) for r in rows]
 
 
-def _hold(conn: Conn, row: tuple[Any, ...]) -> Hold:
+def _hold(row: tuple[Any, ...], signed: list[Signature]) -> Hold:
     (hold_id, lot_id, gtin, number, reason, excursion, by, at, state, disposed) = row
     return Hold(
-        hold_id,
-        lot_id,
-        gtin,
-        number,
-        reason,
-        excursion,
-        by,
-        at,
-        state,
-        disposed,
-        tuple(signatures.of_record(conn, "hold", hold_id)),
-    )
+        hold_id, lot_id, gtin, number, reason, excursion, by, at, state, disposed, tuple(signed)
+    )  # fmt: skip

@@ -250,7 +250,7 @@ RETURNING {_SIGNATURE_COLUMNS}
 
 SIGNATURES_OF = f"""
 SELECT {_SIGNATURE_COLUMNS} FROM signatures
-WHERE record_type = %(type)s AND record_id = %(id)s ORDER BY signed_at, id
+WHERE record_type = %(type)s AND record_id = ANY(%(ids)s) ORDER BY record_id, signed_at, id
 """  # noqa: S608 - a constant column list
 
 _HOLD_COLUMNS = """h.id, h.lot_id, l.gtin, l.lot_number, h.reason, h.excursion_id, h.placed_by,

@@ -128,8 +128,16 @@ def add(
 
 
 def of_record(conn: Conn, record_type: str, record_id: int) -> list[Signature]:
-    rows = conn.execute(q.SIGNATURES_OF, {"type": record_type, "id": record_id}).fetchall()
-    return [_signature(r) for r in rows]
+    return of_records(conn, record_type, [record_id]).get(record_id, [])
+
+
+def of_records(conn: Conn, record_type: str, record_ids: list[int]) -> dict[int, list[Signature]]:
+    """The signatures of many records in one query, by record id, each list in signing order."""
+    found: dict[int, list[Signature]] = {}
+    for row in conn.execute(q.SIGNATURES_OF, {"type": record_type, "ids": record_ids}):
+        sig = _signature(row)
+        found.setdefault(sig.record_id, []).append(sig)
+    return found
 
 
 def _signature(row: tuple[Any, ...]) -> Signature:
