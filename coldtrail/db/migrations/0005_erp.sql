@@ -595,6 +595,12 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON outbox_destinations
 
 -- ---------------------------------------------------------------- privileges
 
+-- Ingest makes next months' reading partitions as it goes; the app role may not create
+-- tables, so the function does it with its owner's rights (the partitions then take the
+-- default privileges below: read and append).
+ALTER FUNCTION coldtrail_ensure_partitions(timestamptz, timestamptz)
+    SECURITY DEFINER SET search_path = public, pg_temp;
+
 GRANT USAGE ON SCHEMA public TO coldtrail_app, coldtrail_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO coldtrail_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO coldtrail_app;
