@@ -135,6 +135,21 @@ def cmd_decode_gs1(_: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(decode_gs1(args.text).as_json()))
 
 
+def cmd_mkt(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.rules.mkt import mkt, read_csv
+
+    if args.file is None:
+        times, temps = read_csv(sys.stdin)
+    else:
+        try:
+            with args.file.open(newline="") as f:
+                times, temps = read_csv(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from exc
+    result = mkt(times, temps, delta_h_kj=args.delta_h, max_gap_s=args.max_gap_s)
+    print(f"{result.mkt_c:.2f}")
+
+
 def cmd_api(settings: Settings, _: argparse.Namespace) -> None:
     import uvicorn
 
@@ -234,6 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="recompute the hash chain; exit 1 and name the first broken row if it is broken",
     ).set_defaults(func=cmd_audit_verify)
+
+    mkt = sub.add_parser(
+        "mkt",
+        help="mean kinetic temperature (°C) of a CSV of ts,temperature_c",
+        description="Each value is weighted by the time until the next one, at most "
+        "--max-gap-s (default: twice the median interval), so a gap is not filled in.",
+    )
+    mkt.add_argument("file", type=Path, nargs="?", default=None, help="default: stdin")
+    mkt.add_argument("--delta-h", type=float, default=83.144, help="kJ/mol (USP: 83.144)")
+    mkt.add_argument("--max-gap-s", type=float, default=None)
+    mkt.set_defaults(func=cmd_mkt)
 
     kpi = sub.add_parser("kpi", help="compliance KPIs over a period, as JSON")
     kpi.add_argument("--since", type=_timestamp, default=None, help="default: 30 days back")
