@@ -187,7 +187,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     def excursions(
         conn: Db,
         _: Annotated[User, Depends(allow(ALL_ROLES))],
-        state: Annotated[str, Query(pattern="^(open|closed|all)$")] = "all",
+        state: Annotated[str, Query(pattern="^(open|closed|withdrawn|all)$")] = "all",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[models.Excursion]:
         rows = conn.execute(q.EXCURSIONS, {"state": state, "limit": limit}).fetchall()
@@ -328,4 +328,10 @@ def _excursion(r: tuple[Any, ...]) -> models.Excursion:
         acknowledged_by=r[11],
         acknowledged_at=r[12],
         ack_comment=r[13],
+        state=r[14],
+        late=r[15],
+        duration_s=r[16],
+        degree_minutes=r[17],
+        mkt_c=r[18],
+        revision=r[19],
     )

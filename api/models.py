@@ -82,6 +82,14 @@ class Excursion(BaseModel):
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     ack_comment: str | None
+    state: Literal["open", "closed", "withdrawn"] = Field(
+        description="withdrawn: readings that came later show there was none"
+    )
+    late: bool = Field(description="found well after it began: its readings arrived late")
+    duration_s: float | None = Field(description="start to end, or to the last reading if open")
+    degree_minutes: float | None = Field(description="°C beyond the limit times minutes")
+    mkt_c: float | None = Field(description="mean kinetic temperature over the excursion")
+    revision: int = Field(description="how often later readings changed it")
 
 
 class Acknowledge(BaseModel):

@@ -10,16 +10,16 @@ FROM sensors s
 LEFT JOIN sensor_assignments a ON a.sensor_id = s.id AND a.valid @> %(now)s::timestamptz
 LEFT JOIN locations l ON l.id = a.location_id
 LEFT JOIN sensor_latest sl ON sl.sensor_id = s.id
-LEFT JOIN excursions e ON e.sensor_id = s.id AND e.ended_at IS NULL
+LEFT JOIN excursions e ON e.sensor_id = s.id AND e.state = 'open'
 ORDER BY l.site_id NULLS LAST, l.id NULLS LAST, s.id
 """
 
 EXCURSIONS = """
 SELECT e.id, e.sensor_id, e.location_id, l.name, e.started_at, e.ended_at, e.limit_min_c,
        e.limit_max_c, e.min_c, e.max_c, e.detected_at, e.acknowledged_by, e.acknowledged_at,
-       e.ack_comment
+       e.ack_comment, e.state::text, e.late, e.duration_s, e.degree_minutes, e.mkt_c, e.revision
 FROM excursions e JOIN locations l ON l.id = e.location_id
-WHERE (%(state)s = 'all' OR (%(state)s = 'open') = (e.ended_at IS NULL))
+WHERE (%(state)s = 'all' OR e.state::text = %(state)s)
 ORDER BY e.started_at DESC, e.id DESC
 LIMIT %(limit)s
 """

@@ -8,31 +8,36 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+import numpy as np
 import psycopg
 
+from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import outbox
 from coldtrail.errors import StoreError
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import queries as q
+from coldtrail.rules.judge import Run, Window, find_runs
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "coldtrail_readings"
 
 
-@dataclass
-class OpenExcursion:
-    id: int
-    min_c: float
-    max_c: float
-    ended_at: datetime | None = None
-    end_seq: int | None = None
-    dirty: bool = False
+FIELDS = (
+    "location_id", "started_at", "start_seq", "ended_at", "end_seq", "last_seen_at",
+    "limit_min_c", "limit_max_c", "min_c", "max_c", "duration_s", "degree_minutes", "mkt_c",
+    "readings", "state",
+)  # fmt: skip
+# An excursion confirmed this long before the rules saw it is marked late (an edge backlog).
+LATE_AFTER = timedelta(minutes=5)
+# How far before a sensor's earliest new reading judging starts, beyond the longest alarm
+# delay: enough to take up a run out of range that began just before it.
+LOOKBACK_S = 900.0
 
 
 @dataclass
@@ -41,12 +46,17 @@ class RulesStats:
     readings: int = 0
     opened: int = 0
     closed: int = 0
+    revised: int = 0
+    withdrawn: int = 0
 
 
 class RulesEngine:
-    def __init__(self, database_url: str, *, claim_limit: int = 50) -> None:
+    def __init__(
+        self, database_url: str, *, claim_limit: int = 50, clock: Clock | None = None
+    ) -> None:
         self._url = database_url
         self._claim_limit = claim_limit
+        self._clock = clock or SystemClock()
         self.stats = RulesStats()
 
     def process_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
@@ -59,100 +69,125 @@ class RulesEngine:
                 ]
                 if not batches:
                     return total
-                rows = conn.execute(q.BATCH_READINGS, {"batches": batches}).fetchall()
-                for sensor, readings in groupby(rows, key=lambda r: r[0]):
-                    self._judge(conn, sensor, list(readings))
+                firsts = conn.execute(q.BATCH_SENSORS, {"batches": batches}).fetchall()
+                judged = self.judge_sensors(conn, {s: ts for s, ts in firsts})
                 conn.execute(q.ROLLUP, {"batches": batches})
                 conn.execute(q.FINISH_BATCHES, {"batches": batches})
             total += len(batches)
             self.stats.batches += len(batches)
-            self.stats.readings += len(rows)
+            self.stats.readings += judged
 
-    def _judge(
+    def judge_sensors(
+        self, conn: psycopg.Connection[tuple[Any, ...]], firsts: dict[str, datetime]
+    ) -> int:
+        """Judge each sensor again from a little before its earliest new reading, and bring
+        its recorded excursions in line; returns how many readings were looked at."""
+        if not firsts:
+            return 0
+        sensors = sorted(firsts)
+        conn.execute(q.LOCK_SENSORS, {"sensors": sensors})
+        row = conn.execute(q.MAX_ALARM_DELAY_S).fetchone()
+        lookback = float(row[0] if row else 0) + LOOKBACK_S
+        starts = dict(
+            conn.execute(
+                q.WINDOW_STARTS,
+                {
+                    "sensors": sensors,
+                    "firsts": [firsts[s] for s in sensors],
+                    "lookback_s": lookback,
+                },
+            ).fetchall()
+        )
+        stored: dict[str, list[tuple[Any, ...]]] = {}
+        for sensor, *rest in conn.execute(q.STORED_EXCURSIONS, {"sensors": sensors}):
+            if rest[4] is None or rest[4] >= starts[sensor] or rest[2] >= starts[sensor]:
+                stored.setdefault(sensor, []).append(tuple(rest))
+        rows = conn.execute(
+            q.WINDOW_READINGS, {"sensors": sensors, "froms": [starts[s] for s in sensors]}
+        ).fetchall()
+        now = self._clock.now()
+        for sensor, readings in groupby(rows, key=lambda r: r[0]):
+            window = _window(list(readings))
+            runs = [r for r in find_runs(window) if r.confirmed]
+            self._reconcile(conn, sensor, runs, stored.pop(sensor, []), now)
+        for sensor, left in stored.items():  # recorded, but no reading left in the window
+            self._reconcile(conn, sensor, [], left, now)
+        return len(rows)
+
+    def _reconcile(
         self,
         conn: psycopg.Connection[tuple[Any, ...]],
         sensor: str,
-        readings: list[tuple[Any, ...]],
+        runs: list[Run],
+        stored: list[tuple[Any, ...]],
+        now: datetime,
     ) -> None:
-        conn.execute(q.LOCK_SENSOR, {"sensor": sensor})
-        row = conn.execute(q.OPEN_EXCURSION, {"sensor": sensor}).fetchone()
-        current = OpenExcursion(row[0], row[1], row[2]) if row else None
-        for _, seq, ts, status, temp, location, lo, hi in readings:
-            if status != "ok" or temp is None or location is None or (lo is None and hi is None):
-                continue  # no value, or no range to judge it by: never counts as in range
-            outside = (lo is not None and temp < lo) or (hi is not None and temp > hi)
-            if outside and current is None:
+        """Make the recorded excursions of the window what the readings now say: revise the
+        one a run overlaps, withdraw one no run supports any more, record a new run."""
+        unmatched = list(stored)
+        pairs: list[tuple[Run, tuple[Any, ...] | None]] = []
+        for run in runs:
+            match = next((s for s in unmatched if _overlaps(run, s)), None)
+            if match is not None:
+                unmatched.remove(match)
+            pairs.append((run, match))
+        for gone in unmatched:
+            conn.execute(q.WITHDRAW_EXCURSION, {"id": gone[0], "now": now})
+            self.stats.withdrawn += 1
+            reason = {"reason": "later readings show no excursion here"}
+            self._event(conn, "withdrawn", sensor, gone[0], gone[1], reason, now)
+            log.warning("excursion %d withdrawn: later readings of %s show none", gone[0], sensor)
+        for run, old in sorted(pairs, key=lambda p: p[0].ended_at is None):
+            values = _values(run)
+            if old is None:
+                late = now - (run.started_at + timedelta(seconds=run.delay_s)) > LATE_AFTER
                 new_id = conn.execute(
-                    q.INSERT_EXCURSION,
-                    {
-                        "sensor": sensor,
-                        "location": location,
-                        "ts": ts,
-                        "seq": seq,
-                        "lo": lo,
-                        "hi": hi,
-                        "t": temp,
-                    },
+                    q.INSERT_EXCURSION, {**values, "sensor": sensor, "late": late, "now": now}
                 ).fetchone()[0]  # type: ignore[index]
-                current = OpenExcursion(new_id, temp, temp)
                 self.stats.opened += 1
-                outbox.emit(
-                    conn,
-                    "excursion.opened",
-                    f"location/{location}",
-                    {"excursion": new_id, "sensor": sensor, "location": location,
-                     "started_at": ts.isoformat(), "start_seq": seq, "temperature_c": temp,
-                     "limit_min_c": lo, "limit_max_c": hi},
-                    ts,
-                )  # fmt: skip
                 log.warning(
-                    "excursion %d opened: sensor %s at %s read %.2f °C (range %s..%s)",
-                    new_id,
-                    sensor,
-                    location,
-                    temp,
-                    lo,
-                    hi,
-                )
-            elif outside and current is not None:
-                current.min_c = min(current.min_c, temp)
-                current.max_c = max(current.max_c, temp)
-                current.dirty = True
-            elif current is not None:
-                current.ended_at, current.end_seq, current.dirty = ts, seq, True
-                self._save(conn, current)
-                self.stats.closed += 1
-                outbox.emit(
-                    conn,
-                    "excursion.closed",
-                    f"location/{location}",
-                    {"excursion": current.id, "sensor": sensor, "location": location,
-                     "ended_at": ts.isoformat(), "end_seq": seq, "min_c": current.min_c,
-                     "max_c": current.max_c},
-                    ts,
+                    "excursion %d%s: sensor %s at %s from %s, %.2f..%.2f °C (range %s..%s)",
+                    new_id, " (late)" if late else "", sensor, run.location_id,
+                    run.started_at.isoformat(), run.min_c, run.max_c, run.limit_min_c,
+                    run.limit_max_c,
                 )  # fmt: skip
-                log.info(
-                    "excursion %d closed: sensor %s back in range at %s",
-                    current.id,
-                    sensor,
-                    ts.isoformat(),
-                )
-                current = None
-        if current is not None and current.dirty:
-            self._save(conn, current)
+                self._event(conn, "opened", sensor, new_id, run.location_id,
+                            {**_public(values), "late": late}, run.started_at)  # fmt: skip
+                if run.ended_at is not None:
+                    self.stats.closed += 1
+                    self._event(conn, "closed", sensor, new_id, run.location_id,
+                                _public(values), run.ended_at)  # fmt: skip
+                continue
+            before = dict(zip(("id", *FIELDS), old, strict=True))
+            if all(_same(before[f], values[f]) for f in FIELDS):
+                continue
+            revised = before["state"] == "closed" or before["started_at"] != run.started_at
+            conn.execute(
+                q.UPDATE_EXCURSION, {**values, "id": old[0], "revised": revised, "now": now}
+            )
+            if revised:
+                self.stats.revised += 1
+                self._event(conn, "revised", sensor, old[0], run.location_id,
+                            _public(values), now)  # fmt: skip
+            elif run.ended_at is not None:
+                self.stats.closed += 1
+                log.info("excursion %d closed: %s back in range at %s", old[0], sensor,
+                         run.ended_at.isoformat())  # fmt: skip
+                self._event(conn, "closed", sensor, old[0], run.location_id, _public(values),
+                            run.ended_at)  # fmt: skip
 
     @staticmethod
-    def _save(conn: psycopg.Connection[tuple[Any, ...]], e: OpenExcursion) -> None:
-        conn.execute(
-            q.UPDATE_EXCURSION,
-            {
-                "id": e.id,
-                "min_c": e.min_c,
-                "max_c": e.max_c,
-                "ended_at": e.ended_at,
-                "end_seq": e.end_seq,
-            },
-        )
+    def _event(
+        conn: psycopg.Connection[tuple[Any, ...]],
+        what: str,
+        sensor: str,
+        excursion: int,
+        location: str,
+        data: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        payload = {"excursion": excursion, "sensor": sensor, "location": location, **data}
+        outbox.emit(conn, f"excursion.{what}", f"location/{location}", payload, at)
 
     def run(self, stop: threading.Event) -> None:
         """Process batches as ingest commits them until ``stop`` is set; reconnects by itself."""
@@ -181,3 +216,41 @@ class RulesEngine:
                         pass
         except psycopg.OperationalError as exc:
             raise StoreError(f"rules lost the database: {exc}") from exc
+
+
+def _window(rows: list[tuple[Any, ...]]) -> Window:
+    _, epoch, seq, ok, temp, loc, lo, hi, delay = zip(*rows, strict=True)
+    return Window(
+        epoch_s=np.array(epoch, dtype=float),
+        seq=np.array(seq, dtype=np.int64),
+        ok=np.array(ok, dtype=bool),
+        temp=np.array([np.nan if t is None else t for t in temp], dtype=float),
+        lo=np.array([np.nan if v is None else v for v in lo], dtype=float),
+        hi=np.array([np.nan if v is None else v for v in hi], dtype=float),
+        location=list(loc),
+        delay_s=np.array(delay, dtype=float),
+    )
+
+
+def _overlaps(run: Run, stored: tuple[Any, ...]) -> bool:
+    started, start_seq, ended = stored[2], stored[3], stored[4]
+    if start_seq == run.start_seq and started == run.started_at:
+        return True
+    run_end = run.ended_at or run.last_seen_at
+    return bool(started <= run_end and (ended is None or run.started_at <= ended))
+
+
+def _values(run: Run) -> dict[str, Any]:
+    values = {k: v for k, v in asdict(run).items() if k in FIELDS}
+    values["state"] = "open" if run.ended_at is None else "closed"
+    return values
+
+
+def _public(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return bool(a == b)

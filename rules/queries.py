@@ -8,36 +8,82 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
-# Each reading with the range of the location its sensor was in at the time of measurement.
-BATCH_READINGS = """
-SELECT r.sensor_id, r.seq, r.ts, r.status::text, r.temperature_c,
-       a.location_id, l.temp_min_c, l.temp_max_c
-FROM readings r
+# The earliest new reading of each sensor in the claimed batches: where judging must restart.
+BATCH_SENSORS = """
+SELECT sensor_id, min(ts) FROM readings
+WHERE batch_id = ANY(%(batches)s)
+GROUP BY sensor_id
+ORDER BY sensor_id
+"""
+
+MAX_ALARM_DELAY_S = "SELECT coalesce(max(alarm_delay_s), 0) FROM locations"
+
+# Two rules workers must not judge the same sensor at once.
+LOCK_SENSORS = """
+SELECT pg_advisory_xact_lock(hashtext('coldtrail.rules'), hashtext(s))
+FROM unnest(%(sensors)s::text[]) AS s ORDER BY s
+"""
+
+# Where each sensor's judging window starts: a little before its earliest new reading, and
+# never inside an excursion already recorded (the window then starts where that one did).
+WINDOW_STARTS = """
+SELECT w.sensor_id,
+       least(w.since, (SELECT min(e.started_at) FROM excursions e
+                       WHERE e.sensor_id = w.sensor_id AND e.state <> 'withdrawn'
+                         AND e.started_at <= w.first_ts
+                         AND coalesce(e.ended_at, 'infinity') >= w.since))
+FROM unnest(%(sensors)s::text[], %(firsts)s::timestamptz[]) AS w0(sensor_id, first_ts)
+CROSS JOIN LATERAL (SELECT w0.sensor_id, w0.first_ts,
+                           w0.first_ts - make_interval(secs => %(lookback_s)s) AS since) w
+"""
+
+# Each reading of the windows with the range and alarm delay of the location its sensor was
+# in at the time of measurement.
+WINDOW_READINGS = """
+SELECT r.sensor_id, extract(epoch FROM r.ts)::float8, r.seq,
+       r.status = 'ok' AND r.temperature_c IS NOT NULL, r.temperature_c,
+       a.location_id, l.temp_min_c, l.temp_max_c, coalesce(l.alarm_delay_s, 0)
+FROM unnest(%(sensors)s::text[], %(froms)s::timestamptz[]) AS w(sensor_id, since)
+JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts >= w.since
 LEFT JOIN sensor_assignments a ON a.sensor_id = r.sensor_id AND a.valid @> r.ts
 LEFT JOIN locations l ON l.id = a.location_id
-WHERE r.batch_id = ANY(%(batches)s)
 ORDER BY r.sensor_id, r.ts, r.seq
 """
 
-# Two rules workers must not judge the same sensor at once.
-LOCK_SENSOR = "SELECT pg_advisory_xact_lock(hashtext('coldtrail.rules'), hashtext(%(sensor)s))"
+_EXCURSION_COLUMNS = """id, location_id, started_at, start_seq, ended_at, end_seq, last_seen_at,
+limit_min_c, limit_max_c, min_c, max_c, duration_s, degree_minutes, mkt_c, readings, state::text"""
 
-OPEN_EXCURSION = """
-SELECT id, min_c, max_c FROM excursions
-WHERE sensor_id = %(sensor)s AND ended_at IS NULL
+STORED_EXCURSIONS = f"""
+SELECT sensor_id, {_EXCURSION_COLUMNS} FROM excursions
+WHERE sensor_id = ANY(%(sensors)s) AND state <> 'withdrawn'
+ORDER BY sensor_id, started_at
 FOR UPDATE
-"""
+"""  # noqa: S608 - a constant column list
 
 INSERT_EXCURSION = """
-INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, limit_min_c, limit_max_c,
-                        min_c, max_c)
-VALUES (%(sensor)s, %(location)s, %(ts)s, %(seq)s, %(lo)s, %(hi)s, %(t)s, %(t)s)
+INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, ended_at, end_seq,
+    last_seen_at, limit_min_c, limit_max_c, min_c, max_c, duration_s, degree_minutes, mkt_c,
+    readings, state, late, detected_at)
+VALUES (%(sensor)s, %(location_id)s, %(started_at)s, %(start_seq)s, %(ended_at)s, %(end_seq)s,
+    %(last_seen_at)s, %(limit_min_c)s, %(limit_max_c)s, %(min_c)s, %(max_c)s, %(duration_s)s,
+    %(degree_minutes)s, %(mkt_c)s, %(readings)s, %(state)s, %(late)s, %(now)s)
 RETURNING id
 """
 
 UPDATE_EXCURSION = """
-UPDATE excursions SET min_c = %(min_c)s, max_c = %(max_c)s, ended_at = %(ended_at)s,
-                      end_seq = %(end_seq)s
+UPDATE excursions SET location_id = %(location_id)s, started_at = %(started_at)s,
+    start_seq = %(start_seq)s, ended_at = %(ended_at)s, end_seq = %(end_seq)s,
+    last_seen_at = %(last_seen_at)s, limit_min_c = %(limit_min_c)s,
+    limit_max_c = %(limit_max_c)s, min_c = %(min_c)s, max_c = %(max_c)s,
+    duration_s = %(duration_s)s, degree_minutes = %(degree_minutes)s, mkt_c = %(mkt_c)s,
+    readings = %(readings)s, state = %(state)s,
+    revision = revision + %(revised)s::int,
+    revised_at = CASE WHEN %(revised)s THEN %(now)s ELSE revised_at END
+WHERE id = %(id)s
+"""
+
+WITHDRAW_EXCURSION = """
+UPDATE excursions SET state = 'withdrawn', revision = revision + 1, revised_at = %(now)s
 WHERE id = %(id)s
 """
 
