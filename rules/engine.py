@@ -108,7 +108,7 @@ class RulesEngine:
         now = self._clock.now()
         for sensor, readings in groupby(rows, key=lambda r: r[0]):
             window = _window(list(readings))
-            runs = [r for r in find_runs(window) if r.confirmed]
+            runs = find_runs(window, confirmed_only=True)
             self._reconcile(conn, sensor, runs, stored.pop(sensor, []), now)
         for sensor, left in stored.items():  # recorded, but no reading left in the window
             self._reconcile(conn, sensor, [], left, now)

@@ -62,8 +62,9 @@ def _opt(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def find_runs(w: Window) -> list[Run]:
-    """Every run out of range in the window, confirmed or not."""
+def find_runs(w: Window, *, confirmed_only: bool = False) -> list[Run]:
+    """Every run out of range in the window (only those past their alarm delay, if asked:
+    the cheap test comes before the measures are worked out)."""
     n = w.epoch_s.size
     if n == 0:
         return []
@@ -73,17 +74,28 @@ def find_runs(w: Window) -> list[Run]:
     has_range = ~(np.isnan(w.lo) & np.isnan(w.hi))
     out = below | above
     inside = w.ok & has_range & ~out
+    codes: dict[str | None, int] = {}
+    loc = np.fromiter((codes.setdefault(x, len(codes)) for x in w.location), np.int64, n)
+    segment_start = np.r_[True, loc[1:] != loc[:-1]]
+    segment = np.cumsum(segment_start)
+    # A run starts at an out-of-range reading whose previous decisive reading in the same
+    # location was not out of range; it ends at the next in-range reading, or where the
+    # sensor moved to another location, whichever comes first.
+    decisive = np.flatnonzero(out | inside)
+    d_out = out[decisive]
+    same_place = np.r_[False, segment[decisive[1:]] == segment[decisive[:-1]]]
+    previous_out = np.r_[False, d_out[:-1]] & same_place
+    starts = decisive[d_out & ~previous_out]
+    enders = np.union1d(np.flatnonzero(inside), np.flatnonzero(segment_start)[1:])
+    at = np.searchsorted(enders, starts, side="right")
     runs: list[Run] = []
-    start: int | None = None
-    for i in range(n):
-        moved = start is not None and w.location[i] != w.location[start]
-        if start is not None and (inside[i] or moved):
-            runs.append(_run(w, out, start, i, i))
-            start = None
-        if start is None and out[i]:
-            start = i
-    if start is not None:
-        runs.append(_run(w, out, start, n, None))
+    for s, k in zip(starts.tolist(), at.tolist(), strict=True):
+        end = int(enders[k]) if k < enders.size else None
+        if confirmed_only:
+            finish = w.epoch_s[end if end is not None else n - 1]
+            if finish - w.epoch_s[s] < w.delay_s[s]:
+                continue
+        runs.append(_run(w, out, s, end if end is not None else n, end))
     return runs
 
 
