@@ -21,6 +21,7 @@ from coldtrail.erp import outbox
 from coldtrail.errors import StoreError
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import queries as q
+from coldtrail.rules.impact import hold_affected_lots
 from coldtrail.rules.judge import Run, Window, find_runs
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class RulesEngine:
                 )  # fmt: skip
                 self._event(conn, "opened", sensor, new_id, run.location_id,
                             {**_public(values), "late": late}, run.started_at)  # fmt: skip
+                hold_affected_lots(conn, new_id, now)
                 if run.ended_at is not None:
                     self.stats.closed += 1
                     self._event(conn, "closed", sensor, new_id, run.location_id,
@@ -165,6 +167,7 @@ class RulesEngine:
             conn.execute(
                 q.UPDATE_EXCURSION, {**values, "id": old[0], "revised": revised, "now": now}
             )
+            hold_affected_lots(conn, old[0], now)  # it may have lasted longer, touched more
             if revised:
                 self.stats.revised += 1
                 self._event(conn, "revised", sensor, old[0], run.location_id,

@@ -1,0 +1,66 @@
+"""An excursion holds exactly the lots that were in its place while it lasted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from coldtrail.clock import ManualClock
+from coldtrail.erp.holds import find_holds
+from coldtrail.erp.movements import create_shipment, depart, record_movement
+from coldtrail.erp.products import get_lot, register_lot
+from coldtrail.rules.engine import RulesEngine
+from tests.conftest import GTIN, T0, make_erp
+from tests.test_rules_event_time import _store
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+H = timedelta(hours=1)
+
+
+def test_an_excursion_in_the_truck_holds_only_the_lots_in_the_truck_then(
+    conn: Conn, db_url: str, clock: ManualClock
+) -> None:
+    make_erp(conn)  # S1 in cold room CR, S2 in truck compartment TC, both 2-8 °C
+    conn.execute("UPDATE locations SET alarm_delay_s = 300")
+
+    def lot(number: str) -> int:
+        lot_id = register_lot(conn, "logi1", GTIN, number).id
+        record_movement(conn, "logi1", lot_id, "receiving", 10, T0, to_location="CR")
+        return lot_id
+
+    on_truck, stayed, later = lot("A"), lot("B"), lot("C")
+    for ship in ("SH1", "SH2"):
+        create_shipment(conn, "logi1", ship, "TRK", "s1", "Clinic")
+    record_movement(conn, "logi1", on_truck, "loading", 10, T0 + H, from_location="CR",
+                    to_location="TC", shipment_id="SH1")  # fmt: skip
+    depart(conn, "logi1", "SH1", T0 + 1.2 * H)
+    # Delivered after the excursion: it moved on, and is held all the same.
+    record_movement(conn, "logi1", on_truck, "delivery", 10, T0 + 3 * H, from_location="TC",
+                    shipment_id="SH1")  # fmt: skip
+    record_movement(conn, "logi1", later, "loading", 10, T0 + 4 * H, from_location="CR",
+                    to_location="TC", shipment_id="SH2")  # fmt: skip
+
+    every_5_min = range(0, 6 * 60, 5)
+    _store(conn, "S1", [(m, 5.0) for m in every_5_min])
+    _store(conn, "S2", [(m, 12.0 if 120 <= m < 150 else 5.0) for m in every_5_min])
+    clock.advance(6 * 3600)
+    engine = RulesEngine(db_url, clock=clock)
+    engine.process_pending(conn)
+
+    [exc] = conn.execute("SELECT id, location_id FROM excursions").fetchall()
+    assert exc[1] == "TC"
+    holds = find_holds(conn, state="open")
+    assert [(h.lot_id, h.excursion_id, h.placed_by) for h in holds] == [
+        (on_truck, exc[0], "system:rules")
+    ]
+    assert "excursion" in holds[0].reason
+    assert [get_lot(conn, x).status for x in (on_truck, stayed, later)] == [
+        "quarantined", "available", "available",
+    ]  # fmt: skip
+    # Judging again holds nobody twice.
+    engine.judge_sensors(conn, {"S2": T0})
+    assert len(find_holds(conn)) == 1
+    kinds = [r[0] for r in conn.execute("SELECT kind FROM outbox_events ORDER BY id")]
+    assert kinds == ["excursion.opened", "hold.placed", "excursion.closed"]
