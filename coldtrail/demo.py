@@ -372,7 +372,8 @@ async def run_demo(
         'print(json.load(sys.stdin)["access_token"])\')\n'
         f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
         f"  Edge configs: {', '.join(str(p) for p in configs)}\n"
-        "  The truck's front compartment leaves 2-8 °C about 90 s from now. Ctrl-C stops.\n",
+        "  The truck's front compartment leaves 2-8 °C about 90 s from now, and the insulin\n"
+        f"  lots aboard go on hold: {base}/api/v1/holds. Ctrl-C stops.\n",
         flush=True,
     )
 
