@@ -19,13 +19,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from coldtrail import db
+from bench._db import drop_database, make_database
 from coldtrail.erp import audit
 from coldtrail.erp.products import Product, Profile, register_lot, upsert_product, upsert_profile
 
-PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 GTIN = "09501101530003"
 
 
@@ -69,11 +67,8 @@ def main() -> None:
     p.add_argument("--writers", type=int, default=2)
     args = p.parse_args()
     name = f"bench_audit_{os.getpid()}"
-    with psycopg.connect(PG, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
+    url = make_database(name)
     try:
-        db.upgrade(url)
         with psycopg.connect(url, autocommit=True) as conn:
             upsert_profile(conn, "bench", Profile("2-8", "2-8 °C", 2.0, 8.0))
             upsert_product(conn, "bench", Product(GTIN, "Bench product", "2-8"))
@@ -100,10 +95,7 @@ def main() -> None:
             verify_s = time.perf_counter() - start
         assert check.ok, check.reason
     finally:
-        with psycopg.connect(PG, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
     ours_rate, ref_rate = max(ours), max(reference)
     print(
         f"lot registrations, {args.writers} writers: {ours_rate:.0f}/s with the audit trail, "

@@ -21,35 +21,16 @@ from multiprocessing.synchronize import Event
 
 import numpy as np
 import psycopg
-from psycopg import sql
 
-from coldtrail import db, mqtt
+from bench._db import drop_database, make_database
+from coldtrail import mqtt
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
 from coldtrail.settings import MqttEndpoint
 
-PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT = os.environ.get("COLDTRAIL_BENCH_MQTT", "mqtt://127.0.0.1:1883")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BROKER_BACKLOG = 400
-
-
-def _database(name: str) -> str:
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
-    db.upgrade(url)
-    return url
-
-
-def _drop(name: str) -> None:
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def _register(url: str, sensors: int) -> None:
@@ -215,14 +196,14 @@ def main() -> None:
     tag = f"{os.getpid()}"
     ref_db, our_db = f"bench_ref_{tag}", f"bench_ours_{tag}"
     try:
-        ref_url, our_url = _database(ref_db), _database(our_db)
+        ref_url, our_url = make_database(ref_db), make_database(our_db)
         _register(ref_url, args.sensors)
         _register(our_url, args.sensors)
         ref_s = raw_copy(ref_url, readings)
         our_s, worker = ours(our_url, readings, args.per_message)
     finally:
-        _drop(ref_db)
-        _drop(our_db)
+        drop_database(ref_db)
+        drop_database(our_db)
     ref_rate, our_rate = args.readings / ref_s, args.readings / our_s
     print(f"raw COPY: {args.readings} rows in {ref_s:.2f} s")
     print(

@@ -20,7 +20,8 @@ from datetime import timedelta
 import numpy as np
 import psycopg
 
-from bench.ingest import MQTT, T0, Pace, _database, _drop, _register, fleet
+from bench._db import drop_database, make_database
+from bench.ingest import MQTT, T0, Pace, _register, fleet
 from coldtrail import mqtt
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
@@ -51,7 +52,7 @@ def main() -> None:
     messages = int(args.rate * args.seconds / args.per_message)
     payloads = [_payload(n, args.per_message) for n in range(messages)]
     name = f"bench_latency_{uuid.uuid4().hex[:6]}"
-    url = _database(name)
+    url = make_database(name)
     try:
         _register(url, SENSORS)
         root = f"bench{uuid.uuid4().hex[:8]}"
@@ -89,7 +90,7 @@ def main() -> None:
                 " FROM readings r JOIN ingest_batches b ON b.id = r.batch_id"
             ).fetchall()
     finally:
-        _drop(name)
+        drop_database(name)
     committed = np.zeros(messages)
     for sensor, seq, at in rows:
         i = (seq - 1) * SENSORS + int(sensor[1:])

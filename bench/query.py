@@ -19,12 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from coldtrail import db
+from bench._db import drop_database, make_database
 from coldtrail.api import queries as api_q
 
-PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 SERIES = """
@@ -92,11 +90,8 @@ def main() -> None:
     p.add_argument("--background", type=int, default=500_000)
     args = p.parse_args()
     name = f"bench_query_{os.getpid()}"
-    with psycopg.connect(PG, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
+    url = make_database(name)
     try:
-        db.upgrade(url)
         _fill(url, args.sensors, args.background)
         with psycopg.connect(url) as conn:
             live_ms, live_rows = _timed(conn, api_q.LIVE, {"now": NOW})
@@ -116,10 +111,7 @@ def main() -> None:
                 {"sensor": "S00000", "start": NOW - timedelta(days=30), "end": NOW + timedelta(1)},
             )
     finally:
-        with psycopg.connect(PG, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
     print(
         f"live view, {live_rows} sensors: median {live_ms:.1f} ms in the client, "
         f"{live_db:.1f} ms in the database ({small_rows} sensors: {small_ms:.1f} ms)"

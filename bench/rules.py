@@ -18,15 +18,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
 import psycopg
-from psycopg import sql
 
-from coldtrail import db
+from bench._db import drop_database, make_database
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_site
 from coldtrail.rules import queries as q
 from coldtrail.rules.engine import RulesEngine, _window
 from coldtrail.rules.judge import find_runs
 
-PG = os.environ.get("COLDTRAIL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
@@ -60,11 +58,8 @@ def main() -> None:
     p.add_argument("--minutes", type=int, default=1440)
     args = p.parse_args()
     name = f"bench_rules_{os.getpid()}"
-    with psycopg.connect(PG, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(PG, dbname=name)
+    url = make_database(name)
     try:
-        db.upgrade(url)
         _fill(url, args.sensors, args.minutes)
         sensors = [f"S{i:04d}" for i in range(args.sensors)]
         with psycopg.connect(url) as conn:
@@ -86,10 +81,7 @@ def main() -> None:
             full_s = time.perf_counter() - start
             recorded = conn.execute("SELECT count(*) FROM excursions").fetchone()
     finally:
-        with psycopg.connect(PG, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
     n = len(rows)
     print(
         f"{n} readings of {args.sensors} sensors: fetch {fetch_s:.2f} s, judging alone "
