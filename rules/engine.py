@@ -13,16 +13,20 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import outbox
 from coldtrail.errors import StoreError
 from coldtrail.retry import Backoff, retry_call
+from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
-from coldtrail.rules.impact import hold_affected_lots
-from coldtrail.rules.judge import Run, Window, find_runs
+from coldtrail.rules.conditions import Condition, Limits, find_conditions
+from coldtrail.rules.impact import CapaPolicy
+from coldtrail.rules.judge import Run, find_runs
+from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
+from coldtrail.rules.notifiers import Notifier
+from coldtrail.rules.ranges import build, spans_by_location
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,6 @@ FIELDS = (
     "limit_min_c", "limit_max_c", "min_c", "max_c", "duration_s", "degree_minutes", "mkt_c",
     "readings", "state",
 )  # fmt: skip
-# An excursion confirmed this long before the rules saw it is marked late (an edge backlog).
-LATE_AFTER = timedelta(minutes=5)
 # How far before a sensor's earliest new reading judging starts, beyond the longest alarm
 # delay: enough to take up a run out of range that began just before it.
 LOOKBACK_S = 900.0
@@ -49,16 +51,42 @@ class RulesStats:
     closed: int = 0
     revised: int = 0
     withdrawn: int = 0
+    alarms: int = 0
+    notices: int = 0
 
 
 class RulesEngine:
     def __init__(
-        self, database_url: str, *, claim_limit: int = 50, clock: Clock | None = None
+        self,
+        database_url: str,
+        *,
+        claim_limit: int = 50,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+        capa: CapaPolicy | None = None,
+        notifiers: dict[str, Notifier] | None = None,
+        timers_every_s: float = 30.0,
     ) -> None:
         self._url = database_url
         self._claim_limit = claim_limit
         self._clock = clock or SystemClock()
+        self._limits = limits or Limits()
+        self._capa = capa or CapaPolicy()
+        self.desk = alarms.AlarmDesk(notifiers or {}, self._clock)
+        self._timers_every_s = timers_every_s
+        self._timers_due: datetime | None = None
         self.stats = RulesStats()
+
+    def tick(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """One pass of the worker: judge what ingest committed, check the timers when due,
+        call the contacts of alarms now due."""
+        self.process_pending(conn)
+        now = self._clock.now()
+        if self._timers_due is None or now >= self._timers_due:
+            with conn.transaction():
+                self.stats.alarms += alarms.check_timers(conn, now, self._limits)
+            self._timers_due = now + timedelta(seconds=self._timers_every_s)
+        self.stats.notices += self.desk.tick(conn)
 
     def process_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
         """Judge every batch committed so far; returns how many batches it took."""
@@ -106,14 +134,70 @@ class RulesEngine:
         rows = conn.execute(
             q.WINDOW_READINGS, {"sensors": sensors, "froms": [starts[s] for s in sensors]}
         ).fetchall()
+        places = sorted({r[5] for r in rows if r[5] is not None})
+        spans = spans_by_location(
+            conn.execute(q.PRODUCT_RANGES, {"locations": places, "since": min(starts.values())})
+        )
         now = self._clock.now()
+        touched: dict[str, datetime] = {}
+        found: list[Condition] = []
         for sensor, readings in groupby(rows, key=lambda r: r[0]):
-            window = _window(list(readings))
-            runs = find_runs(window, confirmed_only=True)
-            self._reconcile(conn, sensor, runs, stored.pop(sensor, []), now)
+            data = build(sensor, list(readings), spans)
+            runs = find_runs(data.temperature, confirmed_only=True)
+            self._reconcile(conn, sensor, runs, stored.pop(sensor, []), now, touched)
+            found.extend(find_conditions(data, self._limits))
         for sensor, left in stored.items():  # recorded, but no reading left in the window
-            self._reconcile(conn, sensor, [], left, now)
+            self._reconcile(conn, sensor, [], left, now, touched)
+        for place, since in sorted(touched.items()):
+            for outcome in regroup(conn, place, since, now):
+                self._follow(conn, outcome, now)
+        for condition in found:
+            self.stats.alarms += alarms.upsert(conn, condition, now) is not None
         return len(rows)
+
+    def _follow(
+        self, conn: psycopg.Connection[tuple[Any, ...]], outcome: Outcome, now: datetime
+    ) -> None:
+        """What a location excursion's change sets off: its event, its alarm, its impact."""
+        s = outcome.summary
+        data = {
+            "location_excursion": outcome.id, "state": s.state, "late": outcome.late,
+            "sensors": s.sensors, "started_at": s.started_at.isoformat(),
+            "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+            "last_seen_at": s.last_seen_at.isoformat(), "limit_min_c": s.limit_min_c,
+            "limit_max_c": s.limit_max_c, "min_c": s.min_c, "max_c": s.max_c,
+            "duration_s": s.duration_s, "degree_minutes": s.degree_minutes, "mkt_c": s.mkt_c,
+        }  # fmt: skip
+        changes = [outcome.change]
+        if outcome.change == "opened" and s.ended_at is not None:
+            changes.append("closed")  # found whole: it began and ended before anyone saw it
+        payload = {"excursion": outcome.id, "location": outcome.location_id, **data}
+        for change in changes:
+            if change == "extended":
+                continue
+            at = {"opened": s.started_at, "closed": s.ended_at}.get(change) or now
+            outbox.emit(conn, f"excursion.{change}", f"location/{outcome.location_id}", payload, at)
+        if outcome.change == "withdrawn":
+            for (alarm_id,) in conn.execute(
+                "SELECT id FROM alarms WHERE location_excursion_id = %s", (outcome.id,)
+            ).fetchall():
+                alarms.end(conn, alarm_id, now, now)
+            log.warning("location excursion %d withdrawn: later readings show none", outcome.id)
+            return
+        limits = f"{_n(s.limit_min_c)}..{_n(s.limit_max_c)} °C"
+        alarms.upsert(
+            conn,
+            Condition(
+                "excursion", "", outcome.location_id, s.started_at, s.ended_at,
+                f"{outcome.location_id} out of range: {s.min_c:.1f}..{s.max_c:.1f} °C "
+                f"(allowed {limits}) since {s.started_at.isoformat()}"
+                + (" (found late)" if outcome.late else ""),
+                data,
+            ),
+            now,
+            location_excursion=outcome.id,
+        )  # fmt: skip
+        impact.apply(conn, outcome.id, now, self._capa, revised=outcome.change == "revised")
 
     def _reconcile(
         self,
@@ -122,6 +206,7 @@ class RulesEngine:
         runs: list[Run],
         stored: list[tuple[Any, ...]],
         now: datetime,
+        touched: dict[str, datetime],
     ) -> None:
         """Make the recorded excursions of the window what the readings now say: revise the
         one a run overlaps, withdraw one no run supports any more, record a new run."""
@@ -135,8 +220,7 @@ class RulesEngine:
         for gone in unmatched:
             conn.execute(q.WITHDRAW_EXCURSION, {"id": gone[0], "now": now})
             self.stats.withdrawn += 1
-            reason = {"reason": "later readings show no excursion here"}
-            self._event(conn, "withdrawn", sensor, gone[0], gone[1], reason, now)
+            _touch(touched, gone[1], gone[2])
             log.warning("excursion %d withdrawn: later readings of %s show none", gone[0], sensor)
         for run, old in sorted(pairs, key=lambda p: p[0].ended_at is None):
             values = _values(run)
@@ -152,13 +236,9 @@ class RulesEngine:
                     run.started_at.isoformat(), run.min_c, run.max_c, run.limit_min_c,
                     run.limit_max_c,
                 )  # fmt: skip
-                self._event(conn, "opened", sensor, new_id, run.location_id,
-                            {**_public(values), "late": late}, run.started_at)  # fmt: skip
-                hold_affected_lots(conn, new_id, now)
+                _touch(touched, run.location_id, run.started_at)
                 if run.ended_at is not None:
                     self.stats.closed += 1
-                    self._event(conn, "closed", sensor, new_id, run.location_id,
-                                _public(values), run.ended_at)  # fmt: skip
                 continue
             before = dict(zip(("id", *FIELDS), old, strict=True))
             if all(_same(before[f], values[f]) for f in FIELDS):
@@ -167,30 +247,14 @@ class RulesEngine:
             conn.execute(
                 q.UPDATE_EXCURSION, {**values, "id": old[0], "revised": revised, "now": now}
             )
-            hold_affected_lots(conn, old[0], now)  # it may have lasted longer, touched more
+            _touch(touched, before["location_id"], min(before["started_at"], run.started_at))
+            _touch(touched, run.location_id, run.started_at)
             if revised:
                 self.stats.revised += 1
-                self._event(conn, "revised", sensor, old[0], run.location_id,
-                            _public(values), now)  # fmt: skip
             elif run.ended_at is not None:
                 self.stats.closed += 1
                 log.info("excursion %d closed: %s back in range at %s", old[0], sensor,
                          run.ended_at.isoformat())  # fmt: skip
-                self._event(conn, "closed", sensor, old[0], run.location_id, _public(values),
-                            run.ended_at)  # fmt: skip
-
-    @staticmethod
-    def _event(
-        conn: psycopg.Connection[tuple[Any, ...]],
-        what: str,
-        sensor: str,
-        excursion: int,
-        location: str,
-        data: dict[str, Any],
-        at: datetime,
-    ) -> None:
-        payload = {"excursion": excursion, "sensor": sensor, "location": location, **data}
-        outbox.emit(conn, f"excursion.{what}", f"location/{location}", payload, at)
 
     def run(self, stop: threading.Event) -> None:
         """Process batches as ingest commits them until ``stop`` is set; reconnects by itself."""
@@ -212,27 +276,13 @@ class RulesEngine:
             ):
                 listener.execute(f"LISTEN {CHANNEL}")
                 while not stop.is_set():
-                    self.process_pending(conn)
+                    self.tick(conn)
                     # A notification only wakes us; the claim query finds what is pending.
                     # The short timeout bounds both a lost notification and a stop request.
                     for _ in listener.notifies(timeout=0.5, stop_after=1):
                         pass
         except psycopg.OperationalError as exc:
             raise StoreError(f"rules lost the database: {exc}") from exc
-
-
-def _window(rows: list[tuple[Any, ...]]) -> Window:
-    _, epoch, seq, ok, temp, loc, lo, hi, delay = zip(*rows, strict=True)
-    return Window(
-        epoch_s=np.array(epoch, dtype=float),
-        seq=np.array(seq, dtype=np.int64),
-        ok=np.array(ok, dtype=bool),
-        temp=np.array([np.nan if t is None else t for t in temp], dtype=float),
-        lo=np.array([np.nan if v is None else v for v in lo], dtype=float),
-        hi=np.array([np.nan if v is None else v for v in hi], dtype=float),
-        location=list(loc),
-        delay_s=np.array(delay, dtype=float),
-    )
 
 
 def _overlaps(run: Run, stored: tuple[Any, ...]) -> bool:
@@ -249,8 +299,12 @@ def _values(run: Run) -> dict[str, Any]:
     return values
 
 
-def _public(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+def _touch(touched: dict[str, datetime], place: str, since: datetime) -> None:
+    touched[place] = min(since, touched.get(place, since))
+
+
+def _n(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -16,7 +16,10 @@ GROUP BY sensor_id
 ORDER BY sensor_id
 """
 
-MAX_ALARM_DELAY_S = "SELECT coalesce(max(alarm_delay_s), 0) FROM locations"
+MAX_ALARM_DELAY_S = """
+SELECT greatest((SELECT coalesce(max(alarm_delay_s), 0) FROM locations),
+                (SELECT coalesce(max(alarm_delay_s), 0) FROM temperature_profiles))
+"""
 
 # Two rules workers must not judge the same sensor at once.
 LOCK_SENSORS = """
@@ -37,17 +40,36 @@ CROSS JOIN LATERAL (SELECT w0.sensor_id, w0.first_ts,
                            w0.first_ts - make_interval(secs => %(lookback_s)s) AS since) w
 """
 
-# Each reading of the windows with the range and alarm delay of the location its sensor was
-# in at the time of measurement.
+# Each reading of the windows with the place its sensor was in at the time of measurement,
+# and that place's own range and alarm delay (the products stored there may narrow them).
 WINDOW_READINGS = """
 SELECT r.sensor_id, extract(epoch FROM r.ts)::float8, r.seq,
        r.status = 'ok' AND r.temperature_c IS NOT NULL, r.temperature_c,
-       a.location_id, l.temp_min_c, l.temp_max_c, coalesce(l.alarm_delay_s, 0)
+       a.location_id, l.temp_min_c, l.temp_max_c, coalesce(l.alarm_delay_s, 0),
+       r.status = 'ok', r.humidity_pct, r.battery_pct, l.kind::text, l.rh_min_pct, l.rh_max_pct
 FROM unnest(%(sensors)s::text[], %(froms)s::timestamptz[]) AS w(sensor_id, since)
 JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts >= w.since
 LEFT JOIN sensor_assignments a ON a.sensor_id = r.sensor_id AND a.valid @> r.ts
 LEFT JOIN locations l ON l.id = a.location_id
 ORDER BY r.sensor_id, r.ts, r.seq
+"""
+
+# The profiles of the products stored in these places since a time, each with the spans
+# (merged over its lots) it was there: a place's range is the strictest of them.
+PRODUCT_RANGES = """
+SELECT x.location_id, extract(epoch FROM lower(span))::float8,
+       coalesce(extract(epoch FROM upper(span))::float8, 'Infinity'::float8),
+       x.temp_min_c, x.temp_max_c, x.alarm_delay_s, x.rh_min_pct, x.rh_max_pct
+FROM (SELECT s.location_id, p.id, p.temp_min_c, p.temp_max_c, p.alarm_delay_s, p.rh_min_pct,
+             p.rh_max_pct, range_agg(s.during) AS spans
+      FROM lot_stays s
+      JOIN lots lo ON lo.id = s.lot_id
+      JOIN products pr ON pr.gtin = lo.gtin
+      JOIN temperature_profiles p ON p.id = pr.profile_id
+      WHERE s.location_id = ANY(%(locations)s) AND s.during && tstzrange(%(since)s, NULL)
+      GROUP BY 1, 2, 3, 4, 5, 6, 7) x
+CROSS JOIN LATERAL unnest(x.spans) AS span
+ORDER BY 1, 2
 """
 
 _EXCURSION_COLUMNS = """id, location_id, started_at, start_seq, ended_at, end_seq, last_seen_at,

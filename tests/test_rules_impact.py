@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
 from coldtrail.clock import ManualClock
+from coldtrail.erp.capa import evidence_content, get_capa
 from coldtrail.erp.holds import find_holds
 from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.products import get_lot, register_lot
 from coldtrail.rules.engine import RulesEngine
+from coldtrail.rules.impact import Budget, CapaPolicy, lot_budget
 from tests.conftest import GTIN, T0, make_erp
 from tests.test_rules_event_time import _store
 
@@ -46,10 +50,10 @@ def test_an_excursion_in_the_truck_holds_only_the_lots_in_the_truck_then(
     _store(conn, "S1", [(m, 5.0) for m in every_5_min])
     _store(conn, "S2", [(m, 12.0 if 120 <= m < 150 else 5.0) for m in every_5_min])
     clock.advance(6 * 3600)
-    engine = RulesEngine(db_url, clock=clock)
+    engine = RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1"))
     engine.process_pending(conn)
 
-    [exc] = conn.execute("SELECT id, location_id FROM excursions").fetchall()
+    [exc] = conn.execute("SELECT id, location_id FROM location_excursions").fetchall()
     assert exc[1] == "TC"
     holds = find_holds(conn, state="open")
     assert [(h.lot_id, h.excursion_id, h.placed_by) for h in holds] == [
@@ -59,8 +63,31 @@ def test_an_excursion_in_the_truck_holds_only_the_lots_in_the_truck_then(
     assert [get_lot(conn, x).status for x in (on_truck, stayed, later)] == [
         "quarantined", "available", "available",
     ]  # fmt: skip
-    # Judging again holds nobody twice.
+    # Exposed 30 minutes, on shipment SH1, charged to the lot's stability budget.
+    assert conn.execute(
+        "SELECT lot_id, shipment_id, minutes FROM excursion_impacts"
+    ).fetchall() == [(on_truck, "SH1", 30.0)]
+    assert lot_budget(conn, on_truck) == Budget(120, 30.0, None)
+    # One CAPA to investigate it, linked to all of it, with the readings attached.
+    [capa_id] = [r[0] for r in conn.execute("SELECT capa_id FROM location_excursions")]
+    capa = get_capa(conn, capa_id)
+    assert set(capa.links) == {
+        ("excursion", str(exc[0])), ("lot", str(on_truck)), ("hold", str(holds[0].id)),
+        ("shipment", "SH1"),
+    }  # fmt: skip
+    [evidence] = capa.evidence
+    _, content = evidence_content(conn, capa_id, evidence.id)
+    rows = list(csv.DictReader(io.StringIO(content.decode())))
+    # The six readings out of range, with those of 15 minutes either side.
+    temps = [float(r["temperature_c"]) for r in rows if r["sensor"] == "S2"]
+    assert temps == [5.0] * 3 + [12.0] * 6 + [5.0] * 4
+    # Judging again raises nothing twice.
     engine.judge_sensors(conn, {"S2": T0})
     assert len(find_holds(conn)) == 1
-    kinds = [r[0] for r in conn.execute("SELECT kind FROM outbox_events ORDER BY id")]
-    assert kinds == ["excursion.opened", "hold.placed", "excursion.closed"]
+    kinds = [
+        r[0]
+        for r in conn.execute(
+            "SELECT kind FROM outbox_events WHERE kind NOT LIKE 'alarm.%' ORDER BY id"
+        )
+    ]
+    assert kinds == ["excursion.opened", "excursion.closed", "hold.placed", "capa.opened"]

@@ -1,0 +1,203 @@
+"""Conditions other than a temperature excursion, found in one sensor's window (numpy).
+
+Each is a span of measurement time with a start and, once over, an end: humidity out of
+range, the logger not answering (unavailable: power or link down at the logger), records
+further apart than GSP allows, temperature changing fast (a door left open), battery low.
+The silent sensor and the overdue calibration need no readings: ``timers`` finds those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from coldtrail.rules.judge import find_runs
+from coldtrail.rules.ranges import SensorData
+
+TRANSPORT = ("vehicle", "compartment")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds of the conditions; the GSP record intervals are from DOMAIN.md."""
+
+    storage_interval_s: float = 30 * 60
+    transport_interval_s: float = 5 * 60
+    out_of_range_interval_s: float = 2 * 60
+    rapid_change_c_per_min: float = 1.0
+    # Two readings further apart than this say nothing about how fast it changed.
+    rapid_change_span_s: float = 15 * 60
+    battery_low_pct: float = 15.0
+    unavailable_after_s: float = 120.0
+    offline_after_s: float = 10 * 60
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: str
+    sensor: str
+    location: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.sensor}:{self.started_at.isoformat()}"
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def find_conditions(data: SensorData, limits: Limits) -> list[Condition]:
+    if data.epoch_s.size == 0:
+        return []
+    return [
+        *_humidity(data),
+        *_unavailable(data, limits),
+        *_record_interval(data, limits),
+        *_rapid_change(data, limits),
+        *_battery(data, limits),
+    ]
+
+
+def _humidity(data: SensorData) -> list[Condition]:
+    found = []
+    for run in find_runs(data.humidity, confirmed_only=True):
+        allowed = f"{_n(run.limit_min_c)}..{_n(run.limit_max_c)} %RH"
+        found.append(
+            Condition(
+                "humidity",
+                data.sensor,
+                run.location_id,
+                run.started_at,
+                run.ended_at,
+                f"humidity {run.min_c:.0f}..{run.max_c:.0f} %RH, allowed {allowed}",
+                {
+                    "min_pct": run.min_c,
+                    "max_pct": run.max_c,
+                    "limit_min_pct": run.limit_min_c,
+                    "limit_max_pct": run.limit_max_c,
+                    "duration_s": run.duration_s,
+                },
+            )
+        )
+    return found
+
+
+def _spans(flag: np.ndarray) -> list[tuple[int, int | None]]:
+    """(first index, index of the first reading after it that is not flagged, or None)."""
+    edges = np.diff(np.r_[0, flag.astype(np.int8), 0])
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    n = flag.size
+    return [(int(s), int(e) if e < n else None) for s, e in zip(starts, ends, strict=True)]
+
+
+def _unavailable(data: SensorData, limits: Limits) -> list[Condition]:
+    t = data.epoch_s
+    found = []
+    for s, e in _spans(~data.status_ok):
+        until = t[e] if e is not None else t[-1]
+        if until - t[s] < limits.unavailable_after_s:
+            continue
+        found.append(
+            Condition(
+                "unavailable",
+                data.sensor,
+                data.temperature.location[s],
+                _at(t[s]),
+                _at(t[e]) if e is not None else None,
+                f"logger not answering since {_at(t[s]).isoformat()}",
+                {"readings": (e if e is not None else t.size) - s},
+            )
+        )
+    return found
+
+
+def _record_interval(data: SensorData, limits: Limits) -> list[Condition]:
+    t = data.epoch_s
+    if t.size < 2:
+        return []
+    w = data.temperature
+    with np.errstate(invalid="ignore"):
+        out = w.ok & ((w.temp < w.lo) | (w.temp > w.hi))
+    transport = np.fromiter((k in TRANSPORT for k in data.kinds), bool, t.size)
+    known = np.fromiter((k is not None for k in data.kinds), bool, t.size)
+    allowed = np.where(transport, limits.transport_interval_s, limits.storage_interval_s)
+    allowed = np.where(out, limits.out_of_range_interval_s, allowed)
+    gaps = np.diff(t)
+    found = []
+    for i in np.flatnonzero((gaps > allowed[:-1]) & known[:-1]).tolist():
+        found.append(
+            Condition(
+                "record_interval",
+                data.sensor,
+                w.location[i],
+                _at(t[i]),
+                _at(t[i + 1]),
+                f"no record for {gaps[i] / 60:.0f} min, GSP allows {allowed[i] / 60:.0f} min",
+                {"gap_s": float(gaps[i]), "allowed_s": float(allowed[i])},
+            )
+        )
+    return found
+
+
+def _rapid_change(data: SensorData, limits: Limits) -> list[Condition]:
+    w = data.temperature
+    idx = np.flatnonzero(w.ok)
+    if idx.size < 2:
+        return []
+    t, v = w.epoch_s[idx], w.temp[idx]
+    dt = np.diff(t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.abs(np.diff(v)) / (dt / 60.0)
+    fast = (dt > 0) & (dt <= limits.rapid_change_span_s) & (rate > limits.rapid_change_c_per_min)
+    found = []
+    for s, e in _spans(fast):
+        last = e if e is not None else fast.size  # the last fast step ends at reading `last`
+        peak = float(np.max(rate[s:last]))
+        found.append(
+            Condition(
+                "rapid_change",
+                data.sensor,
+                w.location[int(idx[s])],
+                _at(t[s]),
+                _at(t[last]) if e is not None else None,
+                f"temperature changing {peak:.1f} °C/min "
+                f"(over {limits.rapid_change_c_per_min:g} °C/min): door open?",
+                {"peak_c_per_min": peak, "from_c": float(v[s]), "to_c": float(v[last])},
+            )
+        )
+    return found
+
+
+def _battery(data: SensorData, limits: Limits) -> list[Condition]:
+    b = data.battery
+    idx = np.flatnonzero(~np.isnan(b))
+    if idx.size == 0:
+        return []
+    t = data.epoch_s[idx]
+    found = []
+    for s, e in _spans(b[idx] < limits.battery_low_pct):
+        found.append(
+            Condition(
+                "battery_low",
+                data.sensor,
+                data.temperature.location[int(idx[s])],
+                _at(t[s]),
+                _at(t[e]) if e is not None else None,
+                f"battery {b[idx[s]]:.0f} % (below {limits.battery_low_pct:g} %)",
+                {"battery_pct": float(b[idx[s]])},
+            )
+        )
+    return found
+
+
+def _n(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
