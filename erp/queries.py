@@ -413,8 +413,14 @@ ORDER BY p.location_id
 
 KPI_EXCURSION_RESPONSE = """
 WITH e AS (
-    SELECT id, detected_at, acknowledged_at FROM excursions
-    WHERE detected_at >= %(start)s AND detected_at < %(end)s
+    -- Acknowledged when a person acknowledged its alarm (or one of its probes' excursions).
+    SELECT le.id, le.detected_at,
+           coalesce((SELECT min(a.acknowledged_at) FROM alarms a
+                     WHERE a.location_excursion_id = le.id),
+                    (SELECT min(x.acknowledged_at) FROM excursions x
+                     WHERE x.location_excursion_id = le.id)) AS acknowledged_at
+    FROM location_excursions le
+    WHERE le.detected_at >= %(start)s AND le.detected_at < %(end)s AND le.state <> 'withdrawn'
 ), ack AS (
     SELECT extract(epoch FROM acknowledged_at - detected_at)::float8 AS s
     FROM e WHERE acknowledged_at IS NOT NULL

@@ -98,7 +98,8 @@ async def test_reading_travels_from_logger_to_live_view_and_opens_then_closes_an
     assert 15.5 < hi < 16.5
     # Both ends of the excursion went into the outbox with the change, timed by measurement.
     events = conn.execute(
-        "SELECT kind, subject, occurred_at, payload->>'sensor' FROM outbox_events ORDER BY id"
+        "SELECT kind, subject, occurred_at, payload->'sensors'->>0 FROM outbox_events"
+        " WHERE kind LIKE 'excursion.%' ORDER BY id"
     ).fetchall()
     assert events == [
         ("excursion.opened", "location/TC", started, "S-TC-1"),

@@ -132,9 +132,10 @@ def test_one_excursion_holds_a_lot_once(conn: Conn) -> None:
     make_erp(conn)
     lot = register_lot(conn, "logi1", GTIN, "E1")
     exc = conn.execute(
-        "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, limit_min_c, "
-        "limit_max_c, min_c, max_c) VALUES ('S1', 'CR', %s, 1, 2, 8, 9, 9) RETURNING id",
-        (T0,),
+        "INSERT INTO location_excursions (location_id, started_at, last_seen_at, sensors, "
+        "limit_min_c, limit_max_c, min_c, max_c, duration_s, degree_minutes, detected_at) "
+        "VALUES ('CR', %s, %s, '{S1}', 2, 8, 9, 9, 0, 0, %s) RETURNING id",
+        (T0, T0, T0),
     ).fetchone()
     assert exc is not None
     one = place_hold(conn, "system:rules", lot.id, "excursion", T0, excursion_id=exc[0])

@@ -72,22 +72,23 @@ def test_shipment_completeness_covers_the_journey_only(conn: Conn) -> None:
 def test_excursion_response_and_capa_cycle(conn: Conn) -> None:
     make_erp(conn)
     lot = register_lot(conn, "logi1", GTIN, "R1").id
-    ids = [
+    ids = []
+    for sensor, delay, who, ack in (("S1", M, "qa1", 2 * M), ("S2", H, None, M)):
+        le = conn.execute(
+            "INSERT INTO location_excursions (location_id, started_at, last_seen_at, sensors,"
+            " min_c, max_c, duration_s, degree_minutes, detected_at)"
+            " VALUES ('CR', %s, %s, %s, 9, 9, 0, 0, %s) RETURNING id",
+            (T0, T0, [sensor], T0 + delay),
+        ).fetchone()
+        assert le is not None
         conn.execute(
-            "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, min_c, max_c,"
-            " detected_at, acknowledged_by, acknowledged_at, ack_comment)"
-            " VALUES (%s, 'CR', %s, 1, 9, 9, %s, %s, %s, %s) RETURNING id",
-            (
-                sensor,
-                T0,
-                T0 + delay,
-                who,
-                T0 + delay + ack if who else None,
-                "seen" if who else None,
-            ),
-        ).fetchone()[0]  # type: ignore[index]
-        for sensor, delay, who, ack in (("S1", M, "logi1", 2 * M), ("S2", H, None, M))
-    ]
+            "INSERT INTO alarms (key, kind, location_id, location_excursion_id, started_at,"
+            " message, raised_at, acknowledged_by, acknowledged_at, ack_comment)"
+            " VALUES (%s, 'excursion', 'CR', %s, %s, 'x', %s, %s, %s, %s)",
+            (f"excursion:{le[0]}", le[0], T0, T0 + delay, who,
+             T0 + delay + ack if who else None, "seen" if who else None),
+        )  # fmt: skip
+        ids.append(le[0])
     hold = place_hold(conn, "system:rules", lot, "excursion", T0 + M, excursion_id=ids[0])
     dispose(
         conn, "qa1", hold.id, "release", Credentials("qa1", QA_PASSWORD), "approval", "ok",

@@ -1,0 +1,250 @@
+"""Conditions beyond excursions raise alarms once; unacknowledged alarms escalate; channels
+are real: a local HTTP receiver and a local SMTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+
+from coldtrail.clock import ManualClock
+from coldtrail.errors import Conflict, RuleViolation
+from coldtrail.net import free_port
+from coldtrail.rules import alarms
+from coldtrail.rules.alarms import AlarmDesk, Contact, acknowledge, add_contact, find_alarms
+from coldtrail.rules.conditions import Limits
+from coldtrail.rules.engine import RulesEngine
+from coldtrail.rules.notifiers import NotifierSettings, build_notifiers
+from tests.conftest import T0, make_erp, make_site
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+M = timedelta(minutes=1)
+# (minute, °C or None, %RH or None, battery % or None)
+Row = tuple[int, float | None, float | None, float | None]
+
+
+def _store(conn: Conn, sensor: str, rows: Sequence[Row]) -> None:
+    batch = conn.execute("INSERT INTO ingest_batches DEFAULT VALUES RETURNING id").fetchone()
+    assert batch is not None
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c,"
+            " humidity_pct, battery_pct, batch_id) VALUES (%s, %s, %s, 'gw', %s, %s, %s, %s, %s)",
+            [
+                (sensor, m + 1, T0 + m * M, "ok" if t is not None else "unavailable", t, rh, b,
+                 batch[0])
+                for m, t, rh, b in rows
+            ],
+        )  # fmt: skip
+
+
+def _move(clock: ManualClock, to: Any) -> None:
+    clock.advance((to - clock.now()).total_seconds())
+
+
+def _kinds(conn: Conn) -> list[tuple[str, str | None, Any, Any]]:
+    return [
+        (a.kind, a.sensor_id, a.started_at, a.ended_at)
+        for a in find_alarms(conn, limit=1000)
+        if a.kind != "offline"
+    ]
+
+
+@pytest.fixture
+def site(conn: Conn) -> Conn:
+    make_site(conn, {"S1": "CR", "S2": "TC"})
+    conn.execute("UPDATE locations SET rh_min_pct = 30, rh_max_pct = 70, alarm_delay_s = 120")
+    return conn
+
+
+def test_each_condition_raises_one_alarm_with_its_measurement_times(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    steady = [(m, 5.0, 50.0, 80.0) for m in range(0, 10)]
+    # Humidity 80 %RH from minute 10 to 15; the battery runs low from minute 20.
+    humid = [(m, 5.0, 80.0, 80.0) for m in range(10, 15)]
+    dry = [(m, 5.0, 50.0, 80.0 if m < 20 else 12.0) for m in range(15, 25)]
+    # The logger stops answering from minute 25 to 29 (power), then comes back.
+    dark = [(m, None, None, None) for m in range(25, 29)]
+    back = [(m, 5.0, 50.0, 12.0) for m in range(29, 31)]
+    _store(site, "S1", [*steady, *humid, *dry, *dark, *back])
+    # In the truck: a door left open (5 -> 7.5 °C in a minute) and then 8 minutes without a
+    # record, more than the 5 GSP allows in transport.
+    _store(site, "S2", [(0, 5.0, None, None), (1, 7.5, None, None), (2, 7.6, None, None),
+                        (10, 7.0, None, None), (11, 6.0, None, None)])  # fmt: skip
+    clock.advance(40 * 60)
+    engine = RulesEngine(db_url, clock=clock)
+    engine.process_pending(site)
+
+    assert sorted(_kinds(site), key=lambda k: (k[0], k[2])) == [
+        ("battery_low", "S1", T0 + 20 * M, None),
+        ("humidity", "S1", T0 + 10 * M, T0 + 15 * M),
+        ("rapid_change", "S2", T0, T0 + 1 * M),
+        ("record_interval", "S2", T0 + 2 * M, T0 + 10 * M),
+        ("unavailable", "S1", T0 + 25 * M, T0 + 29 * M),
+    ]
+    # Judging the same readings again raises nothing new.
+    raised = len(find_alarms(site, limit=1000))
+    engine.judge_sensors(site, {"S1": T0, "S2": T0})
+    assert len(find_alarms(site, limit=1000)) == raised
+
+
+def test_a_silent_sensor_is_offline_until_it_reports_again(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    _store(site, "S1", [(m, 5.0, 50.0, 90.0) for m in range(0, 5)])
+    _store(site, "S2", [(m, 5.0, 50.0, 90.0) for m in range(0, 30)])
+    _move(clock, T0 + 30 * M)
+    limits = Limits(offline_after_s=600)
+    with site.transaction():
+        alarms.check_timers(site, clock.now(), limits)
+    [offline] = find_alarms(site, kind="offline")
+    assert (offline.sensor_id, offline.started_at, offline.ended_at) == ("S1", T0 + 4 * M, None)
+    with site.transaction():
+        assert alarms.check_timers(site, clock.now(), limits) == 0  # raised once
+    _store(site, "S1", [(40, 5.0, 50.0, 90.0)])
+    _move(clock, T0 + 41 * M)
+    with site.transaction():
+        alarms.check_timers(site, clock.now(), limits)
+    offline_now = {a.sensor_id: a for a in find_alarms(site, kind="offline")}
+    assert offline_now["S1"].ended_at == T0 + 40 * M
+    # S2 has now been silent 12 minutes itself.
+    assert (offline_now["S2"].started_at, offline_now["S2"].ended_at) == (T0 + 29 * M, None)
+
+
+def test_an_overdue_calibration_alarms_until_the_probe_is_calibrated(
+    site: Conn, clock: ManualClock
+) -> None:
+    site.execute("UPDATE sensors SET calibration_due = %s WHERE id = 'S1'", (date(2026, 11, 1),))
+    _move(clock, T0)
+    with site.transaction():
+        alarms.check_timers(site, clock.now(), Limits(offline_after_s=10**9))
+    [overdue] = find_alarms(site, kind="calibration_overdue")
+    assert overdue.sensor_id == "S1" and "2026-11-01" in overdue.message
+    site.execute("UPDATE sensors SET calibration_due = %s WHERE id = 'S1'", (date(2027, 11, 1),))
+    with site.transaction():
+        alarms.check_timers(site, clock.now(), Limits(offline_after_s=10**9))
+    [overdue] = find_alarms(site, kind="calibration_overdue")
+    assert overdue.ended_at == T0
+
+
+# ---------------------------------------------------------------- escalation, channels
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+    failing: list[bool]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.failing and self.failing.pop(0):
+            self.send_response(503)
+            self.end_headers()
+            return
+        self.received.append({"key": self.headers["Idempotency-Key"], **json.loads(body)})
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]], list[bool]]]:
+    received: list[dict[str, Any]] = []
+    failing: list[bool] = []
+    handler = type("H", (_Receiver,), {"received": received, "failing": failing})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/sms", received, failing
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[str, Mailbox]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield f"smtp://127.0.0.1:{port}", box
+    controller.stop()
+
+
+def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowledged(
+    conn: Conn,
+    db_url: str,
+    clock: ManualClock,
+    webhook: tuple[str, list[dict[str, Any]], list[bool]],
+    mailbox: tuple[str, Mailbox],
+) -> None:
+    url, texts, failing = webhook
+    smtp_url, box = mailbox
+    erp = make_erp(conn)
+    notifiers = build_notifiers(NotifierSettings(smtp_url=smtp_url, smtp_from="alarms@test"))
+    assert set(notifiers) == {"webhook", "smtp"}
+    add_contact(
+        conn, "admin", Contact("Night shift", "webhook", url, kinds=("excursion",)), set(notifiers)
+    )
+    add_contact(conn, "admin", Contact("QA manager", "smtp", "qa@example.com", level=1,
+                                       after_min=15, kinds=("excursion",)), set(notifiers))  # fmt: skip
+    add_contact(conn, "admin", Contact("Site head", "smtp", "head@example.com", level=2,
+                                       after_min=30, kinds=("excursion",)), set(notifiers))  # fmt: skip
+    _store(conn, "S1", [(m, 12.0 if m >= 5 else 5.0, None, None) for m in range(0, 15)])
+    _move(clock, T0 + 15 * M)
+    engine = RulesEngine(db_url, clock=clock, notifiers=notifiers)
+    failing.append(True)  # the SMS gateway is down at first
+    engine.tick(conn)
+    [alarm] = find_alarms(conn, kind="excursion")
+    assert alarm.location_id == "CR" and alarm.ended_at is None
+    assert texts == []
+    clock.advance(30)  # the first retry is due after 30 s
+    engine.tick(conn)
+    assert [(t["alarm"], t["kind"], t["level"], t["key"]) for t in texts] == [
+        (alarm.id, "excursion", 0, f"alarm-{alarm.id}-level-0")
+    ]
+    assert box.messages == []
+    clock.advance(15 * 60)
+    engine.tick(conn)
+    [(to, mail)] = box.messages
+    assert to == ["qa@example.com"] and mail["From"] == "alarms@test"
+    assert f"[ColdTrail alarm {alarm.id}] excursion at CR (escalation 1)" == mail["Subject"]
+    with pytest.raises(RuleViolation, match="needs a comment"):
+        acknowledge(conn, alarm.id, erp.qa.username, "  ", clock.now())
+    acknowledge(conn, alarm.id, erp.qa.username, "Door found open; closed it", clock.now())
+    with pytest.raises(Conflict):
+        acknowledge(conn, alarm.id, erp.qa.username, "again", clock.now())
+    clock.advance(60 * 60)
+    engine.tick(conn)
+    assert len(box.messages) == 1 and len(texts) == 1  # acknowledged: nobody else is called
+    kinds = [r[0] for r in conn.execute(
+        "SELECT kind FROM outbox_events WHERE kind LIKE 'alarm.%%' AND subject = %s ORDER BY id",
+        (f"alarm/{alarm.id}",),
+    )]  # fmt: skip
+    assert kinds == ["alarm.raised", "alarm.escalated", "alarm.acknowledged"]
+
+
+def test_a_contact_needs_a_known_channel(conn: Conn) -> None:
+    make_site(conn, {})
+    with pytest.raises(RuleViolation, match="unknown channel 'pager'"):
+        add_contact(conn, "admin", Contact("x", "pager", "123"), {"webhook"})
+    desk = AlarmDesk({}, ManualClock(T0))
+    assert desk.tick(conn) == 0
