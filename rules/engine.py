@@ -66,6 +66,7 @@ class RulesEngine:
         capa: CapaPolicy | None = None,
         notifiers: dict[str, Notifier] | None = None,
         timers_every_s: float = 30.0,
+        late_after: timedelta = LATE_AFTER,
     ) -> None:
         self._url = database_url
         self._claim_limit = claim_limit
@@ -74,6 +75,7 @@ class RulesEngine:
         self._capa = capa or CapaPolicy()
         self.desk = alarms.AlarmDesk(notifiers or {}, self._clock)
         self._timers_every_s = timers_every_s
+        self._late_after = late_after
         self._timers_due: datetime | None = None
         self.stats = RulesStats()
 
@@ -225,7 +227,7 @@ class RulesEngine:
         for run, old in sorted(pairs, key=lambda p: p[0].ended_at is None):
             values = _values(run)
             if old is None:
-                late = now - (run.started_at + timedelta(seconds=run.delay_s)) > LATE_AFTER
+                late = now - (run.started_at + timedelta(seconds=run.delay_s)) > self._late_after
                 new_id = conn.execute(
                     q.INSERT_EXCURSION, {**values, "sensor": sensor, "late": late, "now": now}
                 ).fetchone()[0]  # type: ignore[index]

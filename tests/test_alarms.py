@@ -128,7 +128,8 @@ def test_an_overdue_calibration_alarms_until_the_probe_is_calibrated(
     with site.transaction():
         alarms.check_timers(site, clock.now(), Limits(offline_after_s=10**9))
     [overdue] = find_alarms(site, kind="calibration_overdue")
-    assert overdue.sensor_id == "S1" and "2026-11-01" in overdue.message
+    assert overdue.sensor_id == "S1"
+    assert "2026-11-01" in overdue.message
     site.execute("UPDATE sensors SET calibration_due = %s WHERE id = 'S1'", (date(2027, 11, 1),))
     with site.transaction():
         alarms.check_timers(site, clock.now(), Limits(offline_after_s=10**9))
@@ -161,7 +162,7 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[Any] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
         return "250 OK"
 
@@ -201,20 +202,21 @@ def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowled
     erp = make_erp(conn)
     notifiers = build_notifiers(NotifierSettings(smtp_url=smtp_url, smtp_from="alarms@test"))
     assert set(notifiers) == {"webhook", "smtp"}
-    add_contact(
-        conn, "admin", Contact("Night shift", "webhook", url, kinds=("excursion",)), set(notifiers)
-    )
-    add_contact(conn, "admin", Contact("QA manager", "smtp", "qa@example.com", level=1,
-                                       after_min=15, kinds=("excursion",)), set(notifiers))  # fmt: skip
-    add_contact(conn, "admin", Contact("Site head", "smtp", "head@example.com", level=2,
-                                       after_min=30, kinds=("excursion",)), set(notifiers))  # fmt: skip
+    only = ("excursion",)
+    for contact in (
+        Contact("Night shift", "webhook", url, kinds=only),
+        Contact("QA manager", "smtp", "qa@example.com", level=1, after_min=15, kinds=only),
+        Contact("Site head", "smtp", "head@example.com", level=2, after_min=30, kinds=only),
+    ):
+        add_contact(conn, "admin", contact, set(notifiers))
     _store(conn, "S1", [(m, 12.0 if m >= 5 else 5.0, None, None) for m in range(0, 15)])
     _move(clock, T0 + 15 * M)
     engine = RulesEngine(db_url, clock=clock, notifiers=notifiers)
     failing.append(True)  # the SMS gateway is down at first
     engine.tick(conn)
     [alarm] = find_alarms(conn, kind="excursion")
-    assert alarm.location_id == "CR" and alarm.ended_at is None
+    assert alarm.location_id == "CR"
+    assert alarm.ended_at is None
     assert texts == []
     clock.advance(30)  # the first retry is due after 30 s
     engine.tick(conn)
@@ -225,7 +227,8 @@ def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowled
     clock.advance(15 * 60)
     engine.tick(conn)
     [(to, mail)] = box.messages
-    assert to == ["qa@example.com"] and mail["From"] == "alarms@test"
+    assert to == ["qa@example.com"]
+    assert mail["From"] == "alarms@test"
     assert f"[ColdTrail alarm {alarm.id}] excursion at CR (escalation 1)" == mail["Subject"]
     with pytest.raises(RuleViolation, match="needs a comment"):
         acknowledge(conn, alarm.id, erp.qa.username, "  ", clock.now())
@@ -234,7 +237,8 @@ def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowled
         acknowledge(conn, alarm.id, erp.qa.username, "again", clock.now())
     clock.advance(60 * 60)
     engine.tick(conn)
-    assert len(box.messages) == 1 and len(texts) == 1  # acknowledged: nobody else is called
+    assert len(box.messages) == 1
+    assert len(texts) == 1
     kinds = [r[0] for r in conn.execute(
         "SELECT kind FROM outbox_events WHERE kind LIKE 'alarm.%%' AND subject = %s ORDER BY id",
         (f"alarm/{alarm.id}",),
