@@ -138,7 +138,10 @@ class RulesEngine:
         ).fetchall()
         places = sorted({r[5] for r in rows if r[5] is not None})
         spans = spans_by_location(
-            conn.execute(q.PRODUCT_RANGES, {"locations": places, "since": min(starts.values())})
+            conn.execute(
+                q.PRODUCT_RANGES,
+                {"locations": places, "since": min(starts.values()), "until": None},
+            )
         )
         now = self._clock.now()
         touched: dict[str, datetime] = {}

@@ -59,14 +59,15 @@ ORDER BY r.sensor_id, r.ts, r.seq
 PRODUCT_RANGES = """
 SELECT x.location_id, extract(epoch FROM lower(span))::float8,
        coalesce(extract(epoch FROM upper(span))::float8, 'Infinity'::float8),
-       x.temp_min_c, x.temp_max_c, x.alarm_delay_s, x.rh_min_pct, x.rh_max_pct
+       x.temp_min_c, x.temp_max_c, x.alarm_delay_s, x.rh_min_pct, x.rh_max_pct, x.id
 FROM (SELECT s.location_id, p.id, p.temp_min_c, p.temp_max_c, p.alarm_delay_s, p.rh_min_pct,
              p.rh_max_pct, range_agg(s.during) AS spans
       FROM lot_stays s
       JOIN lots lo ON lo.id = s.lot_id
       JOIN products pr ON pr.gtin = lo.gtin
       JOIN temperature_profiles p ON p.id = pr.profile_id
-      WHERE s.location_id = ANY(%(locations)s) AND s.during && tstzrange(%(since)s, NULL)
+      WHERE s.location_id = ANY(%(locations)s)
+        AND s.during && tstzrange(%(since)s, %(until)s::timestamptz)
       GROUP BY 1, 2, 3, 4, 5, 6, 7) x
 CROSS JOIN LATERAL unnest(x.spans) AS span
 ORDER BY 1, 2

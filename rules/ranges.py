@@ -46,26 +46,87 @@ class SensorData:
         return self.temperature.epoch_s
 
 
-def spans_by_location(rows: Iterable[Sequence[Any]]) -> dict[str, list[ProductSpan]]:
+@dataclass(frozen=True)
+class RangePatch:
+    """A changed setting to try (replay): what is None stays as it is."""
+
+    temp_min_c: float | None = None
+    temp_max_c: float | None = None
+    alarm_delay_s: float | None = None
+
+
+def spans_by_location(
+    rows: Iterable[Sequence[Any]], patches: dict[str, RangePatch] | None = None
+) -> dict[str, list[ProductSpan]]:
+    """From the rows of ``PRODUCT_RANGES``, with profile settings patched by profile id."""
     spans: dict[str, list[ProductSpan]] = {}
-    for loc, start, end, lo, hi, delay, rh_lo, rh_hi in rows:
+    for loc, start, end, lo, hi, delay, rh_lo, rh_hi, profile in rows:
+        patch = (patches or {}).get(profile)
+        if patch is not None:
+            lo = lo if patch.temp_min_c is None else patch.temp_min_c
+            hi = hi if patch.temp_max_c is None else patch.temp_max_c
+            delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
         spans.setdefault(loc, []).append(
             ProductSpan(start, end, _f(lo), _f(hi), float(delay), _f(rh_lo), _f(rh_hi))
         )
     return spans
 
 
+@dataclass(frozen=True)
+class Columns:
+    """One sensor's readings column by column, each reading with its place's own settings."""
+
+    epoch_s: np.ndarray
+    seq: np.ndarray
+    ok: np.ndarray  # status ok and a temperature
+    temp: np.ndarray
+    location: list[str | None]
+    lo: np.ndarray
+    hi: np.ndarray
+    delay_s: np.ndarray
+    status_ok: np.ndarray
+    humidity: np.ndarray
+    battery: np.ndarray
+    kinds: list[str | None]
+    rh_lo: np.ndarray
+    rh_hi: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> Columns:
+        """From the rows of ``WINDOW_READINGS`` of one sensor."""
+        c = list(zip(*rows, strict=True))
+        return cls(
+            epoch_s=np.array(c[1], dtype=float),
+            seq=np.array(c[2], dtype=np.int64),
+            ok=np.array(c[3], dtype=bool),
+            temp=_floats(c[4]),
+            location=list(c[5]),
+            lo=_floats(c[6]),
+            hi=_floats(c[7]),
+            delay_s=np.array(c[8], dtype=float),
+            status_ok=np.array(c[9], dtype=bool),
+            humidity=_floats(c[10]),
+            battery=_floats(c[11]),
+            kinds=list(c[12]),
+            rh_lo=_floats(c[13]),
+            rh_hi=_floats(c[14]),
+        )
+
+
 def build(
     sensor: str, rows: Sequence[Sequence[Any]], spans: dict[str, list[ProductSpan]]
 ) -> SensorData:
-    """A window from the rows of ``WINDOW_READINGS`` of one sensor, narrowed by products."""
-    cols = list(zip(*rows, strict=True))
-    epoch = np.array(cols[1], dtype=float)
-    location: list[str | None] = list(cols[5])
-    lo, hi = _floats(cols[6]), _floats(cols[7])
-    rh_lo, rh_hi = _floats(cols[13]), _floats(cols[14])
+    return build_columns(sensor, Columns.from_rows(rows), spans)
+
+
+def build_columns(sensor: str, cols: Columns, spans: dict[str, list[ProductSpan]]) -> SensorData:
+    """The sensor's window with each reading's range narrowed by the products stored."""
+    epoch = cols.epoch_s
+    location = cols.location
+    lo, hi = cols.lo.copy(), cols.hi.copy()
+    rh_lo, rh_hi = cols.rh_lo.copy(), cols.rh_hi.copy()
     own_range = ~(np.isnan(lo) & np.isnan(hi))
-    delay = np.where(own_range, np.array(cols[8], dtype=float), np.inf)
+    delay = np.where(own_range, cols.delay_s, np.inf)
     for loc, loc_spans in spans.items():
         here = np.fromiter((x == loc for x in location), bool, len(location))
         if not here.any():
@@ -81,16 +142,13 @@ def build(
             _tighten(rh_lo, i0, i1, m, span.rh_lo, np.fmax)
             _tighten(rh_hi, i0, i1, m, span.rh_hi, np.fmin)
     delay = np.where(np.isinf(delay), 0.0, delay)
-    seq = np.array(cols[2], dtype=np.int64)
-    status_ok = np.array(cols[9], dtype=bool)
-    humidity = _floats(cols[10])
     return SensorData(
         sensor=sensor,
         temperature=Window(
             epoch_s=epoch,
-            seq=seq,
-            ok=np.array(cols[3], dtype=bool),
-            temp=_floats(cols[4]),
+            seq=cols.seq,
+            ok=cols.ok,
+            temp=cols.temp,
             lo=lo,
             hi=hi,
             location=location,
@@ -98,17 +156,17 @@ def build(
         ),
         humidity=Window(
             epoch_s=epoch,
-            seq=seq,
-            ok=status_ok & ~np.isnan(humidity),
-            temp=humidity,
+            seq=cols.seq,
+            ok=cols.status_ok & ~np.isnan(cols.humidity),
+            temp=cols.humidity,
             lo=rh_lo,
             hi=rh_hi,
             location=location,
             delay_s=delay,
         ),
-        status_ok=status_ok,
-        battery=_floats(cols[11]),
-        kinds=list(cols[12]),
+        status_ok=cols.status_ok,
+        battery=cols.battery,
+        kinds=cols.kinds,
     )
 
 
