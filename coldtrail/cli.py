@@ -14,11 +14,14 @@ import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coldtrail.clock import SystemClock
 from coldtrail.errors import ColdTrailError, ConfigError
 from coldtrail.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from coldtrail.rules.ranges import RangePatch
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -127,6 +130,65 @@ def cmd_kpi(settings: Settings, args: argparse.Namespace) -> None:
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         report = kpi.report(conn, start, end)
     print(json.dumps(report, default=str))
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.rules.replay import replay
+    from coldtrail.services import rules_limits
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        report = replay(
+            conn,
+            args.since,
+            args.until,
+            profiles=dict(args.profile or []),
+            locations=dict(args.location or []),
+            limits=rules_limits(settings),
+            sensors=args.sensor or None,
+        )
+    print(json.dumps(dataclasses.asdict(report), default=str, indent=2))
+
+
+def _patch(text: str) -> tuple[str, RangePatch]:
+    """``ID=MIN..MAX[/DELAY_S]``, either bound may be left out: ``2-8=..7.5``."""
+    from coldtrail.rules.ranges import RangePatch
+
+    ident, sep, rest = text.partition("=")
+    limits, _, delay = rest.partition("/")
+    low, dots, high = limits.partition("..")
+    wrong = argparse.ArgumentTypeError(
+        f"expected ID=MIN..MAX[/DELAY_S] (a bound may be empty), got {text!r}"
+    )
+    if not sep or not ident or not dots:
+        raise wrong
+    try:
+        return ident, RangePatch(
+            float(low) if low else None,
+            float(high) if high else None,
+            float(delay) if delay else None,
+        )
+    except ValueError:
+        raise wrong from None
+
+
+def cmd_alarm_contact(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.rules.alarms import Contact, add_contact
+    from coldtrail.rules.notifiers import NOTIFIERS
+
+    contact = Contact(
+        name=args.name,
+        channel=args.channel,
+        target=args.target,
+        level=args.level,
+        after_min=args.after_min,
+        site_id=args.site,
+        kinds=tuple(args.kind) if args.kind else None,
+    )
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        contact_id = add_contact(conn, "cli", contact, set(NOTIFIERS))
+    print(json.dumps({"contact": contact_id, **dataclasses.asdict(contact)}))
 
 
 def cmd_decode_gs1(_: Settings, args: argparse.Namespace) -> None:
@@ -265,6 +327,32 @@ def build_parser() -> argparse.ArgumentParser:
     kpi.add_argument("--since", type=_timestamp, default=None, help="default: 30 days back")
     kpi.add_argument("--until", type=_timestamp, default=None, help="default: now")
     kpi.set_defaults(func=cmd_kpi)
+
+    replay = sub.add_parser(
+        "replay",
+        help="judge a past period again under changed settings (what if), as JSON",
+        description="Nothing live is changed: the replay runs in a read-only transaction.",
+    )
+    replay.add_argument("--since", type=_timestamp, required=True)
+    replay.add_argument("--until", type=_timestamp, required=True)
+    replay.add_argument("--profile", type=_patch, action="append", metavar="ID=MIN..MAX[/DELAY_S]")
+    replay.add_argument("--location", type=_patch, action="append", metavar="ID=MIN..MAX[/DELAY_S]")
+    replay.add_argument("--sensor", action="append", help="only these sensors (repeatable)")
+    replay.set_defaults(func=cmd_replay)
+
+    alarm = sub.add_parser("alarm", help="alarm contacts and escalation")
+    alarm_sub = alarm.add_subparsers(dest="alarm_command", required=True)
+    contact = alarm_sub.add_parser(
+        "contact", help="add a person to call: level 0 at once, level n after --after-min"
+    )
+    contact.add_argument("name")
+    contact.add_argument("channel", help="webhook (also SMS gateways) or smtp")
+    contact.add_argument("target", help="URL or e-mail address")
+    contact.add_argument("--level", type=int, default=0)
+    contact.add_argument("--after-min", type=int, default=0)
+    contact.add_argument("--site", default=None, help="only this site's alarms")
+    contact.add_argument("--kind", action="append", help="only these alarm kinds (repeatable)")
+    contact.set_defaults(func=cmd_alarm_contact)
 
     edge = sub.add_parser("edge", help="run an edge agent")
     edge.add_argument("--config", type=Path, required=True)

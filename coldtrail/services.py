@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from coldtrail.edge.agent import EdgeAgent
     from coldtrail.erp.outbox import OutboxDispatcher
     from coldtrail.ingest.worker import IngestWorker
+    from coldtrail.rules.conditions import Limits
     from coldtrail.rules.engine import RulesEngine
+    from coldtrail.rules.notifiers import NotifierSettings
 
 
 def mqtt_options(settings: Settings, url: str | None = None) -> mqtt.MqttOptions:
@@ -47,8 +49,32 @@ def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWor
 
 def rules_engine(settings: Settings) -> RulesEngine:
     from coldtrail.rules.engine import RulesEngine
+    from coldtrail.rules.impact import CapaPolicy
+    from coldtrail.rules.notifiers import build_notifiers
 
-    return RulesEngine(settings.require_database_url())
+    return RulesEngine(
+        settings.require_database_url(),
+        limits=rules_limits(settings),
+        capa=CapaPolicy(owner=settings.rules_capa_owner, due_days=settings.rules_capa_due_days),
+        notifiers=build_notifiers(notifier_settings(settings)),
+    )
+
+
+def rules_limits(settings: Settings) -> Limits:
+    from coldtrail.rules.conditions import Limits
+
+    return Limits(
+        offline_after_s=settings.rules_offline_after_s,
+        rapid_change_c_per_min=settings.rules_rapid_change_c_per_min,
+        battery_low_pct=settings.rules_battery_low_pct,
+    )
+
+
+def notifier_settings(settings: Settings) -> NotifierSettings:
+    from coldtrail.rules.notifiers import NotifierSettings
+
+    smtp = settings.smtp_url.get_secret_value() if settings.smtp_url else None
+    return NotifierSettings(smtp_url=smtp, smtp_from=settings.smtp_from)
 
 
 def outbox_dispatcher(settings: Settings) -> OutboxDispatcher:

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=900, ge=60, le=86_400)
     # An outbox delivery still failing this long after its event is given up (listed as dead).
     outbox_dead_after_days: float = Field(default=3.0, gt=0, le=365)
+    smtp_url: SecretStr | None = None
+    """``smtp://user:pass@host:port`` (``smtps://`` for TLS) for e-mail alarms; off if unset."""
+    smtp_from: str = "coldtrail@localhost"
+    rules_capa_owner: str = Field(default="admin", pattern=r"^[a-z0-9_.-]{1,64}$")
+    """The user who owns the CAPA records the rules open for excursions."""
+    rules_capa_due_days: int = Field(default=30, ge=1, le=365)
+    rules_offline_after_s: float = Field(default=600, gt=0)
+    """A sensor silent this long is offline (an alarm)."""
+    rules_rapid_change_c_per_min: float = Field(default=1.0, gt=0)
+    rules_battery_low_pct: float = Field(default=15.0, ge=0, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object a line (ts, level, logger, message), for log shippers."""

@@ -103,3 +103,33 @@ def test_audit_verify_and_kpi_from_the_command_line(db_url: str) -> None:
     naive = _run("kpi", "--since", "2026-11-01", COLDTRAIL_DATABASE_URL=db_url)
     assert naive.returncode == 2
     assert "UTC offset" in naive.stderr
+
+
+def test_replay_and_alarm_contacts_from_the_command_line(db_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import make_erp
+    from tests.test_rules_event_time import _store
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        make_erp(conn)
+        _store(conn, "S1", [(m, 8.5 if 30 <= m < 50 else 5.0) for m in range(0, 120)])
+    period = ("--since", "2026-11-22T10:00:00Z", "--until", "2026-11-22T12:00:00Z")
+    asis = _run("replay", *period, COLDTRAIL_DATABASE_URL=db_url)
+    assert asis.returncode == 0, asis.stderr
+    [found] = json.loads(asis.stdout)["excursions"]
+    assert (found["location_id"], found["recorded_id"]) == ("CR", None)  # never judged live
+    wider = _run("replay", *period, "--profile", "2-8=..9", "--location", "CR=2..9/600",
+                 COLDTRAIL_DATABASE_URL=db_url)  # fmt: skip
+    assert wider.returncode == 0, wider.stderr
+    assert json.loads(wider.stdout)["excursions"] == []
+    bad = _run("replay", *period, "--profile", "2-8:9", COLDTRAIL_DATABASE_URL=db_url)
+    assert bad.returncode == 2
+    assert "ID=MIN..MAX" in bad.stderr
+    added = _run("alarm", "contact", "Night shift", "webhook", "http://127.0.0.1:9/sms",
+                 "--kind", "excursion", COLDTRAIL_DATABASE_URL=db_url)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["kinds"] == ["excursion"]
+    unknown = _run("alarm", "contact", "x", "pager", "1", COLDTRAIL_DATABASE_URL=db_url)
+    assert unknown.returncode == 2
+    assert "unknown channel 'pager'" in unknown.stderr
