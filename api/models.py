@@ -265,3 +265,36 @@ class ChainCheckOut(BaseModel):
     head: str
     first_broken_id: int | None
     reason: str | None
+
+
+class AlarmAckIn(BaseModel):
+    comment: str = Field(min_length=1, max_length=2000, description="what was seen, what is done")
+
+
+class ContactIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    channel: str = Field(description="a notifier: webhook (SMS gateways too) or smtp")
+    target: str = Field(min_length=1, max_length=500, description="URL or e-mail address")
+    level: int = Field(default=0, ge=0, le=10)
+    after_min: int = Field(default=0, ge=0, le=10_080)
+    site_id: str | None = None
+    kinds: list[
+        Literal[
+            "excursion", "offline", "unavailable", "record_interval", "rapid_change",
+            "battery_low", "calibration_overdue", "humidity",
+        ]
+    ] | None = None  # fmt: skip
+
+
+class RangePatchIn(BaseModel):
+    temp_min_c: float | None = Field(default=None, ge=-100, le=100)
+    temp_max_c: float | None = Field(default=None, ge=-100, le=100)
+    alarm_delay_s: float | None = Field(default=None, ge=0, le=86_400)
+
+
+class ReplayIn(BaseModel):
+    since: AwareDatetime
+    until: AwareDatetime
+    profiles: dict[str, RangePatchIn] = Field(default_factory=dict)
+    locations: dict[str, RangePatchIn] = Field(default_factory=dict)
+    sensors: list[str] | None = None

@@ -101,13 +101,24 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
     advance(conn, "admin", second, Step("actions", root_cause="seal"), T0)
     add_action(conn, "admin", second, "New seal", "logistics1", T0.date())
     add_evidence(conn, "admin", second, "photo.jpg", "image/jpeg", b"\xff\xd8", T0)
+    conn.execute(
+        "INSERT INTO location_excursions (location_id, started_at, last_seen_at, sensors, min_c,"
+        " max_c, duration_s, degree_minutes, detected_at)"
+        " VALUES ('TC', %s, %s, '{S2}', 9, 9, 0, 0, %s)",
+        (T0 - 25 * m, T0 - 20 * m, T0 - 20 * m),
+    )
+    conn.execute(
+        "INSERT INTO alarms (key, kind, location_id, location_excursion_id, started_at, message,"
+        " raised_at) VALUES ('excursion:1', 'excursion', 'TC', 1, %s, 'TC out of range', %s)",
+        (T0 - 25 * m, T0 - 20 * m),
+    )
     conn.execute("UPDATE outbox_deliveries SET dead_at = %s", (T0,))
     event = conn.execute("SELECT event_id FROM outbox_events").fetchone()
     assert event is not None
     return {
         "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
         "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
-        "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0],
+        "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0], "alarm_id": 1,
     }  # fmt: skip
 
 
@@ -227,6 +238,17 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         ADMIN, {"json": {"kind": "webhook", "url": "http://127.0.0.1:9/y"}}
     ),
     ("GET", "/api/v1/outbox/dead"): (ADMIN, {}),
+    ("GET", "/api/v1/location-excursions"): (EVERYONE, {"params": {"state": "open"}}),
+    ("GET", "/api/v1/location-excursions/{excursion_id}"): (EVERYONE, {}),
+    ("GET", "/api/v1/alarms"): (EVERYONE, {"params": {"active": "true"}}),
+    ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): (EVERYONE, {"json": {"comment": "seen"}}),
+    ("POST", "/api/v1/alarm-contacts"): (
+        ADMIN, {"json": {"name": "Night", "channel": "webhook", "target": "http://127.0.0.1:9/s"}}
+    ),
+    ("GET", "/api/v1/lots/{lot_id}/budget"): (EVERYONE, {}),
+    ("POST", "/api/v1/rules/replay"): (
+        OVERSIGHT, {"json": {"since": "2026-11-22T08:00:00Z", "until": SOON}}
+    ),
     ("POST", "/api/v1/outbox/dead/{destination}/{event_id}/retry"): (ADMIN, {}),
 }  # fmt: skip
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
@@ -382,3 +404,33 @@ def test_erp_refusals_are_4xx_with_a_reason(client: Any) -> None:
         resp = client.request(method, url, headers=admin, **kwargs)
         assert resp.status_code == code, (url, resp.text)
         assert text in str(resp.json()["detail"]), (url, resp.text)
+
+
+def test_rules_refusals_are_4xx_with_a_reason(client: Any) -> None:
+    qa = _headers(client, Role.QA)
+    admin = _headers(client, Role.ADMIN)
+    [open_one] = client.get("/api/v1/location-excursions?state=open", headers=qa).json()
+    detail = client.get(f"/api/v1/location-excursions/{open_one['id']}", headers=qa).json()
+    assert [a["kind"] for a in detail["alarms"]] == ["excursion"]
+    assert client.get("/api/v1/location-excursions/999", headers=qa).status_code == 404
+    blank = client.post("/api/v1/alarms/1/acknowledge", json={"comment": "  "}, headers=qa)
+    assert blank.status_code == 409
+    assert "needs a comment" in blank.json()["detail"]
+    assert client.post("/api/v1/alarms/1/acknowledge", json={"comment": "ok"},
+                       headers=qa).status_code == 200  # fmt: skip
+    again = client.post("/api/v1/alarms/1/acknowledge", json={"comment": "ok"}, headers=qa)
+    assert again.status_code == 409
+    missing = client.post("/api/v1/alarms/77/acknowledge", json={"comment": "ok"}, headers=qa)
+    assert missing.status_code == 404
+    pager = client.post("/api/v1/alarm-contacts", headers=admin,
+                        json={"name": "x", "channel": "pager", "target": "1"})  # fmt: skip
+    assert pager.status_code == 409
+    assert "unknown channel" in pager.json()["detail"]
+    assert client.get("/api/v1/lots/999/budget", headers=qa).status_code == 404
+    a_year = {"since": "2025-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    year = client.post("/api/v1/rules/replay", headers=qa, json=a_year)
+    assert year.status_code == 409
+    assert "coldtrail replay" in year.json()["detail"]
+    naive = client.post("/api/v1/rules/replay", headers=qa,
+                        json={"since": "2026-11-22T08:00:00", "until": SOON})  # fmt: skip
+    assert naive.status_code == 422
