@@ -22,8 +22,10 @@ import psycopg
 from bench._db import drop_database, make_database
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_site
 from coldtrail.rules import queries as q
-from coldtrail.rules.engine import RulesEngine, _window
+from coldtrail.rules.conditions import Limits, find_conditions
+from coldtrail.rules.engine import RulesEngine
 from coldtrail.rules.judge import find_runs
+from coldtrail.rules.ranges import build
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -70,8 +72,10 @@ def main() -> None:
             fetch_s = time.perf_counter() - start
             start = time.perf_counter()
             runs = 0
-            for _, group in groupby(rows, key=lambda r: r[0]):
-                runs += len(find_runs(_window(list(group)), confirmed_only=True))
+            for sensor, group in groupby(rows, key=lambda r: r[0]):
+                data = build(sensor, list(group), {})
+                runs += len(find_runs(data.temperature, confirmed_only=True))
+                find_conditions(data, Limits())
             judge_s = time.perf_counter() - start
             conn.rollback()
             engine = RulesEngine(url)
