@@ -44,10 +44,12 @@ class Condition:
     ended_at: datetime | None
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
+    # What makes it the same alarm when found again; by default kind, sensor and start.
+    identity: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.kind}:{self.sensor}:{self.started_at.isoformat()}"
+        return self.identity or f"{self.kind}:{self.sensor}:{self.started_at.isoformat()}"
 
 
 def _at(epoch: float) -> datetime:

@@ -198,6 +198,7 @@ class RulesEngine:
                 f"(allowed {limits}) since {s.started_at.isoformat()}"
                 + (" (found late)" if outcome.late else ""),
                 data,
+                identity=f"excursion:{outcome.id}",  # the same alarm however it is revised
             ),
             now,
             location_excursion=outcome.id,

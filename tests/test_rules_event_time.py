@@ -134,6 +134,9 @@ def test_readings_filled_in_later_revise_the_excursion_instead_of_adding_one(
     engine.process_pending(site)
     assert _excursions(site) == [(T0 + 10 * M, T0 + 20 * M, 11.5, "closed", True, 1)]
     assert _events(site) == ["excursion.opened", "excursion.closed", "excursion.revised"]
+    # Revised, and still one alarm: its start moved, its identity did not.
+    alarms = site.execute("SELECT started_at FROM alarms WHERE kind = 'excursion'").fetchall()
+    assert len(alarms) == 1
 
     # Back in range at 15 min after all: the excursion ends there, and 16-20 min, four
     # minutes, is a blip shorter than the delay.
