@@ -38,9 +38,9 @@ FIELDS = (
     "limit_min_c", "limit_max_c", "min_c", "max_c", "duration_s", "degree_minutes", "mkt_c",
     "readings", "state",
 )  # fmt: skip
-# How far before a sensor's earliest new reading judging starts, beyond the longest alarm
-# delay: enough to take up a run out of range that began just before it.
-LOOKBACK_S = 900.0
+# Judging starts this much before a sensor's earliest new reading beyond the longest alarm
+# delay: a margin for a run out of range that began just before it.
+LOOKBACK_S = 60.0
 
 
 @dataclass

@@ -27,8 +27,10 @@ SELECT pg_advisory_xact_lock(hashtext('coldtrail.rules'), hashtext(s))
 FROM unnest(%(sensors)s::text[]) AS s ORDER BY s
 """
 
-# Where each sensor's judging window starts: a little before its earliest new reading, and
-# never inside an excursion already recorded (the window then starts where that one did).
+# Where each sensor's judging window starts: the longest alarm delay before its earliest new
+# reading (a run that began earlier would be confirmed, hence recorded, already), and at the
+# latest the reading before it (record intervals and rates need it); never inside an
+# excursion already recorded (the window then starts where that one did).
 WINDOW_STARTS = """
 SELECT w.sensor_id,
        least(w.since, (SELECT min(e.started_at) FROM excursions e
@@ -36,8 +38,11 @@ SELECT w.sensor_id,
                          AND e.started_at <= w.first_ts
                          AND coalesce(e.ended_at, 'infinity') >= w.since))
 FROM unnest(%(sensors)s::text[], %(firsts)s::timestamptz[]) AS w0(sensor_id, first_ts)
-CROSS JOIN LATERAL (SELECT w0.sensor_id, w0.first_ts,
-                           w0.first_ts - make_interval(secs => %(lookback_s)s) AS since) w
+CROSS JOIN LATERAL (
+    SELECT w0.sensor_id, w0.first_ts,
+           least(w0.first_ts - make_interval(secs => %(lookback_s)s),
+                 (SELECT max(r.ts) FROM readings r
+                  WHERE r.sensor_id = w0.sensor_id AND r.ts < w0.first_ts)) AS since) w
 """
 
 # Each reading of the windows with the place its sensor was in at the time of measurement,
