@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from coldtrail.rules.judge import find_runs
+from coldtrail.rules.judge import bound, find_runs
 from coldtrail.rules.ranges import SensorData
 
 TRANSPORT = ("vehicle", "compartment")
@@ -71,7 +71,7 @@ def find_conditions(data: SensorData, limits: Limits) -> list[Condition]:
 def _humidity(data: SensorData) -> list[Condition]:
     found = []
     for run in find_runs(data.humidity, confirmed_only=True):
-        allowed = f"{_n(run.limit_min_c)}..{_n(run.limit_max_c)} %RH"
+        allowed = f"{bound(run.limit_min_c)}..{bound(run.limit_max_c)} %RH"
         found.append(
             Condition(
                 "humidity",
@@ -199,7 +199,3 @@ def _battery(data: SensorData, limits: Limits) -> list[Condition]:
             )
         )
     return found
-
-
-def _n(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"

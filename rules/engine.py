@@ -23,7 +23,7 @@ from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Condition, Limits, find_conditions
 from coldtrail.rules.impact import CapaPolicy
-from coldtrail.rules.judge import Run, find_runs
+from coldtrail.rules.judge import Run, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
 from coldtrail.rules.notifiers import Notifier
 from coldtrail.rules.ranges import build, spans_by_location
@@ -189,7 +189,7 @@ class RulesEngine:
                 alarms.end(conn, alarm_id, now, now)
             log.warning("location excursion %d withdrawn: later readings show none", outcome.id)
             return
-        limits = f"{_n(s.limit_min_c)}..{_n(s.limit_max_c)} °C"
+        limits = f"{bound(s.limit_min_c)}..{bound(s.limit_max_c)} °C"
         alarms.upsert(
             conn,
             Condition(
@@ -247,7 +247,7 @@ class RulesEngine:
                     self.stats.closed += 1
                 continue
             before = dict(zip(("id", *FIELDS), old, strict=True))
-            if all(_same(before[f], values[f]) for f in FIELDS):
+            if all(same(before[f], values[f]) for f in FIELDS):
                 continue
             revised = before["state"] == "closed" or before["started_at"] != run.started_at
             conn.execute(
@@ -307,13 +307,3 @@ def _values(run: Run) -> dict[str, Any]:
 
 def _touch(touched: dict[str, datetime], place: str, since: datetime) -> None:
     touched[place] = min(since, touched.get(place, since))
-
-
-def _n(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    return bool(a == b)

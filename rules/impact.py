@@ -23,6 +23,7 @@ from coldtrail.erp import capa, outbox
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.movements import lots_in_location
 from coldtrail.errors import RecordError
+from coldtrail.rules.judge import bound
 
 log = logging.getLogger(__name__)
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -137,7 +138,7 @@ def apply(
     impacts = _impacts(conn, location, start, max(end, start + timedelta(seconds=1)))
     reason = (
         f"excursion {le_id} in {location} from {start.isoformat()}: read "
-        f"{lo_seen:.1f}..{hi_seen:.1f} °C, allowed {_n(lo)}..{_n(hi)} °C"
+        f"{lo_seen:.1f}..{hi_seen:.1f} °C, allowed {bound(lo)}..{bound(hi)} °C"
     )
     holds: list[int] = []
     for impact in impacts:
@@ -270,8 +271,8 @@ def _attach_readings(conn: Conn, capa_id: int, le_id: int, now: datetime, suffix
         _EVIDENCE_READINGS,
         {"sensors": sensors, "start": start - EVIDENCE_MARGIN, "end": end + EVIDENCE_MARGIN},
     ):
-        writer.writerow([r[0], r[1], r[2].isoformat(), r[3].isoformat(), r[4], _n(r[5]),
-                         _n(r[6])])  # fmt: skip
+        writer.writerow([r[0], r[1], r[2].isoformat(), r[3].isoformat(), r[4], bound(r[5]),
+                         bound(r[6])])  # fmt: skip
     capa.add_evidence(
         conn, ACTOR, capa_id, f"excursion-{le_id}-readings{suffix}.csv", "text/csv",
         out.getvalue().encode(), now,
@@ -283,10 +284,6 @@ def _description(row: tuple[Any, ...], impacts: list[LotImpact]) -> str:
     lots = ", ".join(f"lot {i.lot_id} ({i.minutes:.0f} min)" for i in impacts)
     return (
         f"Probes {', '.join(sensors)} in {location} read {lo_seen:.1f}..{hi_seen:.1f} °C "
-        f"against {_n(lo)}..{_n(hi)} °C from {start.isoformat()} to {end.isoformat()}. "
+        f"against {bound(lo)}..{bound(hi)} °C from {start.isoformat()} to {end.isoformat()}. "
         f"Lots exposed: {lots}. Opened by the rules engine; the readings are attached."
     )
-
-
-def _n(value: float | None) -> str:
-    return "" if value is None else f"{value:g}"

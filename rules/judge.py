@@ -131,3 +131,15 @@ def _run(w: Window, out: np.ndarray, s: int, e: int, end: int | None) -> Run:
         readings=int(e - s),
         delay_s=float(w.delay_s[s]),
     )
+
+
+def same(a: object, b: object) -> bool:
+    """Equal, floats within rounding: whether a recorded value needs rewriting."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return bool(a == b)
+
+
+def bound(value: float | None) -> str:
+    """A limit as people write it: ``8`` for 8.0, nothing for no limit."""
+    return "" if value is None else f"{value:g}"

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import psycopg
 
+from coldtrail.rules.judge import same
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 Change = Literal["opened", "closed", "revised", "extended", "withdrawn"]
 
@@ -195,15 +197,9 @@ def _recorded(row: tuple[Any, ...]) -> Summary:
 def _change(old: tuple[Any, ...], new: Summary) -> Change | None:
     before = _recorded(old)
     if before == new or all(
-        _same(getattr(before, f.name), getattr(new, f.name)) for f in fields(Summary)
+        same(getattr(before, f.name), getattr(new, f.name)) for f in fields(Summary)
     ):
         return None
     if before.state == "closed" or before.started_at != new.started_at:
         return "revised"
     return "closed" if new.state == "closed" else "extended"
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    return bool(a == b)
