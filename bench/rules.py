@@ -15,17 +15,16 @@ import argparse
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
 
 import psycopg
 
 from bench._db import drop_database, make_database
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_site
-from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Limits, find_conditions
 from coldtrail.rules.engine import RulesEngine
+from coldtrail.rules.fetch import fetch, load_places
 from coldtrail.rules.judge import find_runs
-from coldtrail.rules.ranges import build
+from coldtrail.rules.ranges import with_ranges
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -66,16 +65,12 @@ def main() -> None:
         sensors = [f"S{i:04d}" for i in range(args.sensors)]
         with psycopg.connect(url) as conn:
             start = time.perf_counter()
-            rows = conn.execute(
-                q.WINDOW_READINGS, {"sensors": sensors, "froms": [T0] * len(sensors)}
-            ).fetchall()
+            cols = fetch(conn, sensors, [T0] * len(sensors), None, load_places(conn))
             fetch_s = time.perf_counter() - start
             start = time.perf_counter()
-            runs = 0
-            for sensor, group in groupby(rows, key=lambda r: r[0]):
-                data = build(sensor, list(group), {})
-                runs += len(find_runs(data.temperature, confirmed_only=True))
-                find_conditions(data, Limits())
+            data = with_ranges(cols, {})
+            runs = len(find_runs(data.temperature, confirmed_only=True))
+            find_conditions(data, Limits())
             judge_s = time.perf_counter() - start
             conn.rollback()
             engine = RulesEngine(url)
@@ -86,7 +81,7 @@ def main() -> None:
             recorded = conn.execute("SELECT count(*) FROM excursions").fetchone()
     finally:
         drop_database(name)
-    n = len(rows)
+    n = cols.size
     print(
         f"{n} readings of {args.sensors} sensors: fetch {fetch_s:.2f} s, judging alone "
         f"{judge_s:.2f} s ({n / judge_s:.0f}/s, {runs} excursions), whole engine {full_s:.2f} s "

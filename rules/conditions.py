@@ -4,6 +4,7 @@ Each is a span of measurement time with a start and, once over, an end: humidity
 range, the logger not answering (unavailable: power or link down at the logger), records
 further apart than GSP allows, temperature changing fast (a door left open), battery low.
 The silent sensor and the overdue calibration need no readings: ``timers`` finds those.
+Like the excursions, they are found in many sensors' windows at once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from coldtrail.rules.judge import bound, find_runs
-from coldtrail.rules.ranges import SensorData
-
-TRANSPORT = ("vehicle", "compartment")
+from coldtrail.rules.ranges import Readings
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def find_conditions(data: SensorData, limits: Limits) -> list[Condition]:
+def find_conditions(data: Readings, limits: Limits) -> list[Condition]:
     if data.epoch_s.size == 0:
         return []
     return [
@@ -68,14 +67,14 @@ def find_conditions(data: SensorData, limits: Limits) -> list[Condition]:
     ]
 
 
-def _humidity(data: SensorData) -> list[Condition]:
+def _humidity(data: Readings) -> list[Condition]:
     found = []
     for run in find_runs(data.humidity, confirmed_only=True):
         allowed = f"{bound(run.limit_min_c)}..{bound(run.limit_max_c)} %RH"
         found.append(
             Condition(
                 "humidity",
-                data.sensor,
+                data.sensors[run.group],
                 run.location_id,
                 run.started_at,
                 run.ended_at,
@@ -92,55 +91,61 @@ def _humidity(data: SensorData) -> list[Condition]:
     return found
 
 
-def _spans(flag: np.ndarray) -> list[tuple[int, int | None]]:
-    """(first index, index of the first reading after it that is not flagged, or None)."""
-    edges = np.diff(np.r_[0, flag.astype(np.int8), 0])
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+def _spans(flag: np.ndarray, new_group: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Runs of flagged entries within a group: (first index, index just past it, whether it
+    ended there, i.e. an unflagged entry of the same group follows)."""
     n = flag.size
-    return [(int(s), int(e) if e < n else None) for s, e in zip(starts, ends, strict=True)]
+    if n == 0:
+        return []
+    before = np.r_[False, flag[:-1]] & ~new_group
+    starts = np.flatnonzero(flag & ~before)
+    stops = np.flatnonzero(~flag | new_group)
+    at = np.searchsorted(stops, starts, side="right")
+    ends = np.append(stops, n)[at]
+    ended = np.append(~new_group, False)[ends]
+    return list(zip(starts.tolist(), ends.tolist(), ended.tolist(), strict=True))
 
 
-def _unavailable(data: SensorData, limits: Limits) -> list[Condition]:
+def _unavailable(data: Readings, limits: Limits) -> list[Condition]:
     t = data.epoch_s
+    new_group, stop = data.bounds
     found = []
-    for s, e in _spans(~data.status_ok):
-        until = t[e] if e is not None else t[-1]
+    for s, e, ended in _spans(~data.status_ok, new_group):
+        until = t[e] if ended else t[stop[s] - 1]
         if until - t[s] < limits.unavailable_after_s:
             continue
         found.append(
             Condition(
                 "unavailable",
-                data.sensor,
-                data.temperature.location[s],
+                data.sensor(s),
+                data.location(s),
                 _at(t[s]),
-                _at(t[e]) if e is not None else None,
+                _at(t[e]) if ended else None,
                 f"logger not answering since {_at(t[s]).isoformat()}",
-                {"readings": (e if e is not None else t.size) - s},
+                {"readings": e - s},
             )
         )
     return found
 
 
-def _record_interval(data: SensorData, limits: Limits) -> list[Condition]:
+def _record_interval(data: Readings, limits: Limits) -> list[Condition]:
     t = data.epoch_s
     if t.size < 2:
         return []
     w = data.temperature
     with np.errstate(invalid="ignore"):
         out = w.ok & ((w.temp < w.lo) | (w.temp > w.hi))
-    transport = np.fromiter((k in TRANSPORT for k in data.kinds), bool, t.size)
-    known = np.fromiter((k is not None for k in data.kinds), bool, t.size)
-    allowed = np.where(transport, limits.transport_interval_s, limits.storage_interval_s)
+    allowed = np.where(data.transport, limits.transport_interval_s, limits.storage_interval_s)
     allowed = np.where(out, limits.out_of_range_interval_s, allowed)
     gaps = np.diff(t)
+    same_sensor = data.group[1:] == data.group[:-1]
     found = []
-    for i in np.flatnonzero((gaps > allowed[:-1]) & known[:-1]).tolist():
+    for i in np.flatnonzero((gaps > allowed[:-1]) & data.located[:-1] & same_sensor).tolist():
         found.append(
             Condition(
                 "record_interval",
-                data.sensor,
-                w.location[i],
+                data.sensor(i),
+                data.location(i),
                 _at(t[i]),
                 _at(t[i + 1]),
                 f"no record for {gaps[i] / 60:.0f} min, GSP allows {allowed[i] / 60:.0f} min",
@@ -150,27 +155,34 @@ def _record_interval(data: SensorData, limits: Limits) -> list[Condition]:
     return found
 
 
-def _rapid_change(data: SensorData, limits: Limits) -> list[Condition]:
+def _rapid_change(data: Readings, limits: Limits) -> list[Condition]:
     w = data.temperature
     idx = np.flatnonzero(w.ok)
     if idx.size < 2:
         return []
-    t, v = w.epoch_s[idx], w.temp[idx]
+    t, v, g = w.epoch_s[idx], w.temp[idx], w.group[idx]
     dt = np.diff(t)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.abs(np.diff(v)) / (dt / 60.0)
-    fast = (dt > 0) & (dt <= limits.rapid_change_span_s) & (rate > limits.rapid_change_c_per_min)
+    # Step k goes from value k to value k + 1; a step between two sensors is no step.
+    crossing = g[1:] != g[:-1]
+    fast = (
+        ~crossing
+        & (dt > 0)
+        & (dt <= limits.rapid_change_span_s)
+        & (rate > limits.rapid_change_c_per_min)
+    )
     found = []
-    for s, e in _spans(fast):
-        last = e if e is not None else fast.size  # the last fast step ends at reading `last`
+    for s, last, ended in _spans(fast, np.r_[True, crossing[:-1]]):
         peak = float(np.max(rate[s:last]))
+        closed = ended and not crossing[last]
         found.append(
             Condition(
                 "rapid_change",
-                data.sensor,
-                w.location[int(idx[s])],
+                data.sensor(int(idx[s])),
+                data.location(int(idx[s])),
                 _at(t[s]),
-                _at(t[last]) if e is not None else None,
+                _at(t[last]) if closed else None,
                 f"temperature changing {peak:.1f} °C/min "
                 f"(over {limits.rapid_change_c_per_min:g} °C/min): door open?",
                 {"peak_c_per_min": peak, "from_c": float(v[s]), "to_c": float(v[last])},
@@ -179,21 +191,21 @@ def _rapid_change(data: SensorData, limits: Limits) -> list[Condition]:
     return found
 
 
-def _battery(data: SensorData, limits: Limits) -> list[Condition]:
+def _battery(data: Readings, limits: Limits) -> list[Condition]:
     b = data.battery
     idx = np.flatnonzero(~np.isnan(b))
     if idx.size == 0:
         return []
-    t = data.epoch_s[idx]
+    t, g = data.epoch_s[idx], data.group[idx]
     found = []
-    for s, e in _spans(b[idx] < limits.battery_low_pct):
+    for s, e, ended in _spans(b[idx] < limits.battery_low_pct, np.r_[True, g[1:] != g[:-1]]):
         found.append(
             Condition(
                 "battery_low",
-                data.sensor,
-                data.temperature.location[int(idx[s])],
+                data.sensor(int(idx[s])),
+                data.location(int(idx[s])),
                 _at(t[s]),
-                _at(t[e]) if e is not None else None,
+                _at(t[e]) if ended else None,
                 f"battery {b[idx[s]]:.0f} % (below {limits.battery_low_pct:g} %)",
                 {"battery_pct": float(b[idx[s]])},
             )

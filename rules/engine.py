@@ -10,9 +10,9 @@ import logging
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from itertools import groupby
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from coldtrail.clock import Clock, SystemClock
@@ -22,11 +22,12 @@ from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Condition, Limits, find_conditions
+from coldtrail.rules.fetch import fetch, load_places
 from coldtrail.rules.impact import CapaPolicy
 from coldtrail.rules.judge import Run, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
 from coldtrail.rules.notifiers import Notifier
-from coldtrail.rules.ranges import build, spans_by_location
+from coldtrail.rules.ranges import spans_by_location, with_ranges
 
 log = logging.getLogger(__name__)
 
@@ -133,32 +134,35 @@ class RulesEngine:
         for sensor, *rest in conn.execute(q.STORED_EXCURSIONS, {"sensors": sensors}):
             if rest[4] is None or rest[4] >= starts[sensor] or rest[2] >= starts[sensor]:
                 stored.setdefault(sensor, []).append(tuple(rest))
-        rows = conn.execute(
-            q.WINDOW_READINGS, {"sensors": sensors, "froms": [starts[s] for s in sensors]}
-        ).fetchall()
-        places = sorted({r[5] for r in rows if r[5] is not None})
+        places = load_places(conn)
+        cols = fetch(conn, sensors, [starts[s] for s in sensors], None, places)
+        present = np.unique(cols.loc[cols.loc > 0]).tolist()
         spans = spans_by_location(
             conn.execute(
                 q.PRODUCT_RANGES,
-                {"locations": places, "since": min(starts.values()), "until": None},
+                {
+                    "locations": [places.ids[c] for c in present],
+                    "since": min(starts.values()),
+                    "until": None,
+                },
             )
         )
+        data = with_ranges(cols, spans)
+        runs: dict[str, list[Run]] = {}
+        for run in find_runs(data.temperature, confirmed_only=True):
+            runs.setdefault(sensors[run.group], []).append(run)
         now = self._clock.now()
         touched: dict[str, datetime] = {}
-        found: list[Condition] = []
-        for sensor, readings in groupby(rows, key=lambda r: r[0]):
-            data = build(sensor, list(readings), spans)
-            runs = find_runs(data.temperature, confirmed_only=True)
-            self._reconcile(conn, sensor, runs, stored.pop(sensor, []), now, touched)
-            found.extend(find_conditions(data, self._limits))
-        for sensor, left in stored.items():  # recorded, but no reading left in the window
-            self._reconcile(conn, sensor, [], left, now, touched)
+        for sensor in sorted(runs.keys() | stored.keys()):
+            self._reconcile(
+                conn, sensor, runs.get(sensor, []), stored.get(sensor, []), now, touched
+            )
         for place, since in sorted(touched.items()):
             for outcome in regroup(conn, place, since, now):
                 self._follow(conn, outcome, now)
-        for condition in found:
+        for condition in find_conditions(data, self._limits):
             self.stats.alarms += alarms.upsert(conn, condition, now) is not None
-        return len(rows)
+        return cols.size
 
     def _follow(
         self, conn: psycopg.Connection[tuple[Any, ...]], outcome: Outcome, now: datetime

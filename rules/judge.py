@@ -1,14 +1,18 @@
-"""Excursions in one sensor's readings, judged in order of measurement (numpy, no I/O).
+"""Excursions in sensors' readings, judged in order of measurement (numpy, no I/O).
 
 A reading is decisive when it has a value and a range to judge it by: out of range, or in
 range. A run of out-of-range readings starts at the first one and ends at the next in-range
 reading; readings without a value (unavailable) and gaps in between never end it, since a gap
 is not evidence of being in range. A run that moves to another location ends where the
 sensor was moved. A run counts as an excursion once it has lasted the location's alarm delay.
+
+The readings of many sensors are judged in one pass: their windows lie one after another,
+each reading tagged with its sensor's group number, and nothing carries over a group's end.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,16 +23,27 @@ from coldtrail.rules.mkt import mkt
 
 @dataclass(frozen=True)
 class Window:
-    """One sensor's readings, ascending by time of measurement."""
+    """Readings of one or more sensors: grouped by sensor, ascending by time within each."""
 
     epoch_s: np.ndarray  # float
     seq: np.ndarray  # int
-    ok: np.ndarray  # bool: status ok and a temperature
+    ok: np.ndarray  # bool: status ok and a value
     temp: np.ndarray  # float, nan without a value
     lo: np.ndarray  # float, nan without a lower limit
     hi: np.ndarray  # float, nan without an upper limit
-    location: list[str | None]
+    loc: np.ndarray  # int: the place code of each reading (see ``names``)
+    names: Sequence[str | None]  # place id by code
     delay_s: np.ndarray  # float
+    group: np.ndarray  # int: the sensor of each reading, non-decreasing
+
+
+def group_bounds(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each reading begins its group, and the index just past each reading's group."""
+    n = group.size
+    new = np.r_[True, group[1:] != group[:-1]] if n else np.zeros(0, bool)
+    firsts = np.flatnonzero(new)
+    stops = np.r_[firsts[1:], n]
+    return new, stops[np.cumsum(new) - 1]
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class Run:
     mkt_c: float
     readings: int
     delay_s: float
+    group: int = 0  # the sensor it was found in
 
     @property
     def confirmed(self) -> bool:
@@ -62,9 +78,10 @@ def _opt(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def find_runs(w: Window, *, confirmed_only: bool = False) -> list[Run]:
+def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True) -> list[Run]:
     """Every run out of range in the window (only those past their alarm delay, if asked:
-    the cheap test comes before the measures are worked out)."""
+    the cheap test comes before the measures are worked out). Without ``with_mkt`` a run's
+    MKT is left as nan, for who looks only at where and how far (replay)."""
     n = w.epoch_s.size
     if n == 0:
         return []
@@ -74,63 +91,72 @@ def find_runs(w: Window, *, confirmed_only: bool = False) -> list[Run]:
     has_range = ~(np.isnan(w.lo) & np.isnan(w.hi))
     out = below | above
     inside = w.ok & has_range & ~out
-    codes: dict[str | None, int] = {}
-    loc = np.fromiter((codes.setdefault(x, len(codes)) for x in w.location), np.int64, n)
-    segment_start = np.r_[True, loc[1:] != loc[:-1]]
-    segment = np.cumsum(segment_start)
+    new_group, stop = group_bounds(w.group)
+    moved = np.r_[False, w.loc[1:] != w.loc[:-1]] & ~new_group
+    segment = np.cumsum(new_group | moved)
     # A run starts at an out-of-range reading whose previous decisive reading in the same
-    # location was not out of range; it ends at the next in-range reading, or where the
-    # sensor moved to another location, whichever comes first.
+    # place (and sensor) was not out of range; it ends at the next in-range reading, or where
+    # the sensor moved to another place; one still going at its sensor's last reading is open.
     decisive = np.flatnonzero(out | inside)
     d_out = out[decisive]
     same_place = np.r_[False, segment[decisive[1:]] == segment[decisive[:-1]]]
     previous_out = np.r_[False, d_out[:-1]] & same_place
     starts = decisive[d_out & ~previous_out]
-    enders = np.union1d(np.flatnonzero(inside), np.flatnonzero(segment_start)[1:])
-    at = np.searchsorted(enders, starts, side="right")
-    runs: list[Run] = []
-    for s, k in zip(starts.tolist(), at.tolist(), strict=True):
-        end = int(enders[k]) if k < enders.size else None
-        if confirmed_only:
-            finish = w.epoch_s[end if end is not None else n - 1]
-            if finish - w.epoch_s[s] < w.delay_s[s]:
-                continue
-        runs.append(_run(w, out, s, end if end is not None else n, end))
-    return runs
-
-
-def _run(w: Window, out: np.ndarray, s: int, e: int, end: int | None) -> Run:
-    span = slice(s, e)
-    values = w.temp[span][out[span]]
-    times = w.epoch_s[span][out[span]]
-    lo, hi = w.lo[s], w.hi[s]
-    last_seen = float(w.epoch_s[e - 1])
-    finish = float(w.epoch_s[end]) if end is not None else last_seen
+    enders = np.flatnonzero(inside | moved)
+    ender = np.append(enders, n)[np.searchsorted(enders, starts, side="right")]
+    closed = ender < stop[starts]
+    ends = np.where(closed, ender, stop[starts])  # just past the run's last reading
+    # Closed, a run lasts until the reading that ends it; open, until its newest reading.
+    finish = w.epoch_s[np.where(closed, ends, ends - 1)]
+    if confirmed_only:
+        keep = finish - w.epoch_s[starts] >= w.delay_s[starts]
+        starts, ends, closed, finish = starts[keep], ends[keep], closed[keep], finish[keep]
+    if starts.size == 0:
+        return []
     # Each out-of-range value stands until the next reading of the sensor (gaps included: a
     # gap is not in range); the newest value of a run still open stands for nothing yet.
-    nxt = np.append(w.epoch_s[s + 1 : e], finish)[out[span]]
-    held = np.maximum(nxt - times, 0.0)
-    excess = np.maximum(
-        np.nan_to_num(values - hi, nan=0.0), np.nan_to_num(lo - values, nan=0.0)
-    ).clip(min=0.0)
-    unique_t, first = np.unique(times, return_index=True)
-    return Run(
-        location_id=str(w.location[s]),
-        started_at=_at(float(w.epoch_s[s])),
-        start_seq=int(w.seq[s]),
-        ended_at=_at(finish) if end is not None else None,
-        end_seq=int(w.seq[end]) if end is not None else None,
-        last_seen_at=_at(last_seen),
-        limit_min_c=_opt(lo),
-        limit_max_c=_opt(hi),
-        min_c=float(values.min()),
-        max_c=float(values.max()),
-        duration_s=finish - float(w.epoch_s[s]),
-        degree_minutes=float(np.sum(excess * held) / 60.0),
-        mkt_c=mkt(unique_t, values[first]).mkt_c,
-        readings=int(e - s),
-        delay_s=float(w.delay_s[s]),
-    )
+    held = np.append(np.diff(w.epoch_s), 0.0)
+    held[stop - 1] = 0.0
+    with np.errstate(invalid="ignore"):
+        excess = np.fmax(np.fmax(w.temp - w.hi, w.lo - w.temp), 0.0)
+    area = np.where(out, np.nan_to_num(excess) * np.maximum(held, 0.0), 0.0)
+    low = np.where(out, w.temp, np.inf)
+    high = np.where(out, w.temp, -np.inf)
+    edges = np.column_stack((starts, ends)).ravel()
+    # reduceat over [start, end) pairs: every second result; a last end of n needs a pad.
+    degree_min = np.add.reduceat(np.append(area, 0.0), edges)[::2] / 60.0
+    min_c = np.minimum.reduceat(np.append(low, np.inf), edges)[::2]
+    max_c = np.maximum.reduceat(np.append(high, -np.inf), edges)[::2]
+    runs: list[Run] = []
+    for k, (s, e, c) in enumerate(
+        zip(starts.tolist(), ends.tolist(), closed.tolist(), strict=True)
+    ):
+        mkt_c = float("nan")
+        if with_mkt:
+            here = np.flatnonzero(out[s:e]) + s
+            unique_t, first = np.unique(w.epoch_s[here], return_index=True)
+            mkt_c = mkt(unique_t, w.temp[here][first]).mkt_c
+        runs.append(
+            Run(
+                location_id=str(w.names[int(w.loc[s])]),
+                started_at=_at(float(w.epoch_s[s])),
+                start_seq=int(w.seq[s]),
+                ended_at=_at(float(finish[k])) if c else None,
+                end_seq=int(w.seq[e]) if c else None,
+                last_seen_at=_at(float(w.epoch_s[e - 1])),
+                limit_min_c=_opt(w.lo[s]),
+                limit_max_c=_opt(w.hi[s]),
+                min_c=float(min_c[k]),
+                max_c=float(max_c[k]),
+                duration_s=float(finish[k] - w.epoch_s[s]),
+                degree_minutes=float(degree_min[k]),
+                mkt_c=mkt_c,
+                readings=e - s,
+                delay_s=float(w.delay_s[s]),
+                group=int(w.group[s]),
+            )
+        )
+    return runs
 
 
 def same(a: object, b: object) -> bool:

@@ -45,20 +45,6 @@ CROSS JOIN LATERAL (
                   WHERE r.sensor_id = w0.sensor_id AND r.ts < w0.first_ts)) AS since) w
 """
 
-# Each reading of the windows with the place its sensor was in at the time of measurement,
-# and that place's own range and alarm delay (the products stored there may narrow them).
-WINDOW_READINGS = """
-SELECT r.sensor_id, extract(epoch FROM r.ts)::float8, r.seq,
-       r.status = 'ok' AND r.temperature_c IS NOT NULL, r.temperature_c,
-       a.location_id, l.temp_min_c, l.temp_max_c, coalesce(l.alarm_delay_s, 0),
-       r.status = 'ok', r.humidity_pct, r.battery_pct, l.kind::text, l.rh_min_pct, l.rh_max_pct
-FROM unnest(%(sensors)s::text[], %(froms)s::timestamptz[]) AS w(sensor_id, since)
-JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts >= w.since
-LEFT JOIN sensor_assignments a ON a.sensor_id = r.sensor_id AND a.valid @> r.ts
-LEFT JOIN locations l ON l.id = a.location_id
-ORDER BY r.sensor_id, r.ts, r.seq
-"""
-
 # The profiles of the products stored in these places since a time, each with the spans
 # (merged over its lots) it was there: a place's range is the strictest of them.
 PRODUCT_RANGES = """

@@ -1,20 +1,27 @@
-"""One sensor's readings as the rules judge them, with each reading's effective range.
+"""Sensors' readings as the rules judge them, with each reading's effective range.
 
 A place's effective range at a moment is the strictest of its own setting (when it has a
 range of its own) and the profiles of the products stored there then: the highest lower
 limit, the lowest upper limit and the shortest alarm delay. Humidity likewise. A place with
 neither a range nor products has nothing to judge by.
+
+Places are numbered (code 0: in no place) so that every per-reading attribute is a numpy
+array and nothing is done reading by reading in Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from coldtrail.rules.judge import Window
+from coldtrail.errors import RuleViolation
+from coldtrail.rules.judge import Window, group_bounds
+
+TRANSPORT = ("vehicle", "compartment")
 
 
 @dataclass(frozen=True)
@@ -31,28 +38,58 @@ class ProductSpan:
 
 
 @dataclass(frozen=True)
-class SensorData:
-    """Everything the rules look at in one sensor's window, ascending by measurement time."""
-
-    sensor: str
-    temperature: Window
-    humidity: Window
-    status_ok: np.ndarray  # bool: the logger answered
-    battery: np.ndarray  # float, nan without a value
-    kinds: list[str | None]  # the kind of place of each reading
-
-    @property
-    def epoch_s(self) -> np.ndarray:
-        return self.temperature.epoch_s
-
-
-@dataclass(frozen=True)
 class RangePatch:
     """A changed setting to try (replay): what is None stays as it is."""
 
     temp_min_c: float | None = None
     temp_max_c: float | None = None
     alarm_delay_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Places:
+    """Every place's own settings, by code; code 0 is "in no place" and judges nothing."""
+
+    ids: list[str | None]
+    lo: np.ndarray
+    hi: np.ndarray
+    delay_s: np.ndarray
+    rh_lo: np.ndarray
+    rh_hi: np.ndarray
+    transport: np.ndarray  # bool: readings there must be recorded at the transport interval
+
+    @cached_property
+    def code(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.ids) if p is not None}
+
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[Sequence[Any]], patches: dict[str, RangePatch] | None = None
+    ) -> Places:
+        """From rows of (id, temp min, temp max, alarm delay, kind, rh min, rh max), with
+        the settings of some places patched (replay)."""
+        patches = patches or {}
+        table: list[tuple[Any, ...]] = [(None, None, None, 0, None, None, None)]
+        for loc, lo, hi, delay, kind, rh_lo, rh_hi in rows:
+            patch = patches.get(loc)
+            if patch is not None:
+                lo = lo if patch.temp_min_c is None else patch.temp_min_c
+                hi = hi if patch.temp_max_c is None else patch.temp_max_c
+                delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
+            table.append((loc, lo, hi, delay or 0, kind, rh_lo, rh_hi))
+        unknown = set(patches) - {t[0] for t in table}
+        if unknown:
+            raise RuleViolation(f"no location {', '.join(sorted(unknown))}")
+        c = list(zip(*table, strict=True))
+        return cls(
+            ids=list(c[0]),
+            lo=_floats(c[1]),
+            hi=_floats(c[2]),
+            delay_s=np.array(c[3], dtype=float),
+            rh_lo=_floats(c[5]),
+            rh_hi=_floats(c[6]),
+            transport=np.array([k in TRANSPORT for k in c[4]], dtype=bool),
+        )
 
 
 def spans_by_location(
@@ -74,109 +111,115 @@ def spans_by_location(
 
 @dataclass(frozen=True)
 class Columns:
-    """One sensor's readings column by column, each reading with its place's own settings."""
+    """The readings of one or more sensors' windows, column by column: grouped by sensor
+    (``group`` indexes ``sensors``), ascending by time of measurement within each."""
 
+    sensors: Sequence[str]
+    group: np.ndarray
     epoch_s: np.ndarray
     seq: np.ndarray
-    ok: np.ndarray  # status ok and a temperature
-    temp: np.ndarray
-    location: list[str | None]
-    lo: np.ndarray
-    hi: np.ndarray
-    delay_s: np.ndarray
-    status_ok: np.ndarray
+    status_ok: np.ndarray  # the logger answered
+    temp: np.ndarray  # nan without a value
     humidity: np.ndarray
     battery: np.ndarray
-    kinds: list[str | None]
-    rh_lo: np.ndarray
-    rh_hi: np.ndarray
+    loc: np.ndarray  # place code, 0: in no place
+    places: Places
 
-    @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> Columns:
-        """From the rows of ``WINDOW_READINGS`` of one sensor."""
-        c = list(zip(*rows, strict=True))
-        return cls(
-            epoch_s=np.array(c[1], dtype=float),
-            seq=np.array(c[2], dtype=np.int64),
-            ok=np.array(c[3], dtype=bool),
-            temp=_floats(c[4]),
-            location=list(c[5]),
-            lo=_floats(c[6]),
-            hi=_floats(c[7]),
-            delay_s=np.array(c[8], dtype=float),
-            status_ok=np.array(c[9], dtype=bool),
-            humidity=_floats(c[10]),
-            battery=_floats(c[11]),
-            kinds=list(c[12]),
-            rh_lo=_floats(c[13]),
-            rh_hi=_floats(c[14]),
-        )
+    @property
+    def size(self) -> int:
+        return int(self.epoch_s.size)
 
 
-def build(
-    sensor: str, rows: Sequence[Sequence[Any]], spans: dict[str, list[ProductSpan]]
-) -> SensorData:
-    return build_columns(sensor, Columns.from_rows(rows), spans)
+@dataclass(frozen=True)
+class Readings:
+    """Everything the rules look at in the windows, with the ranges in force."""
+
+    sensors: Sequence[str]
+    temperature: Window
+    humidity: Window
+    status_ok: np.ndarray
+    battery: np.ndarray
+    located: np.ndarray  # bool: the sensor was assigned to a place
+    transport: np.ndarray  # bool: that place is a vehicle or compartment
+
+    @property
+    def epoch_s(self) -> np.ndarray:
+        return self.temperature.epoch_s
+
+    @property
+    def group(self) -> np.ndarray:
+        return self.temperature.group
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each reading begins its sensor's window, and the index past that window."""
+        return group_bounds(self.group)
+
+    def sensor(self, i: int) -> str:
+        return self.sensors[int(self.group[i])]
+
+    def location(self, i: int) -> str | None:
+        return self.temperature.names[int(self.temperature.loc[i])]
 
 
-def build_columns(sensor: str, cols: Columns, spans: dict[str, list[ProductSpan]]) -> SensorData:
-    """The sensor's window with each reading's range narrowed by the products stored."""
-    epoch = cols.epoch_s
-    location = cols.location
-    lo, hi = cols.lo.copy(), cols.hi.copy()
-    rh_lo, rh_hi = cols.rh_lo.copy(), cols.rh_hi.copy()
+def with_ranges(cols: Columns, spans: dict[str, list[ProductSpan]]) -> Readings:
+    """The windows with each reading's range narrowed by the products stored at the time."""
+    p = cols.places
+    loc = cols.loc
+    lo, hi = p.lo[loc], p.hi[loc]
+    rh_lo, rh_hi = p.rh_lo[loc], p.rh_hi[loc]
     own_range = ~(np.isnan(lo) & np.isnan(hi))
-    delay = np.where(own_range, cols.delay_s, np.inf)
-    for loc, loc_spans in spans.items():
-        here = np.fromiter((x == loc for x in location), bool, len(location))
-        if not here.any():
+    delay = np.where(own_range, p.delay_s[loc], np.inf)
+    for place, place_spans in spans.items():
+        code = p.code.get(place)
+        if code is None:
             continue
-        for span in loc_spans:
-            i0, i1 = np.searchsorted(epoch, (span.start, span.end), side="left")
-            if i0 == i1:
+        here = np.flatnonzero(loc == code)
+        if here.size == 0:
+            continue
+        t = cols.epoch_s[here]
+        for span in place_spans:
+            idx = here[(t >= span.start) & (t < span.end)]
+            if idx.size == 0:
                 continue
-            m = here[i0:i1]
-            _tighten(lo, i0, i1, m, span.lo, np.fmax)
-            _tighten(hi, i0, i1, m, span.hi, np.fmin)
-            _tighten(delay, i0, i1, m, span.delay_s, np.fmin)
-            _tighten(rh_lo, i0, i1, m, span.rh_lo, np.fmax)
-            _tighten(rh_hi, i0, i1, m, span.rh_hi, np.fmin)
+            _tighten(lo, idx, span.lo, np.fmax)
+            _tighten(hi, idx, span.hi, np.fmin)
+            _tighten(delay, idx, span.delay_s, np.fmin)
+            _tighten(rh_lo, idx, span.rh_lo, np.fmax)
+            _tighten(rh_hi, idx, span.rh_hi, np.fmin)
     delay = np.where(np.isinf(delay), 0.0, delay)
-    return SensorData(
-        sensor=sensor,
-        temperature=Window(
-            epoch_s=epoch,
-            seq=cols.seq,
-            ok=cols.ok,
-            temp=cols.temp,
-            lo=lo,
-            hi=hi,
-            location=location,
-            delay_s=delay,
-        ),
-        humidity=Window(
-            epoch_s=epoch,
-            seq=cols.seq,
+    temperature = Window(
+        epoch_s=cols.epoch_s,
+        seq=cols.seq,
+        ok=cols.status_ok & ~np.isnan(cols.temp),
+        temp=cols.temp,
+        lo=lo,
+        hi=hi,
+        loc=loc,
+        names=p.ids,
+        delay_s=delay,
+        group=cols.group,
+    )
+    return Readings(
+        sensors=cols.sensors,
+        temperature=temperature,
+        humidity=replace(
+            temperature,
             ok=cols.status_ok & ~np.isnan(cols.humidity),
             temp=cols.humidity,
             lo=rh_lo,
             hi=rh_hi,
-            location=location,
-            delay_s=delay,
         ),
         status_ok=cols.status_ok,
         battery=cols.battery,
-        kinds=cols.kinds,
+        located=loc != 0,
+        transport=p.transport[loc],
     )
 
 
-def _tighten(
-    values: np.ndarray, i0: int, i1: int, mask: np.ndarray, limit: float, pick: np.ufunc
-) -> None:
-    if np.isnan(limit):
-        return
-    part = values[i0:i1]
-    part[mask] = pick(part[mask], limit)
+def _tighten(values: np.ndarray, idx: np.ndarray, limit: float, pick: np.ufunc) -> None:
+    if not np.isnan(limit):
+        values[idx] = pick(values[idx], limit)
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:

@@ -4,68 +4,45 @@ QA validates a profile or rule change before it goes live: which excursions and 
 would have been raised, which recorded ones would not, and which lots each would have
 touched. It runs in a read-only transaction, so it can't change a live record.
 
-Readings come out of the database as binary COPY read straight into numpy (a month of a
-thousand sensors is tens of millions of rows); each sensor's place at each moment comes from
-its assignments by binary search rather than a join per row.
+Readings come out of the database as binary COPY read straight into numpy (``fetch``), a
+chunk of sensors at a time; with helper connections, the next chunks are fetched while one
+is judged, all in one exported snapshot.
 """
 
 from __future__ import annotations
 
+import queue
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
-import numpy as np
 import psycopg
+from psycopg import sql
 
 from coldtrail.erp.movements import lots_in_location
 from coldtrail.errors import RuleViolation
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Limits, find_conditions
+from coldtrail.rules.fetch import fetch, load_places
 from coldtrail.rules.judge import Run, find_runs
-from coldtrail.rules.ranges import Columns, RangePatch, build_columns, spans_by_location
+from coldtrail.rules.ranges import Columns, Places, RangePatch, spans_by_location, with_ranges
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-# Binary COPY: every field NOT NULL, so each row has the same size and numpy reads them in
-# place. Field count (int16), then per field its length (int32) and its big-endian value.
-_ROW = np.dtype(
-    [("n", ">i2"),
-     ("l0", ">i4"), ("epoch", ">f8"), ("l1", ">i4"), ("seq", ">i8"), ("l2", ">i4"), ("ok", "?"),
-     ("l3", ">i4"), ("temp", ">f8"), ("l4", ">i4"), ("status_ok", "?"), ("l5", ">i4"),
-     ("rh", ">f8"), ("l6", ">i4"), ("battery", ">f8")]
-)  # fmt: skip
-_HEADER = 19  # signature (11), flags (4), header extension length (4)
-
-_COPY_READINGS = """
-COPY (SELECT extract(epoch FROM ts)::float8, seq,
-             status = 'ok' AND temperature_c IS NOT NULL,
-             coalesce(temperature_c, 'NaN'::float8), status = 'ok',
-             coalesce(humidity_pct, 'NaN'::float8), coalesce(battery_pct, 'NaN'::float8)
-      FROM readings WHERE sensor_id = %(sensor)s AND ts >= %(start)s AND ts < %(end)s
-      ORDER BY ts, seq) TO STDOUT (FORMAT BINARY)
-"""
+# Sensors fetched and judged together: about a million rows at a month of 1-minute readings.
+CHUNK = 25
 
 _SENSORS = """
 SELECT DISTINCT a.sensor_id FROM sensor_assignments a
 WHERE a.valid && tstzrange(%(start)s, %(end)s)
   AND (%(sensors)s::text[] IS NULL OR a.sensor_id = ANY(%(sensors)s))
 ORDER BY 1
-"""
-
-_ASSIGNMENTS = """
-SELECT a.sensor_id, a.location_id, extract(epoch FROM lower(a.valid))::float8,
-       coalesce(extract(epoch FROM upper(a.valid))::float8, 'Infinity'::float8)
-FROM sensor_assignments a
-WHERE a.sensor_id = ANY(%(sensors)s) AND a.valid && tstzrange(%(start)s, %(end)s)
-ORDER BY 1, 3
-"""
-
-_LOCATIONS = """
-SELECT id, temp_min_c, temp_max_c, alarm_delay_s, kind::text, rh_min_pct, rh_max_pct
-FROM locations
 """
 
 _RECORDED = """
@@ -109,16 +86,6 @@ class Report:
         return [e for e in self.excursions if e.recorded_id is None]
 
 
-@dataclass(frozen=True)
-class _Place:
-    lo: float
-    hi: float
-    delay_s: float
-    kind: str
-    rh_lo: float
-    rh_hi: float
-
-
 def replay(
     conn: Conn,
     start: datetime,
@@ -129,38 +96,43 @@ def replay(
     limits: Limits | None = None,
     sensors: list[str] | None = None,
     with_lots: bool = True,
+    helpers: Sequence[Conn] = (),
 ) -> Report:
+    """What the rules would raise over [start, end) with the settings patched. ``helpers``:
+    idle connections to the same database that fetch readings while this one's are judged;
+    they read the same snapshot."""
     if end <= start:
         raise RuleViolation("a replay needs a period: its end after its start")
     began = time.perf_counter()
     limits = limits or Limits()
-    with conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
-        places = _places(conn, locations or {})
+    with conn.transaction(), ExitStack() as stack:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if helpers:
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            for helper in helpers:
+                stack.enter_context(helper.transaction())
+                helper.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        places = load_places(conn, locations or {})
         chosen = [
             r[0] for r in conn.execute(_SENSORS, {"start": start, "end": end, "sensors": sensors})
         ]
-        assignments: dict[str, list[tuple[str, float, float]]] = {}
-        for sensor, loc, a, b in conn.execute(
-            _ASSIGNMENTS, {"sensors": chosen, "start": start, "end": end}
-        ):
-            assignments.setdefault(sensor, []).append((loc, a, b))
         spans = spans_by_location(
             conn.execute(
-                q.PRODUCT_RANGES, {"locations": list(places), "since": start, "until": end}
+                q.PRODUCT_RANGES,
+                {"locations": [p for p in places.ids if p], "since": start, "until": end},
             ),
             profiles,
         )
         runs: list[tuple[str, Run]] = []
         counted: Counter[str] = Counter()
         readings = 0
-        for sensor in chosen:
-            cols = _columns(conn, sensor, start, end, assignments.get(sensor, []), places)
-            if cols is None:
-                continue
-            readings += cols.epoch_s.size
-            data = build_columns(sensor, cols, spans)
-            runs += [(sensor, r) for r in find_runs(data.temperature, confirmed_only=True)]
+        chunks = [chosen[i : i + CHUNK] for i in range(0, len(chosen), CHUNK)]
+        for cols in _fetched(conn, list(helpers), chunks, start, end, places):
+            readings += cols.size
+            data = with_ranges(cols, spans)
+            found_runs = find_runs(data.temperature, confirmed_only=True, with_mkt=False)
+            runs += [(cols.sensors[r.group], r) for r in found_runs]
             counted.update(c.kind for c in find_conditions(data, limits))
         recorded = conn.execute(_RECORDED, {"start": start, "end": end}).fetchall()
         found = _merge(runs, recorded)
@@ -179,69 +151,40 @@ def replay(
     )
 
 
-def _places(conn: Conn, patches: dict[str, RangePatch]) -> dict[str, _Place]:
-    places = {}
-    for loc, lo, hi, delay, kind, rh_lo, rh_hi in conn.execute(_LOCATIONS):
-        patch = patches.get(loc)
-        if patch is not None:
-            lo = lo if patch.temp_min_c is None else patch.temp_min_c
-            hi = hi if patch.temp_max_c is None else patch.temp_max_c
-            delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
-        places[loc] = _Place(_f(lo), _f(hi), float(delay), kind, _f(rh_lo), _f(rh_hi))
-    unknown = set(patches) - set(places)
-    if unknown:
-        raise RuleViolation(f"no location {', '.join(sorted(unknown))}")
-    return places
-
-
-def _columns(
+def _fetched(
     conn: Conn,
-    sensor: str,
+    helpers: list[Conn],
+    chunks: list[list[str]],
     start: datetime,
     end: datetime,
-    assigned: list[tuple[str, float, float]],
-    places: dict[str, _Place],
-) -> Columns | None:
-    with (
-        conn.cursor() as cur,
-        cur.copy(_COPY_READINGS, {"sensor": sensor, "start": start, "end": end}) as copy,
-    ):
-        raw = b"".join(bytes(chunk) for chunk in copy)
-    count = (len(raw) - _HEADER - 2) // _ROW.itemsize
-    if count <= 0:
-        return None
-    rows = np.frombuffer(raw, dtype=_ROW, count=count, offset=_HEADER)
-    epoch = rows["epoch"].astype(float)
-    # Where the sensor was at each reading: the assignment that began last before it.
-    names = [a[0] for a in assigned]
-    lowers = np.array([a[1] for a in assigned], dtype=float)
-    uppers = np.array([a[2] for a in assigned], dtype=float)
-    at = np.searchsorted(lowers, epoch, side="right") - 1
-    inside = (at >= 0) & (epoch < uppers[np.clip(at, 0, None)]) if names else np.zeros(count, bool)
-    nowhere = _Place(np.nan, np.nan, 0.0, "", np.nan, np.nan)
-    table = [places[n] for n in names] + [nowhere]
-    code = np.where(inside, at, len(names))
-    attr = {k: np.array([getattr(p, k) for p in table], dtype=float)[code]
-            for k in ("lo", "hi", "delay_s", "rh_lo", "rh_hi")}  # fmt: skip
-    label: list[str | None] = [*names, None]
-    location = [label[i] for i in code.tolist()]
-    kinds: list[str | None] = [table[i].kind or None for i in code.tolist()]
-    return Columns(
-        epoch_s=epoch,
-        seq=rows["seq"].astype(np.int64),
-        ok=rows["ok"].astype(bool),
-        temp=rows["temp"].astype(float),
-        location=location,
-        lo=attr["lo"],
-        hi=attr["hi"],
-        delay_s=np.nan_to_num(attr["delay_s"]),
-        status_ok=rows["status_ok"].astype(bool),
-        humidity=rows["rh"].astype(float),
-        battery=rows["battery"].astype(float),
-        kinds=kinds,
-        rh_lo=attr["rh_lo"],
-        rh_hi=attr["rh_hi"],
-    )
+    places: Places,
+) -> Iterator[Columns]:
+    """The chunks' readings in order; with helpers, fetched ahead while the caller judges."""
+    if not helpers:
+        for chunk in chunks:
+            yield fetch(conn, chunk, [start] * len(chunk), end, places)
+        return
+    idle: queue.SimpleQueue[Conn] = queue.SimpleQueue()
+    for helper in helpers:
+        idle.put(helper)
+
+    def job(chunk: list[str]) -> Columns:
+        helper = idle.get()
+        try:
+            return fetch(helper, chunk, [start] * len(chunk), end, places)
+        finally:
+            idle.put(helper)
+
+    with ThreadPoolExecutor(len(helpers), thread_name_prefix="replay-fetch") as pool:
+        waiting = iter(chunks)
+        # One chunk more than there are helpers is asked for ahead, so no helper waits.
+        pending = deque(pool.submit(job, c) for c in islice(waiting, len(helpers) + 1))
+        while pending:
+            cols = pending.popleft().result()
+            nxt = next(waiting, None)
+            if nxt is not None:
+                pending.append(pool.submit(job, nxt))
+            yield cols
 
 
 def _merge(runs: list[tuple[str, Run]], recorded: list[tuple[Any, ...]]) -> list[WouldBe]:
@@ -297,7 +240,3 @@ def _with_lots(conn: Conn, e: WouldBe) -> WouldBe:
         until = datetime.fromtimestamp(e.started_at.timestamp() + 1, UTC)
     stays = lots_in_location(conn, e.location_id, e.started_at, until, with_children=False)
     return WouldBe(**{**e.__dict__, "lots": tuple(sorted({s.lot_id for s in stays}))})
-
-
-def _f(value: Any) -> float:
-    return float("nan") if value is None else float(value)
