@@ -18,13 +18,13 @@ import multiprocessing
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
 
 from bench._db import drop_database, make_database
-from bench.ingest import MQTT, T0, Pace, _register, fleet
+from bench.ingest import MQTT, Pace, _register, fleet
 from coldtrail import mqtt
 from coldtrail.erp.masterdata import Location, upsert_location, upsert_site
 from coldtrail.erp.outbox import EVENT_TOPIC_ROOT, Destination, OutboxDispatcher, add_destination
@@ -37,9 +37,15 @@ SENSORS = 2_000
 HOT = 40
 
 
-def _payloads(messages: int, per_message: int) -> tuple[list[bytes], dict[str, int]]:
-    """The messages, and for each hot sensor the message carrying its one warm reading."""
+def _payloads(
+    messages: int, per_message: int, seconds: float
+) -> tuple[list[bytes], dict[str, int]]:
+    """The messages, and for each hot sensor the message carrying its one warm reading.
+    Measurement times start now and keep pace with the sending, as a live fleet's do (the
+    rules would rightly call sensors whose newest reading is months old offline)."""
     rounds = messages * per_message // SENSORS
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    step = timedelta(seconds=seconds / rounds)
     warm_round = {f"S{k:05d}": int((k + 1) * rounds / (HOT + 1)) for k in range(HOT)}
     carried: dict[str, int] = {}
     payloads = []
@@ -51,9 +57,9 @@ def _payloads(messages: int, per_message: int) -> tuple[list[bytes], dict[str, i
             if hot:
                 carried[sensor] = n
             readings.append(Reading(sensor=sensor, seq=round_ + 1,
-                                    ts=T0 + timedelta(seconds=5 * round_),
+                                    ts=t0 + step * round_,
                                     temperature_c=12.0 if hot else 4.5))  # fmt: skip
-        payloads.append(encode_telemetry("gw-bench", T0, readings))
+        payloads.append(encode_telemetry("gw-bench", t0, readings))
     return payloads, carried
 
 
@@ -67,9 +73,23 @@ def _places(url: str) -> None:
             "INSERT INTO sensor_assignments (sensor_id, location_id, valid)"
             " SELECT id, CASE WHEN substr(id, 2)::int < %s THEN 'F' || substr(id, 2)::int"
             " ELSE 'CR' END, tstzrange(%s, NULL) FROM sensors",
-            (HOT, T0 - timedelta(days=1)),
+            # Assigned just now: a sensor assigned long ago that never reported is offline.
+            (HOT, datetime.now(UTC) - timedelta(seconds=60)),
         )
         add_destination(conn, "bench", Destination("bus", "mqtt", MQTT))
+
+
+def _stages(url: str) -> dict[str, tuple[float, float]]:
+    """Per hot sensor: when ingest took its warm reading, and when the rules recorded it."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT s.sensor, extract(epoch FROM r.received_at)::float8,"
+            " extract(epoch FROM e.created_at)::float8"
+            " FROM outbox_events e, jsonb_array_elements_text(e.payload->'sensors') s(sensor)"
+            " JOIN readings r ON r.sensor_id = s.sensor AND r.temperature_c > 8"
+            " WHERE e.kind = 'excursion.opened'"
+        ).fetchall()
+    return {s: (a, b) for s, a, b in rows}
 
 
 def main() -> None:
@@ -79,7 +99,7 @@ def main() -> None:
     p.add_argument("--per-message", type=int, default=100)
     args = p.parse_args()
     messages = int(args.rate * args.seconds / args.per_message)
-    payloads, carried = _payloads(messages, args.per_message)
+    payloads, carried = _payloads(messages, args.per_message, args.seconds)
     name = f"bench_alarm_{uuid.uuid4().hex[:6]}"
     url = make_database(name)
     received: dict[str, float] = {}
@@ -132,6 +152,7 @@ def main() -> None:
                 t.join(30)
             listener.disconnect()
             listener.loop_stop()
+        stages = _stages(url)
     finally:
         drop_database(name)
     missing = sorted(set(carried) - set(received))
@@ -139,6 +160,22 @@ def main() -> None:
         raise RuntimeError(f"no excursion.opened for {len(missing)} sensors: {missing[:5]}")
     latency = np.array([received[s] - sent[carried[s]] for s in carried]) * 1000
     p50, p99 = np.percentile(latency, [50, 99])
+    # Where the time goes: the hot reading's ingest transaction, then the rules transaction
+    # that recorded the excursion, then the event's arrival on MQTT.
+    parts: dict[str, list[float]] = {"ingest": [], "rules": [], "dispatch": []}
+    for s, (ingested, judged) in stages.items():
+        if s in carried and s in received:
+            parts["ingest"].append(ingested - sent[carried[s]])
+            parts["rules"].append(judged - ingested)
+            parts["dispatch"].append(received[s] - judged)
+    print(
+        "stage p50/p99 (ms): "
+        + ", ".join(
+            f"{k} {np.percentile(v, 50) * 1000:.0f}/{np.percentile(v, 99) * 1000:.0f}"
+            for k, v in parts.items()
+            if v
+        )
+    )
     print(
         f"{HOT} excursions among {messages * args.per_message} readings at {args.rate}/s: "
         f"publish -> excursion.opened on MQTT p50 {p50:.0f} ms, p99 {p99:.0f} ms, "

@@ -15,14 +15,16 @@ import hmac
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import paho.mqtt.client as paho
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -50,7 +52,12 @@ RETRY_BACKOFF = Backoff(initial_s=5.0, maximum_s=3600.0, deadline_s=None)
 
 
 class DeliveryError(ColdTrailError):
-    """A destination did not take an event; it will be tried again."""
+    """A destination did not take an event; it will be tried again. ``delivered``: how many
+    of the events handed over before it went through."""
+
+    def __init__(self, message: str, *, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.delivered = delivered
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,10 @@ def emit(
 
 
 class Sink(Protocol):
-    """Delivers one event to one destination, or raises DeliveryError."""
+    """Delivers events to one destination in order: all of them, or DeliveryError saying
+    how many of the first went through (those need not be sent again)."""
 
-    def deliver(self, event: Event) -> None: ...
+    def deliver(self, events: Sequence[Event]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -145,7 +153,15 @@ class WebhookSink:
         self._clock = clock
         self._timeout_s = timeout_s
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
+        for n, event in enumerate(events):
+            try:
+                self._post(event)
+            except DeliveryError as exc:
+                exc.delivered = n
+                raise
+
+    def _post(self, event: Event) -> None:
         body = event.body()
         headers = {
             "Content-Type": "application/cloudevents+json",
@@ -162,7 +178,8 @@ class WebhookSink:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310
                 resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read(200).decode(errors="replace")
+            with exc:  # an HTTPError holds the response's socket open until closed
+                detail = exc.read(200).decode(errors="replace")
             raise DeliveryError(f"HTTP {exc.code} from {self._dest.url}: {detail}") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryError(f"{self._dest.url} unreachable: {exc}") from exc
@@ -184,19 +201,25 @@ class MqttSink:
         self._timeout_s = timeout_s
         self._started = False
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
+        # All published at once and the PUBACKs awaited after: one round trip for a batch.
+        sent: list[paho.MQTTMessageInfo] = []
         try:
             if not self._started:
                 connect(self._client, self._options, persistent=False)
                 self._client.loop_start()
                 self._started = True
-            topic = f"{EVENT_TOPIC_ROOT}/{event.kind.replace('.', '/')}"
-            info = self._client.publish(topic, event.body(), qos=1)
-            info.wait_for_publish(self._timeout_s)
+            for event in events:
+                topic = f"{EVENT_TOPIC_ROOT}/{event.kind.replace('.', '/')}"
+                sent.append(self._client.publish(topic, event.body(), qos=1))
+            deadline = time.monotonic() + self._timeout_s
+            for n, info in enumerate(sent):
+                info.wait_for_publish(max(deadline - time.monotonic(), 0.0))
+                if not info.is_published():
+                    raise DeliveryError(f"no PUBACK within {self._timeout_s} s", delivered=n)
         except (TransportError, RuntimeError, ValueError, OSError) as exc:
-            raise DeliveryError(f"MQTT publish failed: {exc}") from exc
-        if not info.is_published():
-            raise DeliveryError(f"no PUBACK within {self._timeout_s} s")
+            done = next((n for n, i in enumerate(sent) if not i.is_published()), len(sent))
+            raise DeliveryError(f"MQTT publish failed: {exc}", delivered=done) from exc
 
     def close(self) -> None:
         if self._started:
@@ -284,8 +307,10 @@ class OutboxDispatcher:
         sinks: dict[str, SinkFactory] | None = None,
         backoff: Backoff = RETRY_BACKOFF,
         dead_after: timedelta = timedelta(days=3),
+        batch: int = 200,
     ) -> None:
         self._url = database_url
+        self._batch = batch
         self._clock = clock or SystemClock()
         self._factories = sinks if sinks is not None else SINKS
         self._backoff = backoff
@@ -307,27 +332,43 @@ class OutboxDispatcher:
             with conn.transaction():
                 if conn.execute(q.LOCK_DESTINATION, {"name": dest.name}).fetchone() is None:
                     return delivered  # another dispatcher serves it now
-                row = conn.execute(q.NEXT_DELIVERY, {"dest": dest.name}).fetchone()
                 now = self._clock.now()
-                if row is None or row[0] > now:
+                rows = conn.execute(
+                    q.NEXT_DELIVERIES, {"dest": dest.name, "limit": self._batch}
+                ).fetchall()
+                # In order, up to the first one whose retry is not due yet.
+                due = rows[: next((i for i, r in enumerate(rows) if r[0] > now), len(rows))]
+                if not due:
                     return delivered
-                _, attempts, occurred_at, *fields = row
-                event = Event(*fields)
+                events = [Event(*fields) for _, _, _, *fields in due]
+                failure: str | None = None
+                went = len(events)
                 try:
-                    self._sink(dest).deliver(event)
-                except (DeliveryError, ConfigError) as exc:
-                    self._failed(conn, dest, event, attempts + 1, occurred_at, now, str(exc))
-                    if (
-                        conn.execute(
-                            q.DELIVERY_DEAD, {"dest": dest.name, "event": event.seq}
-                        ).fetchone()
-                        is None
-                    ):
-                        return delivered
-                    continue  # given up on: the next event may go
-                conn.execute(q.DELIVERED, {"dest": dest.name, "event": event.seq, "now": now})
-                delivered += 1
-                self.stats.delivered += 1
+                    self._sink(dest).deliver(events)
+                except DeliveryError as exc:
+                    failure, went = str(exc), min(exc.delivered, len(events))
+                except ConfigError as exc:
+                    failure, went = str(exc), 0
+                if went:
+                    conn.execute(
+                        q.DELIVERED,
+                        {"dest": dest.name, "events": [e.seq for e in events[:went]], "now": now},
+                    )
+                    delivered += went
+                    self.stats.delivered += went
+                if failure is None:
+                    continue
+                _, attempts, occurred_at, *_ = due[went]
+                event = events[went]
+                self._failed(conn, dest, event, attempts + 1, occurred_at, now, failure)
+                if (
+                    conn.execute(
+                        q.DELIVERY_DEAD, {"dest": dest.name, "event": event.seq}
+                    ).fetchone()
+                    is None
+                ):
+                    return delivered
+                # given up on: the next event may go
 
     def _failed(
         self,

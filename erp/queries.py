@@ -192,19 +192,19 @@ LOCK_DESTINATION = """
 SELECT name FROM outbox_destinations WHERE name = %(name)s AND enabled FOR UPDATE SKIP LOCKED
 """
 
-# The oldest undelivered event of the destination: deliveries go out in order.
-NEXT_DELIVERY = """
+# The oldest undelivered events of the destination: deliveries go out in order.
+NEXT_DELIVERIES = """
 SELECT d.next_attempt_at, d.attempts, e.occurred_at,
        e.id, e.event_id, e.kind, e.subject, e.payload, e.occurred_at
 FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
 WHERE d.destination = %(dest)s AND d.delivered_at IS NULL AND d.dead_at IS NULL
 ORDER BY d.event_id
-LIMIT 1
+LIMIT %(limit)s
 """
 
 DELIVERED = """
 UPDATE outbox_deliveries SET delivered_at = %(now)s, attempts = attempts + 1, last_error = NULL
-WHERE destination = %(dest)s AND event_id = %(event)s
+WHERE destination = %(dest)s AND event_id = ANY(%(events)s)
 """
 
 DELIVERY_FAILED = """

@@ -9,13 +9,14 @@ Like the excursions, they are found in many sensors' windows at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from coldtrail.rules.judge import bound, find_runs
+from coldtrail.rules.judge import bound, find_runs, open_runs
 from coldtrail.rules.ranges import Readings
 
 
@@ -211,3 +212,30 @@ def _battery(data: Readings, limits: Limits) -> list[Condition]:
             )
         )
     return found
+
+
+def resume_from(data: Readings, found: Sequence[Condition]) -> np.ndarray:
+    """Per sensor (by group): the measurement time the next judging must start from so that
+    nothing still going at its newest reading is cut: a run out of range however short, a
+    span of unavailable readings, an open condition; else that newest reading itself (gaps
+    and rates need it). inf for a sensor without readings here."""
+    resume = np.full(len(data.sensors), np.inf)
+    if data.epoch_s.size == 0:
+        return resume
+    t = data.epoch_s
+    new_group, stop = data.bounds
+    firsts = np.flatnonzero(new_group)
+    resume[data.group[firsts]] = t[stop[firsts] - 1]
+    for window in (data.temperature, data.humidity):
+        groups, starts = open_runs(window)
+        np.minimum.at(resume, groups, starts)
+    for s, _, ended in _spans(~data.status_ok, new_group):
+        if not ended:
+            g = int(data.group[s])
+            resume[g] = min(resume[g], t[s])
+    index = {sensor: g for g, sensor in enumerate(data.sensors)}
+    for c in found:
+        g = index.get(c.sensor, -1)
+        if c.ended_at is None and g >= 0:
+            resume[g] = min(resume[g], c.started_at.timestamp())
+    return resume

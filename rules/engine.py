@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,13 +21,13 @@ from coldtrail.errors import StoreError
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
-from coldtrail.rules.conditions import Condition, Limits, find_conditions
+from coldtrail.rules.conditions import Condition, Limits, find_conditions, resume_from
 from coldtrail.rules.fetch import fetch, load_places
 from coldtrail.rules.impact import CapaPolicy
 from coldtrail.rules.judge import Run, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
 from coldtrail.rules.notifiers import Notifier
-from coldtrail.rules.ranges import spans_by_location, with_ranges
+from coldtrail.rules.ranges import Readings, spans_by_location, with_ranges
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ FIELDS = (
     "limit_min_c", "limit_max_c", "min_c", "max_c", "duration_s", "degree_minutes", "mkt_c",
     "readings", "state",
 )  # fmt: skip
-# Judging starts this much before a sensor's earliest new reading beyond the longest alarm
-# delay: a margin for a run out of range that began just before it.
+# Late readings are judged from this much before the earliest of them (and the reading before
+# it) beyond the longest alarm delay or unavailable span: a margin for what began just before.
 LOOKBACK_S = 60.0
 
 
@@ -102,7 +102,7 @@ class RulesEngine:
                 if not batches:
                     return total
                 firsts = conn.execute(q.BATCH_SENSORS, {"batches": batches}).fetchall()
-                judged = self.judge_sensors(conn, {s: ts for s, ts in firsts})
+                judged = self.judge_sensors(conn, dict(firsts), upto_batch=max(batches))
                 conn.execute(q.ROLLUP, {"batches": batches})
                 conn.execute(q.FINISH_BATCHES, {"batches": batches})
             total += len(batches)
@@ -110,16 +110,24 @@ class RulesEngine:
             self.stats.readings += judged
 
     def judge_sensors(
-        self, conn: psycopg.Connection[tuple[Any, ...]], firsts: dict[str, datetime]
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        firsts: dict[str, datetime],
+        *,
+        upto_batch: int | None = None,
     ) -> int:
-        """Judge each sensor again from a little before its earliest new reading, and bring
-        its recorded excursions in line; returns how many readings were looked at."""
+        """Judge each sensor again from where its readings must be judged again (see
+        ``WINDOW_STARTS``) and bring its recorded excursions in line; returns how many readings
+        were looked at. ``upto_batch``: leave out readings of later ingest batches, committed
+        since the claim: their turn comes when they are claimed, and judged now they would look
+        late then."""
         if not firsts:
             return 0
         sensors = sorted(firsts)
         conn.execute(q.LOCK_SENSORS, {"sensors": sensors})
         row = conn.execute(q.MAX_ALARM_DELAY_S).fetchone()
-        lookback = float(row[0] if row else 0) + LOOKBACK_S
+        longest = max(float(row[0] if row else 0), self._limits.unavailable_after_s)
+        lookback = longest + LOOKBACK_S
         starts = dict(
             conn.execute(
                 q.WINDOW_STARTS,
@@ -135,7 +143,9 @@ class RulesEngine:
             if rest[4] is None or rest[4] >= starts[sensor] or rest[2] >= starts[sensor]:
                 stored.setdefault(sensor, []).append(tuple(rest))
         places = load_places(conn)
-        cols = fetch(conn, sensors, [starts[s] for s in sensors], None, places)
+        cols = fetch(
+            conn, sensors, [starts[s] for s in sensors], None, places, upto_batch=upto_batch
+        )
         present = np.unique(cols.loc[cols.loc > 0]).tolist()
         spans = spans_by_location(
             conn.execute(
@@ -160,9 +170,30 @@ class RulesEngine:
         for place, since in sorted(touched.items()):
             for outcome in regroup(conn, place, since, now):
                 self._follow(conn, outcome, now)
-        for condition in find_conditions(data, self._limits):
+        found = find_conditions(data, self._limits)
+        for condition in found:
             self.stats.alarms += alarms.upsert(conn, condition, now) is not None
+        self._save_cursors(conn, data, found)
         return cols.size
+
+    def _save_cursors(
+        self, conn: psycopg.Connection[tuple[Any, ...]], data: Readings, found: list[Condition]
+    ) -> None:
+        resume = resume_from(data, found)
+        if data.epoch_s.size == 0:
+            return
+        new_group, stop = data.bounds
+        firsts = np.flatnonzero(new_group)
+        groups = data.group[firsts].tolist()
+        newest = data.epoch_s[stop[firsts] - 1].tolist()
+        conn.execute(
+            q.SAVE_CURSORS,
+            {
+                "sensors": [data.sensors[g] for g in groups],
+                "until": [_at(t) for t in newest],
+                "resume": [_at(float(resume[g])) for g in groups],
+            },
+        )
 
     def _follow(
         self, conn: psycopg.Connection[tuple[Any, ...]], outcome: Outcome, now: datetime
@@ -307,6 +338,10 @@ def _values(run: Run) -> dict[str, Any]:
     values = {k: v for k, v in asdict(run).items() if k in FIELDS}
     values["state"] = "open" if run.ended_at is None else "closed"
     return values
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _touch(touched: dict[str, datetime], place: str, since: datetime) -> None:

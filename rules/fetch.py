@@ -38,6 +38,7 @@ FROM unnest(%(sensors)s::text[], %(froms)s::timestamptz[])
      WITH ORDINALITY AS w(sensor_id, since, g)
 JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts >= w.since
                AND r.ts < coalesce(%(until)s::timestamptz, 'infinity')
+               AND (%(upto_batch)s::bigint IS NULL OR r.batch_id <= %(upto_batch)s)
 """
 
 _ASSIGNMENTS = """
@@ -65,11 +66,16 @@ def fetch(
     froms: Sequence[datetime],
     until: datetime | None,
     places: Places,
+    *,
+    upto_batch: int | None = None,
 ) -> Columns:
     """Each sensor's readings from its ``froms`` time up to ``until`` (None: all), with the
-    place the sensor was in at each reading."""
+    place the sensor was in at each reading; only those of ingest batches up to
+    ``upto_batch``, if given."""
     params = {"sensors": list(sensors), "froms": list(froms), "until": until}
-    row = conn.execute(_PACKED_READINGS, params, binary=True).fetchone()
+    row = conn.execute(
+        _PACKED_READINGS, {**params, "upto_batch": upto_batch}, binary=True
+    ).fetchone()
     raw = (row[0] if row else None) or b""
     rows = np.frombuffer(raw, dtype=_ROW)
     # The index hands each sensor's rows over in time order as a rule; asking the server to

@@ -78,13 +78,18 @@ def _opt(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True) -> list[Run]:
-    """Every run out of range in the window (only those past their alarm delay, if asked:
-    the cheap test comes before the measures are worked out). Without ``with_mkt`` a run's
-    MKT is left as nan, for who looks only at where and how far (replay)."""
+@dataclass(frozen=True)
+class _Candidates:
+    out: np.ndarray  # bool per reading
+    starts: np.ndarray  # index of each run's first reading
+    ends: np.ndarray  # index just past each run's last reading
+    closed: np.ndarray  # bool: an in-range reading (or a move) ended it
+    finish: np.ndarray  # epoch: until when each run lasted
+
+
+def _candidates(w: Window) -> _Candidates:
+    """Every run out of range, confirmed or not."""
     n = w.epoch_s.size
-    if n == 0:
-        return []
     with np.errstate(invalid="ignore"):
         below = w.ok & (w.temp < w.lo)
         above = w.ok & (w.temp > w.hi)
@@ -105,9 +110,31 @@ def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True)
     enders = np.flatnonzero(inside | moved)
     ender = np.append(enders, n)[np.searchsorted(enders, starts, side="right")]
     closed = ender < stop[starts]
-    ends = np.where(closed, ender, stop[starts])  # just past the run's last reading
+    ends = np.where(closed, ender, stop[starts])
     # Closed, a run lasts until the reading that ends it; open, until its newest reading.
     finish = w.epoch_s[np.where(closed, ends, ends - 1)]
+    return _Candidates(out, starts, ends, closed, finish)
+
+
+def open_runs(w: Window) -> tuple[np.ndarray, np.ndarray]:
+    """(group, start epoch) of each run still going at its sensor's last reading, however
+    short: where judging must start again next time."""
+    if w.epoch_s.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    c = _candidates(w)
+    s = c.starts[~c.closed]
+    return w.group[s], w.epoch_s[s]
+
+
+def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True) -> list[Run]:
+    """Every run out of range in the window (only those past their alarm delay, if asked:
+    the cheap test comes before the measures are worked out). Without ``with_mkt`` a run's
+    MKT is left as nan, for who looks only at where and how far (replay)."""
+    if w.epoch_s.size == 0:
+        return []
+    c = _candidates(w)
+    out, starts, ends, closed, finish = c.out, c.starts, c.ends, c.closed, c.finish
+    _, stop = group_bounds(w.group)
     if confirmed_only:
         keep = finish - w.epoch_s[starts] >= w.delay_s[starts]
         starts, ends, closed, finish = starts[keep], ends[keep], closed[keep], finish[keep]

@@ -27,22 +27,41 @@ SELECT pg_advisory_xact_lock(hashtext('coldtrail.rules'), hashtext(s))
 FROM unnest(%(sensors)s::text[]) AS s ORDER BY s
 """
 
-# Where each sensor's judging window starts: the longest alarm delay before its earliest new
-# reading (a run that began earlier would be confirmed, hence recorded, already), and at the
-# latest the reading before it (record intervals and rates need it); never inside an
-# excursion already recorded (the window then starts where that one did).
+# Where each sensor's judging window starts. When all its new readings are newer than what
+# was judged (live data), where its cursor says; otherwise (late data) a look-back before the
+# earliest new reading and the reading before it, long enough for any run or span not yet
+# confirmed there. Never inside an excursion recorded or a condition still open: then from
+# where that began.
 WINDOW_STARTS = """
 SELECT w.sensor_id,
-       least(w.since, (SELECT min(e.started_at) FROM excursions e
-                       WHERE e.sensor_id = w.sensor_id AND e.state <> 'withdrawn'
-                         AND e.started_at <= w.first_ts
-                         AND coalesce(e.ended_at, 'infinity') >= w.since))
+       least(w.since,
+             (SELECT min(e.started_at) FROM excursions e
+              WHERE e.sensor_id = w.sensor_id AND e.state <> 'withdrawn'
+                AND e.started_at <= w.first_ts
+                AND coalesce(e.ended_at, 'infinity') >= w.since),
+             (SELECT min(a.started_at) FROM alarms a
+              WHERE a.sensor_id = w.sensor_id AND a.ended_at IS NULL
+                AND a.kind IN ('humidity', 'unavailable', 'rapid_change', 'battery_low')
+                AND a.started_at <= w.first_ts))
 FROM unnest(%(sensors)s::text[], %(firsts)s::timestamptz[]) AS w0(sensor_id, first_ts)
+LEFT JOIN rules_cursors c ON c.sensor_id = w0.sensor_id
 CROSS JOIN LATERAL (
     SELECT w0.sensor_id, w0.first_ts,
-           least(w0.first_ts - make_interval(secs => %(lookback_s)s),
-                 (SELECT max(r.ts) FROM readings r
-                  WHERE r.sensor_id = w0.sensor_id AND r.ts < w0.first_ts)) AS since) w
+           CASE WHEN c.judged_until < w0.first_ts THEN c.resume_from
+                ELSE least(w0.first_ts, (SELECT max(r.ts) FROM readings r
+                                         WHERE r.sensor_id = w0.sensor_id
+                                           AND r.ts < w0.first_ts))
+                     - make_interval(secs => %(lookback_s)s)
+           END AS since) w
+"""
+
+SAVE_CURSORS = """
+INSERT INTO rules_cursors AS c (sensor_id, judged_until, resume_from, updated_at)
+SELECT * , now() FROM unnest(%(sensors)s::text[], %(until)s::timestamptz[],
+                            %(resume)s::timestamptz[])
+ON CONFLICT (sensor_id) DO UPDATE
+SET judged_until = excluded.judged_until, resume_from = excluded.resume_from,
+    updated_at = excluded.updated_at
 """
 
 # The profiles of the products stored in these places since a time, each with the spans

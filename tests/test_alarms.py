@@ -97,6 +97,30 @@ def test_each_condition_raises_one_alarm_with_its_measurement_times(
     assert len(find_alarms(site, limit=1000)) == raised
 
 
+def test_a_condition_lasting_over_many_batches_stays_one_alarm_until_it_ends(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    engine = RulesEngine(db_url, clock=clock)
+    # Humidity above 70 %RH from minute 10, the logger not answering from minute 40: both
+    # go on over batches an hour apart, far longer than any look-back.
+    for first in range(0, 240, 60):
+        _store(site, "S1", [
+            (m, None if 40 <= m < 200 else 5.0, None if 40 <= m < 200 else 50.0 + 30 * (m >= 10),
+             80.0)
+            for m in range(first, first + 60)
+        ])  # fmt: skip
+        _move(clock, T0 + (first + 61) * M)
+        engine.process_pending(site)
+    _store(site, "S1", [(240, 5.0, 50.0, 80.0)])
+    _move(clock, T0 + 241 * M)
+    engine.process_pending(site)
+
+    assert sorted(_kinds(site), key=lambda k: (k[0], k[2])) == [
+        ("humidity", "S1", T0 + 10 * M, T0 + 240 * M),
+        ("unavailable", "S1", T0 + 40 * M, T0 + 200 * M),
+    ]
+
+
 def test_a_silent_sensor_is_offline_until_it_reports_again(
     site: Conn, db_url: str, clock: ManualClock
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -152,8 +152,8 @@ def test_a_crash_after_sending_sends_again_under_the_same_key(
         pass
 
     class CrashAfterSend(WebhookSink):
-        def deliver(self, event: Event) -> None:
-            super().deliver(event)
+        def deliver(self, events: Sequence[Event]) -> None:
+            super().deliver(events)
             raise PowerCut  # before the delivery is marked in the database
 
     crashing = OutboxDispatcher(db_url, clock=clock, sinks={"webhook": CrashAfterSend})
@@ -178,6 +178,23 @@ def test_a_failing_event_holds_back_the_later_ones(
     clock.advance(10)
     assert dispatcher.run_once(conn) == 2
     assert receiver.keys() == [first, first, second]
+
+
+def test_a_failure_inside_a_batch_keeps_what_went_before_it(
+    conn: Conn, db_url: str, clock: ManualClock, receiver: Receiver
+) -> None:
+    first, second = _two_holds(conn, receiver, clock)
+    place_hold(conn, "qa1", register_lot(conn, "logi1", GTIN, "OB3").id, "third", clock.now())
+    third = _event_ids(conn)[2]
+    receiver.failures[second] = 1
+    dispatcher = OutboxDispatcher(db_url, clock=clock, backoff=STEP)
+
+    assert dispatcher.run_once(conn) == 1  # one batch: the first went, the second failed
+    assert receiver.keys() == [first, second]
+    clock.advance(10)
+    assert dispatcher.run_once(conn) == 2
+    assert receiver.keys() == [first, second, second, third]  # the first is not sent again
+    assert list(receiver.accepted) == [first, second, third]
 
 
 def test_an_event_is_given_up_after_dead_after_and_can_be_retried(

@@ -201,3 +201,38 @@ def test_order_and_repetition_of_delivery_do_not_change_the_result(
     assert result("S1") == in_order
     assert result("S2") == in_order
     assert len(_events(site)) == events
+
+
+def test_a_run_that_began_before_a_gap_keeps_its_first_reading_as_start(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    # Out of range from minute 4, not yet past the 5-minute delay when judged; the link then
+    # drops, and the next reading, still warm, comes at minute 12.
+    engine = _engine(db_url, clock)
+    _store(site, "S1", [*_steady(0, 1, 2, 3), (4, 9.0), (5, 9.1), (6, 9.2)])
+    clock.advance(7 * 60)
+    engine.process_pending(site)
+    assert _excursions(site) == []
+
+    _store(site, "S1", [(12, 9.5), *_steady(13)])
+    clock.advance(7 * 60)
+    engine.process_pending(site)
+
+    assert _excursions(site) == [(T0 + 4 * M, T0 + 13 * M, 9.5, "closed", False, 0)]
+
+
+def test_live_readings_are_judged_from_where_the_last_judging_left_off(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    engine = _engine(db_url, clock)
+    _store(site, "S1", _steady(*range(60)))
+    clock.advance(60 * 60)
+    engine.process_pending(site)
+    assert engine.stats.readings == 60
+
+    _store(site, "S1", _steady(60))
+    clock.advance(60)
+    engine.process_pending(site)
+
+    # The newest judged reading (for gaps and rates) and the new one; nothing was pending.
+    assert engine.stats.readings == 60 + 2
