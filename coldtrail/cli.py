@@ -137,7 +137,13 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.rules.replay import replay
     from coldtrail.services import rules_limits
 
-    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+    url = settings.require_database_url()
+    # Two more connections fetch readings ahead while this one's are judged.
+    with (
+        db.connect(url, autocommit=True) as conn,
+        db.connect(url, autocommit=True) as h1,
+        db.connect(url, autocommit=True) as h2,
+    ):
         report = replay(
             conn,
             args.since,
@@ -146,6 +152,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
             locations=dict(args.location or []),
             limits=rules_limits(settings),
             sensors=args.sensor or None,
+            helpers=(h1, h2),
         )
     print(json.dumps(dataclasses.asdict(report), default=str, indent=2))
 
