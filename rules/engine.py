@@ -179,9 +179,9 @@ class RulesEngine:
     def _save_cursors(
         self, conn: psycopg.Connection[tuple[Any, ...]], data: Readings, found: list[Condition]
     ) -> None:
-        resume = resume_from(data, found)
         if data.epoch_s.size == 0:
             return
+        resume = resume_from(data, found)
         new_group, stop = data.bounds
         firsts = np.flatnonzero(new_group)
         groups = data.group[firsts].tolist()

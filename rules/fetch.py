@@ -25,8 +25,8 @@ _ROW = np.dtype(
     [("g", ">i4"), ("ts", ">i8"), ("seq", ">i8"), ("status_ok", "?"), ("temp", ">f8"),
      ("rh", ">f8"), ("battery", ">f8")]
 )  # fmt: skip
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_PG_EPOCH_S = _PG_EPOCH.timestamp()
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_S = PG_EPOCH.timestamp()
 _FAR = 2**62  # an unbounded end of an assignment, in microseconds
 
 _PACKED_READINGS = """
@@ -88,7 +88,7 @@ def fetch(
     return Columns(
         sensors=list(sensors),
         group=group,
-        epoch_s=ts / 1e6 + _PG_EPOCH_S,
+        epoch_s=ts / 1e6 + PG_EPOCH_S,
         seq=rows["seq"].astype(np.int64),
         status_ok=rows["status_ok"].astype(bool),
         temp=rows["temp"].astype(float),
@@ -109,7 +109,7 @@ def _in_order(rows: np.ndarray) -> bool:
 
 
 def _us(at: datetime | None, default: int) -> int:
-    return default if at is None else (at - _PG_EPOCH) // timedelta(microseconds=1)
+    return default if at is None else (at - PG_EPOCH) // timedelta(microseconds=1)
 
 
 def _place_codes(

@@ -5,11 +5,13 @@ one sensor's window to the next. Each case judges random windows together and on
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from coldtrail.rules.conditions import Condition, Limits, find_conditions
+from coldtrail.rules.fetch import PG_EPOCH, _place_codes
 from coldtrail.rules.judge import Run, find_runs
 from coldtrail.rules.ranges import Columns, Places, ProductSpan, Readings, with_ranges
 
@@ -95,3 +97,22 @@ def test_a_run_open_at_a_sensors_last_reading_stays_open() -> None:
 
     assert (run.group, run.ended_at, run.readings) == (0, None, 2)
     assert run.max_c == 9.5
+
+
+def test_places_are_found_exactly_even_across_decades_of_windows() -> None:
+    """The place of each reading comes from one integer key over (sensor, time); windows too
+    long for it (a logger whose clock said 1971, among thousands of sensors) are looked up
+    sensor by sensor, with the same answer, to the microsecond."""
+    moved = datetime(2026, 1, 2, tzinfo=UTC)
+    tick = timedelta(microseconds=1)
+    times = [datetime(2026, 1, 1, tzinfo=UTC), moved - tick, moved,
+             datetime(1970, 12, 31, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)]  # fmt: skip
+    ts = np.array([(t - PG_EPOCH) // tick for t in times])
+    expected = [PLACES.code["CR"], PLACES.code["CR"], PLACES.code["TRUCK"], 0, PLACES.code["DOCK"]]
+    since_1971 = datetime(1971, 1, 1, tzinfo=UTC)
+
+    for second in (1, 5_000):  # the second sensor's group number: 5 000 overflows one key
+        assigned = [(1, "CR", None, moved), (1, "TRUCK", moved, None),
+                    (second + 1, "DOCK", since_1971, None)]  # fmt: skip
+        group = np.array([0, 0, 0, second, second])
+        assert _place_codes(group, ts, assigned, PLACES).tolist() == expected
