@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from coldtrail.rules.judge import bound, find_runs, open_runs
+from coldtrail.rules.judge import at, bound, find_runs, open_runs
 from coldtrail.rules.ranges import Readings
 
 
@@ -50,10 +50,6 @@ class Condition:
     @property
     def key(self) -> str:
         return self.identity or f"{self.kind}:{self.sensor}:{self.started_at.isoformat()}"
-
-
-def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 def find_conditions(data: Readings, limits: Limits) -> list[Condition]:
@@ -120,9 +116,9 @@ def _unavailable(data: Readings, limits: Limits) -> list[Condition]:
                 "unavailable",
                 data.sensor(s),
                 data.location(s),
-                _at(t[s]),
-                _at(t[e]) if ended else None,
-                f"logger not answering since {_at(t[s]).isoformat()}",
+                at(t[s]),
+                at(t[e]) if ended else None,
+                f"logger not answering since {at(t[s]).isoformat()}",
                 {"readings": e - s},
             )
         )
@@ -147,8 +143,8 @@ def _record_interval(data: Readings, limits: Limits) -> list[Condition]:
                 "record_interval",
                 data.sensor(i),
                 data.location(i),
-                _at(t[i]),
-                _at(t[i + 1]),
+                at(t[i]),
+                at(t[i + 1]),
                 f"no record for {gaps[i] / 60:.0f} min, GSP allows {allowed[i] / 60:.0f} min",
                 {"gap_s": float(gaps[i]), "allowed_s": float(allowed[i])},
             )
@@ -182,8 +178,8 @@ def _rapid_change(data: Readings, limits: Limits) -> list[Condition]:
                 "rapid_change",
                 data.sensor(int(idx[s])),
                 data.location(int(idx[s])),
-                _at(t[s]),
-                _at(t[last]) if closed else None,
+                at(t[s]),
+                at(t[last]) if closed else None,
                 f"temperature changing {peak:.1f} °C/min "
                 f"(over {limits.rapid_change_c_per_min:g} °C/min): door open?",
                 {"peak_c_per_min": peak, "from_c": float(v[s]), "to_c": float(v[last])},
@@ -205,8 +201,8 @@ def _battery(data: Readings, limits: Limits) -> list[Condition]:
                 "battery_low",
                 data.sensor(int(idx[s])),
                 data.location(int(idx[s])),
-                _at(t[s]),
-                _at(t[e]) if ended else None,
+                at(t[s]),
+                at(t[e]) if ended else None,
                 f"battery {b[idx[s]]:.0f} % (below {limits.battery_low_pct:g} %)",
                 {"battery_pct": float(b[idx[s]])},
             )
@@ -214,21 +210,26 @@ def _battery(data: Readings, limits: Limits) -> list[Condition]:
     return found
 
 
-def resume_from(data: Readings, found: Sequence[Condition]) -> np.ndarray:
-    """Per sensor (by group): the measurement time the next judging must start from so that
-    nothing still going at its newest reading is cut: a run out of range however short, a
-    span of unavailable readings, an open condition; else that newest reading itself (gaps
-    and rates need it). inf for a sensor without readings here."""
-    resume = np.full(len(data.sensors), np.inf)
+def resume_from(
+    data: Readings, found: Sequence[Condition]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each sensor with readings here (by group): its newest reading, and the measurement
+    time the next judging must start from so that nothing still going at that reading is cut:
+    a run out of range however short, a span of unavailable readings, an open condition; else
+    the newest reading itself (gaps and rates need it). Epoch seconds."""
+    none = np.zeros(0)
     if data.epoch_s.size == 0:
-        return resume
+        return np.zeros(0, np.int64), none, none
     t = data.epoch_s
     new_group, stop = data.bounds
     firsts = np.flatnonzero(new_group)
-    resume[data.group[firsts]] = t[stop[firsts] - 1]
+    groups = data.group[firsts]
+    newest = t[stop[firsts] - 1]
+    resume = np.full(len(data.sensors), np.inf)
+    resume[groups] = newest
     for window in (data.temperature, data.humidity):
-        groups, starts = open_runs(window)
-        np.minimum.at(resume, groups, starts)
+        open_groups, starts = open_runs(window)
+        np.minimum.at(resume, open_groups, starts)
     for s, _, ended in _spans(~data.status_ok, new_group):
         if not ended:
             g = int(data.group[s])
@@ -238,4 +239,4 @@ def resume_from(data: Readings, found: Sequence[Condition]) -> np.ndarray:
         g = index.get(c.sensor, -1)
         if c.ended_at is None and g >= 0:
             resume[g] = min(resume[g], c.started_at.timestamp())
-    return resume
+    return groups, newest, resume[groups]

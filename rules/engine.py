@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Condition, Limits, find_conditions, resume_from
 from coldtrail.rules.fetch import fetch, load_places
 from coldtrail.rules.impact import CapaPolicy
-from coldtrail.rules.judge import Run, bound, find_runs, same
+from coldtrail.rules.judge import Run, at, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
 from coldtrail.rules.notifiers import Notifier
 from coldtrail.rules.ranges import Readings, spans_by_location, with_ranges
@@ -179,19 +179,15 @@ class RulesEngine:
     def _save_cursors(
         self, conn: psycopg.Connection[tuple[Any, ...]], data: Readings, found: list[Condition]
     ) -> None:
-        if data.epoch_s.size == 0:
+        groups, newest, resume = resume_from(data, found)
+        if groups.size == 0:
             return
-        resume = resume_from(data, found)
-        new_group, stop = data.bounds
-        firsts = np.flatnonzero(new_group)
-        groups = data.group[firsts].tolist()
-        newest = data.epoch_s[stop[firsts] - 1].tolist()
         conn.execute(
             q.SAVE_CURSORS,
             {
-                "sensors": [data.sensors[g] for g in groups],
-                "until": [_at(t) for t in newest],
-                "resume": [_at(float(resume[g])) for g in groups],
+                "sensors": [data.sensors[g] for g in groups.tolist()],
+                "until": [at(t) for t in newest.tolist()],
+                "resume": [at(t) for t in resume.tolist()],
             },
         )
 
@@ -338,10 +334,6 @@ def _values(run: Run) -> dict[str, Any]:
     values = {k: v for k, v in asdict(run).items() if k in FIELDS}
     values["state"] = "open" if run.ended_at is None else "closed"
     return values
-
-
-def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _touch(touched: dict[str, datetime], place: str, since: datetime) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 
@@ -35,6 +36,12 @@ class Window:
     names: Sequence[str | None]  # place id by code
     delay_s: np.ndarray  # float
     group: np.ndarray  # int: the sensor of each reading, non-decreasing
+
+    @cached_property
+    def candidates(self) -> _Candidates:
+        """Every run out of range, confirmed or not: worked out once per window, for the
+        excursions found and for where judging must resume."""
+        return _candidates(self)
 
 
 def group_bounds(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +77,8 @@ class Run:
         return self.duration_s >= self.delay_s
 
 
-def _at(epoch: float) -> datetime:
+def at(epoch: float) -> datetime:
+    """An epoch in seconds as the aware UTC time it stands for (to the microsecond)."""
     return datetime.fromtimestamp(epoch, UTC)
 
 
@@ -85,6 +93,7 @@ class _Candidates:
     ends: np.ndarray  # index just past each run's last reading
     closed: np.ndarray  # bool: an in-range reading (or a move) ended it
     finish: np.ndarray  # epoch: until when each run lasted
+    stop: np.ndarray  # per reading: the index just past its sensor's window
 
 
 def _candidates(w: Window) -> _Candidates:
@@ -113,7 +122,7 @@ def _candidates(w: Window) -> _Candidates:
     ends = np.where(closed, ender, stop[starts])
     # Closed, a run lasts until the reading that ends it; open, until its newest reading.
     finish = w.epoch_s[np.where(closed, ends, ends - 1)]
-    return _Candidates(out, starts, ends, closed, finish)
+    return _Candidates(out, starts, ends, closed, finish, stop)
 
 
 def open_runs(w: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +130,7 @@ def open_runs(w: Window) -> tuple[np.ndarray, np.ndarray]:
     short: where judging must start again next time."""
     if w.epoch_s.size == 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    c = _candidates(w)
+    c = w.candidates
     s = c.starts[~c.closed]
     return w.group[s], w.epoch_s[s]
 
@@ -132,9 +141,8 @@ def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True)
     MKT is left as nan, for who looks only at where and how far (replay)."""
     if w.epoch_s.size == 0:
         return []
-    c = _candidates(w)
+    c = w.candidates
     out, starts, ends, closed, finish = c.out, c.starts, c.ends, c.closed, c.finish
-    _, stop = group_bounds(w.group)
     if confirmed_only:
         keep = finish - w.epoch_s[starts] >= w.delay_s[starts]
         starts, ends, closed, finish = starts[keep], ends[keep], closed[keep], finish[keep]
@@ -143,7 +151,7 @@ def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True)
     # Each out-of-range value stands until the next reading of the sensor (gaps included: a
     # gap is not in range); the newest value of a run still open stands for nothing yet.
     held = np.append(np.diff(w.epoch_s), 0.0)
-    held[stop - 1] = 0.0
+    held[c.stop - 1] = 0.0
     with np.errstate(invalid="ignore"):
         excess = np.fmax(np.fmax(w.temp - w.hi, w.lo - w.temp), 0.0)
     area = np.where(out, np.nan_to_num(excess) * np.maximum(held, 0.0), 0.0)
@@ -166,11 +174,11 @@ def find_runs(w: Window, *, confirmed_only: bool = False, with_mkt: bool = True)
         runs.append(
             Run(
                 location_id=str(w.names[int(w.loc[s])]),
-                started_at=_at(float(w.epoch_s[s])),
+                started_at=at(float(w.epoch_s[s])),
                 start_seq=int(w.seq[s]),
-                ended_at=_at(float(finish[k])) if c else None,
+                ended_at=at(float(finish[k])) if c else None,
                 end_seq=int(w.seq[e]) if c else None,
-                last_seen_at=_at(float(w.epoch_s[e - 1])),
+                last_seen_at=at(float(w.epoch_s[e - 1])),
                 limit_min_c=_opt(w.lo[s]),
                 limit_max_c=_opt(w.hi[s]),
                 min_c=float(min_c[k]),

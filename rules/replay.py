@@ -4,9 +4,9 @@ QA validates a profile or rule change before it goes live: which excursions and 
 would have been raised, which recorded ones would not, and which lots each would have
 touched. It runs in a read-only transaction, so it can't change a live record.
 
-Readings come out of the database as binary COPY read straight into numpy (``fetch``), a
-chunk of sensors at a time; with helper connections, the next chunks are fetched while one
-is judged, all in one exported snapshot.
+Readings come out of the database packed into numpy arrays (``fetch``), a chunk of sensors
+at a time; with helper connections, the next chunks are fetched while one is judged, all in
+one exported snapshot.
 """
 
 from __future__ import annotations
