@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sim_sub, sim_handler)
 
+    from coldtrail.deploy.commands import add_parsers as add_deploy_parsers
+
+    add_deploy_parsers(sub)
+
     decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
     decode_sub = decode.add_subparsers(dest="decode_command", required=True)
     ble = decode_sub.add_parser(

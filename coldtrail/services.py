@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 def mqtt_options(settings: Settings, url: str | None = None) -> mqtt.MqttOptions:
     endpoint = MqttEndpoint.parse(url) if url else settings.require_mqtt()
-    return mqtt.MqttOptions(endpoint=endpoint, protocol=settings.mqtt_protocol)
+    return mqtt.MqttOptions(
+        endpoint=endpoint, protocol=settings.mqtt_protocol, ca_file=settings.mqtt_ca_file
+    )
 
 
 def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWorker:

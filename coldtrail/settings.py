@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coldtrail.errors import ConfigError
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     """libpq URL; services refuse to start without it (the demo embeds one)."""
     mqtt_url: str | None = None
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_ca_file: FilePath | None = None
+    """PEM file of the CA that signed the broker's certificate (``mqtts://`` with a private CA)."""
+    mqtt_ingest_password: SecretStr | None = None
+    mqtt_outbox_password: SecretStr | None = None
+    mqtt_api_password: SecretStr | None = None
+    """Passwords of the services' broker accounts, for ``coldtrail mosquitto-auth``."""
     mqtt_topic_root: str = Field(default="coldtrail", pattern=TOPIC_ROOT_PATTERN)
     """First topic level; ``coldtrail`` in production. Lets one broker carry separate fleets."""
     ingest_share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
