@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     from coldtrail.deploy.commands import add_parsers as add_deploy_parsers
 
     add_deploy_parsers(sub)
+    from coldtrail.dashboards.commands import add_parsers as add_dashboard_parsers
+
+    add_dashboard_parsers(sub)
 
     decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
     decode_sub = decode.add_subparsers(dest="decode_command", required=True)

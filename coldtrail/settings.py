@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     mqtt_outbox_password: SecretStr | None = None
     mqtt_api_password: SecretStr | None = None
     """Passwords of the services' broker accounts, for ``coldtrail mosquitto-auth``."""
+    grafana_token: SecretStr | None = None
+    """A Grafana service account token for ``coldtrail dashboards provision``."""
+    grafana_db_url: SecretStr | None = None
+    """The read-only database user as Grafana's server reaches it (its data source)."""
     mqtt_topic_root: str = Field(default="coldtrail", pattern=TOPIC_ROOT_PATTERN)
     """First topic level; ``coldtrail`` in production. Lets one broker carry separate fleets."""
     ingest_share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
