@@ -30,7 +30,8 @@ def grafana() -> Iterator[GrafanaServer]:
 
 
 def _api(server: GrafanaServer) -> GrafanaApi:
-    return GrafanaApi.from_url(server.url, credential=server.state.token)
+    api: GrafanaApi = GrafanaApi.from_url(server.url, credential=server.state.token)
+    return api
 
 
 def test_a_first_run_creates_the_data_source_folder_and_every_dashboard(
