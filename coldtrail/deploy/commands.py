@@ -110,7 +110,31 @@ def cmd_tls_self_signed(_: Settings, args: argparse.Namespace) -> None:
     _print({k: str(v) for k, v in dataclasses.asdict(files).items()})
 
 
+RULES_LAG = """
+SELECT coalesce(extract(epoch FROM now() - min(committed_at)), 0)::float8
+FROM ingest_batches WHERE processed_at IS NULL
+"""
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> None:
+    """For a container health check: the database answers and the rules keep up."""
+    from coldtrail import db
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        row = conn.execute(RULES_LAG).fetchone()
+    lag = float(row[0]) if row else 0.0
+    _print({"rules_lag_s": round(lag, 1), "max_s": args.max_rules_lag_s})
+    if lag > args.max_rules_lag_s:
+        raise SystemExit(1)
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    health = sub.add_parser(
+        "health", help="exit 1 if the rules engine lags (oldest unjudged batch) too far behind"
+    )
+    health.add_argument("--max-rules-lag-s", type=float, default=300.0)
+    health.set_defaults(func=cmd_health)
+
     gw = sub.add_parser("gateways", help="edge gateways and their MQTT credentials")
     gw_sub = gw.add_subparsers(dest="gateways_command", required=True)
     add = gw_sub.add_parser("add", help="register a gateway; prints its MQTT password once")
