@@ -12,6 +12,7 @@ from typing import Any
 
 from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
+from niquests.exceptions import RequestException
 
 from coldtrail.dashboards.grafana import (
     DATASOURCE_TYPE,
@@ -109,6 +110,8 @@ def provision(
             _dashboard(api, board, folder, datasource.uid, report)
     except GrafanaException as exc:
         raise TransportError(f"Grafana refused: {exc}") from exc
+    except RequestException as exc:
+        raise TransportError(f"cannot reach Grafana: {exc}") from exc
     return report
 
 

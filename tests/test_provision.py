@@ -94,6 +94,14 @@ def test_wrong_credentials_are_a_clear_error(grafana: GrafanaServer) -> None:
         provision(api, DS, boards.ALL)
 
 
+def test_an_unreachable_grafana_is_a_clear_error() -> None:
+    from coldtrail.net import free_port
+
+    api = GrafanaApi.from_url(f"http://127.0.0.1:{free_port()}", credential="t", timeout=2.0)
+    with pytest.raises(TransportError, match="cannot reach Grafana"):
+        provision(api, DS, boards.ALL)
+
+
 def test_the_server_double_refuses_what_grafana_refuses(grafana: GrafanaServer) -> None:
     """The checks the double makes, so the tests above can fail for the right reasons."""
     api = _api(grafana)
