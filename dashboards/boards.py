@@ -57,19 +57,39 @@ CASE
     ELSE 'ok'
 END"""
 
-_PROBES = f"""
-SELECT {{place}}, sa.position, s.id AS sensor, sl.temperature_c, sl.humidity_pct,
+_PROBE_COLUMNS = (
+    "position",
+    "sensor",
+    "temperature_c",
+    "humidity_pct",
+    "battery_pct",
+    "measured_at",
+    "state",
+    "temp_min_c",
+    "temp_max_c",
+    "calibration_due",
+)
+
+
+def probes_now(
+    title: str, place: tuple[tuple[str, str], ...], where: str, order: str, joins: str = ""
+) -> Panel:
+    """A table of the probes placed now where ``where`` selects: ``place`` columns (name,
+    expression) first, then each probe's latest reading and state."""
+    place_sql = ", ".join(f"{expr} AS {name}" for name, expr in place)
+    sql = f"""
+SELECT {place_sql}, sa.position, s.id AS sensor, sl.temperature_c, sl.humidity_pct,
        sl.battery_pct, sl.ts AS measured_at, {_PROBE_STATE} AS state,
        l.temp_min_c, l.temp_max_c, s.calibration_due
 FROM sensor_assignments sa
 JOIN sensors s ON s.id = sa.sensor_id
-JOIN locations l ON l.id = sa.location_id
+JOIN locations l ON l.id = sa.location_id{joins}
 LEFT JOIN sensor_latest sl ON sl.sensor_id = s.id
-WHERE sa.valid @> now() AND {{where}}
-ORDER BY {{order}}
+WHERE sa.valid @> now() AND {where}
+ORDER BY {order}
 """  # noqa: S608
+    return Panel(title, "table", sql, (*(n for n, _ in place), *_PROBE_COLUMNS), width=24)
 
-_STATE_COLOURS = ((None, "green"),)
 
 SITE = Variable(
     "site",
@@ -123,33 +143,12 @@ WHERE a.kind = 'offline' AND a.ended_at IS NULL
             width=12,
             height=4,
         ),
-        Panel(
+        probes_now(
             "Compartments now",
-            "table",
-            _PROBES.format(
-                place="coalesce(v.name, l.name) AS vehicle, l.name AS compartment",
-                where="l.kind IN ('vehicle', 'compartment') AND l.site_id IN ($site)",
-                order="vehicle, compartment, sensor",
-            ).replace(
-                "JOIN locations l ON l.id = sa.location_id",
-                "JOIN locations l ON l.id = sa.location_id\n"
-                "LEFT JOIN locations v ON v.id = l.parent_id",
-            ),
-            (
-                "vehicle",
-                "compartment",
-                "position",
-                "sensor",
-                "temperature_c",
-                "humidity_pct",
-                "battery_pct",
-                "measured_at",
-                "state",
-                "temp_min_c",
-                "temp_max_c",
-                "calibration_due",
-            ),
-            width=24,
+            (("vehicle", "coalesce(v.name, l.name)"), ("compartment", "l.name")),
+            "l.kind IN ('vehicle', 'compartment') AND l.site_id IN ($site)",
+            "vehicle, compartment, sensor",
+            joins="\nLEFT JOIN locations v ON v.id = l.parent_id",
         ),
         Panel(
             "Compartment temperatures",
@@ -179,28 +178,11 @@ STOREROOMS = Dashboard(
         ),
     ),
     panels=(
-        Panel(
+        probes_now(
             "Probes now",
-            "table",
-            _PROBES.format(
-                place="l.name AS room",
-                where="l.id IN ($room)",
-                order="room, sa.position, sensor",
-            ),
-            (
-                "room",
-                "position",
-                "sensor",
-                "temperature_c",
-                "humidity_pct",
-                "battery_pct",
-                "measured_at",
-                "state",
-                "temp_min_c",
-                "temp_max_c",
-                "calibration_due",
-            ),
-            width=24,
+            (("room", "l.name"),),
+            "l.id IN ($room)",
+            "room, sa.position, sensor",
         ),
         Panel(
             "Room temperatures",

@@ -8,6 +8,7 @@ COLDTRAIL_TEST_PG: a superuser URL of a server the tests may create databases on
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -422,3 +423,21 @@ def make_erp(conn: psycopg.Connection[tuple[Any, ...]], *, release_signatures: i
     )  # fmt: skip
     upsert_product(conn, "admin", Product(GTIN, "Insulin pen 3 ml", "2-8"))
     return Erp(conn, qa, qa2, logi)
+
+
+def cli_json(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    """``coldtrail ARGV`` in this process with only ``env`` of the COLDTRAIL_* settings;
+    it must succeed, and its JSON output is returned."""
+    import io
+
+    for key in list(os.environ):
+        if key.startswith("COLDTRAIL_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from coldtrail import cli
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli.main(argv) == 0
+    return json.loads(buf.getvalue())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import queue
 import shutil
 import signal
@@ -32,7 +31,7 @@ from coldtrail.errors import TransportError
 from coldtrail.mqtt import MqttOptions, connect, make_client
 from coldtrail.net import free_port
 from coldtrail.settings import MqttEndpoint
-from tests.conftest import wait_for
+from tests.conftest import cli_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -60,25 +59,15 @@ class SecuredBroker:
 
 def _generate(db_url: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """``coldtrail mosquitto-auth`` as the compose file runs it."""
-    for key in list(os.environ):
-        if key.startswith("COLDTRAIL_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("COLDTRAIL_DATABASE_URL", db_url)
-    for role, pw in SERVICE_PW.items():
-        monkeypatch.setenv(f"COLDTRAIL_MQTT_{role.upper()}_PASSWORD", pw)
     monkeypatch.chdir(out.parent)  # no stray .env
-    report: dict[str, Any] = _cli_json(["mosquitto-auth", "--out", str(out)])
+    passwords = {f"COLDTRAIL_MQTT_{r.upper()}_PASSWORD": pw for r, pw in SERVICE_PW.items()}
+    report: dict[str, Any] = cli_json(
+        ["mosquitto-auth", "--out", str(out)],
+        monkeypatch,
+        COLDTRAIL_DATABASE_URL=db_url,
+        **passwords,
+    )
     return report
-
-
-def _cli_json(argv: list[str]) -> Any:
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert cli.main(argv) == 0
-    return json.loads(buf.getvalue())
 
 
 @pytest.fixture
@@ -303,7 +292,7 @@ def test_a_rotated_password_takes_over_after_regenerating_and_a_reload(
     db_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rotated = _cli_json(["gateways", "rotate", "gw-a"])
+    rotated = cli_json(["gateways", "rotate", "gw-a"], monkeypatch, COLDTRAIL_DATABASE_URL=db_url)
     assert rotated["gateway"] == "gw-a"
     assert rotated["mqtt_password"] != registered["gw-a"]
     assert _generate(db_url, broker.workdir / "auth", monkeypatch)["changed"]
@@ -408,10 +397,12 @@ def test_gateway_add_prints_its_password_once_and_a_duplicate_exits_2(
     conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     upsert_site(conn, "wh1", "Warehouse 1")
-    monkeypatch.setenv("COLDTRAIL_DATABASE_URL", db_url)
-    added = _cli_json(["gateways", "add", "gw-new", "--site", "wh1"])
+    db = {"COLDTRAIL_DATABASE_URL": db_url}
+    added = cli_json(["gateways", "add", "gw-new", "--site", "wh1"], monkeypatch, **db)
     assert added["topic"] == "coldtrail/v1/wh1/gw-new/telemetry"
     assert len(added["mqtt_password"]) >= 32
-    assert added["mqtt_password"] not in json.dumps(_cli_json(["gateways", "list"]))
+    assert added["mqtt_password"] not in json.dumps(
+        cli_json(["gateways", "list"], monkeypatch, **db)
+    )
     assert cli.main(["gateways", "add", "gw-new", "--site", "wh1"]) == 2
     assert "already registered" in capsys.readouterr().err

@@ -3,21 +3,18 @@ against Grafana's documented HTTP API (no Grafana server runs on these machines)
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from grafana_client.api import GrafanaApi
 
-from coldtrail import cli
 from coldtrail.dashboards import boards
 from coldtrail.dashboards.grafana import DATASOURCE_UID, FOLDER, Dashboard, to_json
 from coldtrail.dashboards.provision import DataSource, provision
 from coldtrail.errors import TransportError
+from tests.conftest import cli_json
 from tests.grafana_server import GrafanaServer
 
 DS = DataSource("timescaledb:5432", "coldtrail", "grafana", "ro-secret", sslmode="disable")
@@ -117,15 +114,7 @@ def test_the_server_double_refuses_what_grafana_refuses(grafana: GrafanaServer) 
 
 
 def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
-    for key in list(os.environ):
-        if key.startswith("COLDTRAIL_"):
-            monkeypatch.delenv(key)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert cli.main(argv) == 0
-    out: dict[str, Any] = json.loads(buf.getvalue())
+    out: dict[str, Any] = cli_json(argv, monkeypatch, **env)
     return out
 
 
