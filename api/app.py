@@ -18,7 +18,7 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
-from coldtrail.api import auth, erp_routes, models, rules_routes
+from coldtrail.api import auth, erp_routes, models, record_routes, rules_routes
 from coldtrail.api import queries as q
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
@@ -228,6 +228,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
+    record_routes.register(app, erp_routes.Deps(db, allow, clock))
     return app
 
 

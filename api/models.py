@@ -298,3 +298,169 @@ class ReplayIn(BaseModel):
     profiles: dict[str, RangePatchIn] = Field(default_factory=dict)
     locations: dict[str, RangePatchIn] = Field(default_factory=dict)
     sensors: list[str] | None = None
+
+
+# ---------------------------------------------------------------- the continuous record
+# The JSON form of api.record, described for the OpenAPI document (built as a plain dict
+# for speed; a test checks that every record validates against these).
+
+
+class RecordStats(BaseModel):
+    readings: int
+    valid: int = Field(description="readings with status ok and a value")
+    min_c: float | None
+    max_c: float | None
+    mean_c: float | None = Field(description="arithmetic mean of the valid values")
+    mkt_c: float | None = Field(
+        description="mean kinetic temperature, values weighted by the time they stand for; "
+        "for all probes together the warmest probe's"
+    )
+    covered_s: float = Field(description="time the valid values stand for")
+    out_of_range_s: float
+    intervals_expected: int = Field(description="GSP recording slots in the period")
+    intervals_recorded: int = Field(description="slots holding at least one valid value")
+    completeness: float | None = Field(description="intervals_recorded / intervals_expected")
+
+
+class RecordSummary(RecordStats):
+    gaps: int
+    excursions: int
+
+
+class RecordGap(BaseModel):
+    sensor_id: str
+    location_id: str
+    start: datetime
+    end: datetime
+    duration_s: float
+    readings_unavailable: int = Field(description="readings sent in the gap without a value")
+    missing_seq: int | None = Field(
+        description="sequence numbers that never arrived (null at the record's edge)"
+    )
+
+
+class RecordSignature(BaseModel):
+    signer: str
+    signer_name: str
+    signer_role: str
+    meaning: str
+    reason: str
+    action: str
+    signed_at: datetime
+
+
+class RecordDisposition(BaseModel):
+    hold_id: int
+    lot_id: int
+    gtin: str
+    lot_number: str
+    state: str
+    placed_at: datetime
+    disposed_at: datetime | None
+    reason: str
+    signatures: list[RecordSignature]
+
+
+class RecordExcursion(BaseModel):
+    id: int
+    location_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    state: str
+    late: bool
+    sensors: list[str]
+    limit_min_c: float | None
+    limit_max_c: float | None
+    min_c: float
+    max_c: float
+    duration_s: float
+    degree_minutes: float
+    mkt_c: float | None
+    capa_id: int | None
+    capa_state: str | None
+    detected_at: datetime
+    dispositions: list[RecordDisposition]
+
+
+class RecordCertificate(BaseModel):
+    certificate_no: str
+    issuer: str
+    calibrated_on: date
+    valid_until: date
+    passed: bool
+    max_error_c: float | None
+
+
+class RecordReadings(BaseModel):
+    """Column by column, one entry per reading in time order."""
+
+    measured_at: list[datetime]
+    received_at: list[datetime]
+    seq: list[int]
+    status: list[Literal["ok", "unavailable", "not_available"]]
+    temperature_c: list[float | None]
+    humidity_pct: list[float | None]
+    limit_min_c: list[float | None]
+    limit_max_c: list[float | None]
+    out_of_range: list[bool]
+    calibration_status: list[Literal["valid", "overdue", "none"]]
+
+
+class RecordChannel(BaseModel):
+    sensor_id: str
+    model: str
+    serial: str
+    location_id: str
+    location_name: str
+    position: str
+    start: datetime
+    end: datetime
+    interval_s: int = Field(description="GSP recording interval: 300 in transport, 1800 stored")
+    calibration_due: date | None
+    certificates: list[RecordCertificate]
+    stats: RecordStats
+    gaps: list[RecordGap]
+    readings: RecordReadings
+
+
+class RecordLot(BaseModel):
+    lot_id: int
+    gtin: str
+    lot_number: str
+    product: str
+    status: str
+    quantity: float | None
+
+
+class RecordShipment(BaseModel):
+    id: str
+    vehicle_id: str
+    origin_site: str
+    destination: str
+    route: str
+    state: str
+    departed_at: datetime | None
+    arrived_at: datetime | None
+
+
+class RecordSubject(BaseModel):
+    kind: Literal["shipment", "location"]
+    id: str
+    name: str
+    locations: list[str]
+    shipment: RecordShipment | None
+
+
+class RecordOut(BaseModel):
+    subject: RecordSubject
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    data_sha256: str = Field(
+        description="SHA-256 of the CSV form's bytes: `sha256sum` of a downloaded CSV matches"
+    )
+    summary: RecordSummary
+    lots: list[RecordLot]
+    excursions: list[RecordExcursion]
+    gaps: list[RecordGap]
+    channels: list[RecordChannel]

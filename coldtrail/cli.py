@@ -380,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     from coldtrail.dashboards.commands import add_parsers as add_dashboard_parsers
 
     add_dashboard_parsers(sub)
+    from coldtrail.api.record.commands import add_parsers as add_report_parsers
+
+    add_report_parsers(sub)
 
     decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
     decode_sub = decode.add_subparsers(dest="decode_command", required=True)

@@ -57,12 +57,21 @@ def mkt(
     if np.any(np.diff(t) == 0):
         raise PayloadError("two readings at the same time: the record is ambiguous")
     w = weights(t, max_gap_s)
+    return MktResult(
+        weighted_mkt(temp_k - KELVIN, w, delta_h_kj=delta_h_kj), int(t.size), float(w.sum())
+    )
+
+
+def weighted_mkt(
+    temperature_c: np.ndarray, w: np.ndarray, *, delta_h_kj: float = DEFAULT_DELTA_H_KJ
+) -> float:
+    """The formula itself, each value weighted by ``w`` (seconds; their sum must be > 0)."""
     ratio = delta_h_kj * 1000.0 / GAS_CONSTANT
     # Scaled by the largest exponent so colder records don't underflow to zero.
-    exponent = -ratio / temp_k
+    exponent = -ratio / (temperature_c.astype(float) + KELVIN)
     top = float(exponent.max())
     mean = float(np.sum(w * np.exp(exponent - top)) / np.sum(w))
-    return MktResult(ratio / -(math.log(mean) + top) - KELVIN, int(t.size), float(w.sum()))
+    return ratio / -(math.log(mean) + top) - KELVIN
 
 
 def read_csv(lines: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:

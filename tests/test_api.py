@@ -201,6 +201,10 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         {"json": {"id": "SH9", "vehicle_id": "TRK", "origin_site": "s1", "destination": "X"}},
     ),
     ("GET", "/api/v1/shipments/{shipment_id}"): (EVERYONE, {}),
+    ("GET", "/api/v1/shipments/{shipment_id}/record"): (EVERYONE, {"params": {"format": "csv"}}),
+    ("GET", "/api/v1/locations/{location_id}/record"): (
+        EVERYONE, {"params": {"from": "2026-11-22T08:00:00Z", "to": SOON, "format": "pdf"}}
+    ),
     ("POST", "/api/v1/shipments/{shipment_id}/depart"): (LOGISTICS, {"json": {"at": SOON}}),
     ("POST", "/api/v1/shipments/{shipment_id}/arrive"): (
         LOGISTICS, {"json": {"at": SOON}, "url": "/api/v1/shipments/SH2/arrive"}

@@ -1,0 +1,88 @@
+"""Routes of the continuous record: a shipment's, or a location's over a period, as JSON,
+CSV, PDF or EPCIS 2.0 JSON-LD.
+
+No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Response
+from pydantic import AwareDatetime
+
+from coldtrail.api import models
+from coldtrail.api import record as rec
+from coldtrail.api.erp_routes import EVERYONE, PREFIX, Deps
+from coldtrail.erp.people import User
+from coldtrail.erp.tx import Conn
+
+FormatQuery = Annotated[
+    rec.Format,
+    Query(alias="format", description="json (default), csv, pdf or epcis (EPCIS 2.0 JSON-LD)"),
+]
+
+
+def _responses() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": "the record; every form carries the same numbers and the SHA-256 "
+            "of the CSV form's bytes",
+            "model": models.RecordOut,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "application/ld+json": {"schema": {"type": "object"}},
+            },
+        },
+        404: {"description": "no such shipment or location"},
+        409: {"description": "no record yet (a shipment not loaded), or a period too long"},
+        422: {"description": "a malformed period or format"},
+    }
+
+
+def _send(record: rec.Record, fmt: rec.Format, name: str) -> Response:
+    return Response(
+        rec.render(record, fmt),
+        media_type=rec.MEDIA_TYPES[fmt],
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.{rec.SUFFIXES[fmt]}"',
+            "X-Data-SHA256": record.data_sha256,
+        },
+    )
+
+
+def register(app: FastAPI, deps: Deps) -> None:
+    Db = Annotated[Conn, Depends(deps.db)]
+    Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
+
+    @app.get(
+        PREFIX + "/shipments/{shipment_id}/record",
+        tags=["records"],
+        response_class=Response,
+        responses=_responses(),
+    )
+    def shipment_record(
+        shipment_id: str, conn: Db, _: Anyone, fmt: FormatQuery = "json"
+    ) -> Response:
+        """From the first loading (or departure) to arrival, or to now while under way:
+        every probe of the vehicle and its compartments, the lots carried, excursions with
+        their holds and signatures, gaps, calibration status."""
+        record = rec.shipment_record(conn, shipment_id, deps.clock.now())
+        return _send(record, fmt, f"record-shipment-{shipment_id}")
+
+    @app.get(
+        PREFIX + "/locations/{location_id}/record",
+        tags=["records"],
+        response_class=Response,
+        responses=_responses(),
+    )
+    def location_record(
+        location_id: str,
+        conn: Db,
+        _: Anyone,
+        since: Annotated[AwareDatetime, Query(alias="from", description="start, RFC 3339")],
+        until: Annotated[AwareDatetime, Query(alias="to", description="end (excluded), RFC 3339")],
+        fmt: FormatQuery = "json",
+    ) -> Response:
+        """The location and its compartments over [from, to), at most 400 days."""
+        record = rec.location_record(conn, location_id, since, until, deps.clock.now())
+        return _send(record, fmt, f"record-location-{location_id}")

@@ -1,0 +1,341 @@
+"""The continuous record of a shipment and of a location: four forms, the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import psycopg
+import pypdf
+import pytest
+
+from coldtrail.api.models import RecordOut
+from coldtrail.api.record.forms import lot_class
+from coldtrail.clock import ManualClock
+from coldtrail.erp.masterdata import assign_sensor, upsert_sensor
+from coldtrail.erp.movements import arrive, create_shipment, depart, record_movement
+from coldtrail.erp.products import register_lot
+from coldtrail.rules.engine import RulesEngine
+from coldtrail.rules.impact import CapaPolicy
+from coldtrail.rules.mkt import weighted_mkt, weights
+from tests.conftest import GTIN, QA_PASSWORD, T0, api_client, cli_json, make_erp, token
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+M = timedelta(minutes=1)
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "epcis" / "EPCIS-JSON-Schema.json"
+SHIPPED_MINUTES = 180
+# Truck compartment TC carries two probes. S2 goes to 12 °C for minutes 60-79 (an excursion
+# the rules confirm after the 5-minute delay); S3 sends nothing for minutes 100-129 (lost)
+# and "unavailable" for minutes 140-150 (the probe answered without a value).
+HOT = range(60, 80)
+LOST = range(100, 130)
+UNAVAILABLE = range(140, 151)
+
+
+def _store(conn: Conn, sensor: str, rows: list[tuple[int, float | None]]) -> None:
+    batch = conn.execute("INSERT INTO ingest_batches DEFAULT VALUES RETURNING id").fetchone()
+    assert batch is not None
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (sensor_id, seq, ts, received_at, gateway, status, "
+            "temperature_c, humidity_pct, batch_id) VALUES (%s, %s, %s, %s, 'gw', %s, %s, %s, %s)",
+            [
+                (sensor, minute + 1, T0 + minute * M, T0 + minute * M + timedelta(seconds=2),
+                 "ok" if t is not None else "unavailable", t, 45.5 if t is not None else None,
+                 batch[0])
+                for minute, t in rows
+            ],
+        )  # fmt: skip
+
+
+@pytest.fixture
+def shipped(conn: Conn, db_url: str, clock: ManualClock) -> dict[str, Any]:
+    """Shipment SH1 with lot A, over three hours of two probes, its excursion judged by the
+    real rules engine and the lot held; delivered at minute 175."""
+    make_erp(conn)
+    conn.execute("UPDATE locations SET alarm_delay_s = 300")
+    upsert_sensor(conn, "S3", "xy-md02", "SN-S3")
+    assign_sensor(conn, "S3", "TC", T0 - 60 * M, position="rear door")
+    conn.execute(
+        "INSERT INTO calibration_certificates (sensor_id, certificate_no, issuer, calibrated_on,"
+        " valid_until, passed, max_error_c, recorded_by) VALUES"
+        " ('S2', 'CAL-2026-017', 'NIM Lab', %s, %s, true, 0.2, 'admin'),"
+        " ('S3', 'CAL-2024-101', 'NIM Lab', %s, %s, true, 0.3, 'admin')",
+        (T0.date() - timedelta(days=30), T0.date() + timedelta(days=335),
+         date(2024, 1, 10), date(2025, 1, 10)),
+    )  # fmt: skip
+    lot = register_lot(conn, "logi1", GTIN, "A-1").id
+    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * M, to_location="CR")
+    create_shipment(conn, "logi1", "SH1", "TRK", "s1", "Clinic 5")
+    record_movement(conn, "logi1", lot, "loading", 10, T0 + 10 * M, from_location="CR",
+                    to_location="TC", shipment_id="SH1")  # fmt: skip
+    depart(conn, "logi1", "SH1", T0 + 15 * M)
+    minutes = range(SHIPPED_MINUTES)
+    _store(conn, "S2", [(m, 12.0 if m in HOT else 5.0 + (m % 7) * 0.13) for m in minutes])
+    _store(
+        conn,
+        "S3",
+        [(m, None if m in UNAVAILABLE else 4.0 + (m % 5) * 0.21) for m in minutes if m not in LOST],
+    )
+    record_movement(conn, "logi1", lot, "delivery", 10, T0 + 170 * M, from_location="TC",
+                    shipment_id="SH1", party="Clinic 5")  # fmt: skip
+    arrive(conn, "logi1", "SH1", T0 + 175 * M)
+    clock.advance(4 * 3600)
+    RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1")).process_pending(conn)
+    [hold] = conn.execute("SELECT id FROM holds WHERE lot_id = %s", (lot,)).fetchall()
+    return {"lot": lot, "hold": hold[0]}
+
+
+def _forms(client: Any, headers: dict[str, str]) -> dict[str, Any]:
+    got = {}
+    for fmt in ("json", "csv", "pdf", "epcis"):
+        resp = client.get("/api/v1/shipments/SH1/record", params={"format": fmt}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        got[fmt] = resp
+    return got
+
+
+def test_qa_release_with_signature_shows_in_every_form_of_the_record(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    with api_client(db_url, clock) as client:
+        clock.advance(3600)
+        qa = token(client, "qa1", QA_PASSWORD)
+        signed = client.post(
+            f"/api/v1/holds/{shipped['hold']}/disposition",
+            headers=qa,
+            json={"disposition": "release", "username": "qa1", "password": QA_PASSWORD,
+                  "meaning": "approval", "reason": "stability data cover 20 min at 12 °C"},
+        )  # fmt: skip
+        assert signed.status_code == 200, signed.text
+        signed_at = signed.json()["signatures"][0]["signed_at"].replace("+00:00", "Z")
+        forms = _forms(client, qa)
+    doc = forms["json"].json()
+    [exc] = doc["excursions"]
+    [disp] = exc["dispositions"]
+    assert disp["state"] == "released"
+    [sig] = disp["signatures"]
+    assert (sig["signer_name"], sig["meaning"], sig["signed_at"]) == (
+        "Quinn Auditt", "approval", signed_at,
+    )  # fmt: skip
+    text = _pdf_text(forms["pdf"].content)
+    assert (
+        f"hold {shipped['hold']} released Signed by Quinn Auditt (qa1, qa) at {signed_at}; "
+        "meaning: approval; release: stability data cover 20 min at 12 °C"
+    ) in text
+
+
+def test_csv_json_pdf_and_epcis_agree_on_every_number(shipped: dict[str, Any], db_url: str,
+                                                      clock: ManualClock) -> None:  # fmt: skip
+    with api_client(db_url, clock) as client:
+        forms = _forms(client, token(client, "qa1", QA_PASSWORD))
+    doc = RecordOut.model_validate_json(forms["json"].content).model_dump(mode="json")
+    raw = forms["csv"].content
+    digest = hashlib.sha256(raw).hexdigest()
+    assert doc["data_sha256"] == digest == forms["csv"].headers["X-Data-SHA256"]
+
+    rows = list(csv.DictReader(io.StringIO(raw.decode())))
+    assert (
+        len(rows)
+        == doc["summary"]["readings"]
+        == sum(len(c["readings"]["seq"]) for c in doc["channels"])
+    )
+    pdf_text = _pdf_text(forms["pdf"].content)
+    assert digest in pdf_text
+    epcis = forms["epcis"].json()
+    _validate_epcis(epcis)
+    events = epcis["epcisBody"]["eventList"]
+    assert len(events) == len(doc["channels"]) == 2
+    for chan, event in zip(doc["channels"], events, strict=True):
+        mine = [r for r in rows if r["sensor_id"] == chan["sensor_id"]]
+        # Reading by reading, CSV and JSON hold the same times and values.
+        assert [r["measured_at"] for r in mine] == chan["readings"]["measured_at"]
+        assert [float(r["temperature_c"]) if r["temperature_c"] else None for r in mine] == (
+            chan["readings"]["temperature_c"]
+        )
+        assert [r["calibration_status"] for r in mine] == chan["readings"]["calibration_status"]
+        stats = _stats_from_csv(mine, chan["interval_s"], chan["start"], chan["end"])
+        for key, value in stats.items():
+            assert chan["stats"][key] == pytest.approx(value, abs=1e-9), key
+        # The PDF prints them rounded, on the probe's row.
+        row = f"{chan['sensor_id']} @ {chan['location_id']}"
+        s = chan["stats"]
+        expected = [str(s["readings"]), str(s["valid"]), f"{s['min_c']:.2f}", f"{s['max_c']:.2f}",
+                    f"{s['mean_c']:.2f}", f"{s['mkt_c']:.2f}", f"{s['out_of_range_s'] / 60:.1f}",
+                    f"{100 * s['completeness']:.2f}"]  # fmt: skip
+        assert " ".join([row, *expected]) in pdf_text
+        # EPCIS: the summary report and every valued reading.
+        reports = event["sensorElementList"][0]["sensorReport"]
+        summary = reports[0]
+        assert (summary["minValue"], summary["maxValue"], summary["meanValue"]) == (
+            s["min_c"], s["max_c"], s["mean_c"],
+        )  # fmt: skip
+        temps = [x for x in reports[1:] if x["type"] == "Temperature"]
+        assert [x["time"] for x in temps] == chan["readings"]["measured_at"]
+        assert [x.get("value") for x in temps] == chan["readings"]["temperature_c"]
+        assert event["ct:mktCelsius"] == s["mkt_c"]
+        assert event["ct:dataSha256"] == digest
+        assert event["quantityList"] == [{"epcClass": lot_class(GTIN, "A-1"), "quantity": 10.0}]
+    # Known answers: S2 out of range exactly its 20 hot minutes; the excursion is listed.
+    s2 = next(c for c in doc["channels"] if c["sensor_id"] == "S2")
+    assert s2["stats"]["out_of_range_s"] == 20 * 60
+    assert s2["stats"]["max_c"] == 12.0
+    assert doc["summary"]["out_of_range_s"] == 20 * 60
+    assert "Time any probe was out of range (min) 任一探头超限时间(分钟): 20.0" in pdf_text
+    [exc] = doc["excursions"]
+    assert (exc["location_id"], exc["max_c"]) == ("TC", 12.0)
+    assert (
+        f"{exc['id']} TC {exc['started_at']} {exc['ended_at']} {exc['min_c']:.2f} "
+        f"{exc['max_c']:.2f} {exc['duration_s'] / 60:.1f} {exc['state']}"
+    ) in pdf_text, pdf_text[pdf_text.find("Dispositions and signatures") :][:300]
+
+
+def test_gaps_stay_gaps_in_every_form(shipped: dict[str, Any], db_url: str,
+                                      clock: ManualClock) -> None:  # fmt: skip
+    with api_client(db_url, clock) as client:
+        forms = _forms(client, token(client, "qa1", QA_PASSWORD))
+    doc = forms["json"].json()
+    s3 = next(c for c in doc["channels"] if c["sensor_id"] == "S3")
+    # Period: loading at minute 10 to delivery at 175 (after arrival at 175, same minute).
+    assert (doc["start"], doc["end"]) == (_iso(10), _iso(175))
+    gaps = [(g["start"], g["end"], g["readings_unavailable"], g["missing_seq"]) for g in s3["gaps"]]
+    assert gaps == [(_iso(99), _iso(130), 0, 30), (_iso(139), _iso(151), 11, 0)]
+    assert doc["gaps"] == s3["gaps"]
+    # Nothing is made up for the lost half hour, in any form.
+    lost = {_iso(m) for m in LOST}
+    assert not lost & set(s3["readings"]["measured_at"])
+    rows = csv.DictReader(io.StringIO(forms["csv"].text))
+    assert not any(r["measured_at"] in lost for r in rows if r["sensor_id"] == "S3")
+    event = forms["epcis"].json()["epcisBody"]["eventList"][1]
+    times = [x.get("time") for x in event["sensorElementList"][0]["sensorReport"]]
+    assert not lost & set(times)
+    errors = [x["time"] for x in event["sensorElementList"][0]["sensorReport"]
+              if x.get("exception") == "ERROR_CONDITION"]  # fmt: skip
+    assert errors == [_iso(m) for m in UNAVAILABLE]
+    # The completeness counts the 5-minute slots that hold a valid value.
+    assert s3["stats"]["intervals_expected"] == 33  # 165 min / 5
+    # Slots start at minute 10: 100-129 lost is six, 140-149 unavailable two more.
+    assert s3["stats"]["intervals_recorded"] == 33 - 6 - 2
+    pdf_text = _pdf_text(forms["pdf"].content)
+    assert f"S3 TC {_iso(99)} {_iso(130)} 31.0 0 30" in pdf_text
+    assert f"S3 TC {_iso(139)} {_iso(151)} 12.0 11 0" in pdf_text
+    # Calibration: S2 covered by a certificate, S3's lapsed in 2025.
+    assert set(s3["readings"]["calibration_status"]) == {"overdue"}
+    s2 = next(c for c in doc["channels"] if c["sensor_id"] == "S2")
+    assert set(s2["readings"]["calibration_status"]) == {"valid"}
+    assert "CAL-2024-101 NIM Lab 2024-01-10 2025-01-10 passed" in pdf_text
+    assert "overdue for 135 readings" in pdf_text
+
+
+def test_location_record_covers_its_period_and_refuses_bad_requests(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    with api_client(db_url, clock) as client:
+        auditor = _auditor(client)
+        url = "/api/v1/locations/TC/record"
+        ok = client.get(url, params={"from": _iso(0), "to": _iso(60)}, headers=auditor)
+        assert ok.status_code == 200, ok.text
+        body = ok.json()
+        assert [c["sensor_id"] for c in body["channels"]] == ["S2", "S3"]
+        assert body["channels"][0]["readings"]["measured_at"][-1] == _iso(59)
+        assert body["lots"][0]["lot_number"] == "A-1"
+        for params, code in (
+            ({"from": _iso(60), "to": _iso(0)}, 409),
+            ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, 409),
+            ({"from": "2026-11-22T08:00:00", "to": _iso(60)}, 422),  # no UTC offset
+            ({"from": _iso(0)}, 422),
+            ({"from": _iso(0), "to": _iso(60), "format": "xlsx"}, 422),
+        ):
+            resp = client.get(url, params=params, headers=auditor)
+            assert resp.status_code == code, (params, resp.text)
+            assert resp.json()["detail"]
+        assert client.get("/api/v1/locations/NOPE/record", params={"from": _iso(0),
+                          "to": _iso(1)}, headers=auditor).status_code == 404  # fmt: skip
+        assert client.get("/api/v1/shipments/NOPE/record", headers=auditor).status_code == 404
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            create_shipment(conn, "logi1", "SH9", "TRK", "s1", "Clinic 9")
+        planned = client.get("/api/v1/shipments/SH9/record", headers=auditor)
+        assert planned.status_code == 409
+        assert "neither been loaded nor departed" in planned.json()["detail"]
+
+
+def test_report_command_writes_the_same_record(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    with api_client(db_url, clock) as client:
+        api_csv = client.get("/api/v1/shipments/SH1/record", params={"format": "csv"},
+                             headers=_auditor(client)).content  # fmt: skip
+    out = tmp_path / "sh1.csv"
+    done = cli_json(["report", "shipment", "SH1", "--format", "csv", "-o", str(out)], monkeypatch,
+                    COLDTRAIL_DATABASE_URL=db_url)  # fmt: skip
+    assert out.read_bytes() == api_csv
+    assert done == {"file": str(out), "format": "csv", "bytes": len(api_csv),
+                    "data_sha256": hashlib.sha256(api_csv).hexdigest()}  # fmt: skip
+    pdf = tmp_path / "tc.pdf"
+    cli_json(["report", "location", "TC", "--from", _iso(0), "--to", _iso(60), "--format", "pdf",
+              "-o", str(pdf)], monkeypatch, COLDTRAIL_DATABASE_URL=db_url)  # fmt: skip
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def _auditor(client: Any) -> dict[str, str]:
+    resp = client.post(
+        "/api/v1/users", headers=token(client, "admin", "admin-password-123"),
+        json={"username": "aud1", "full_name": "Ada Auditor", "role": "auditor",
+              "password": "auditor-password-1"},
+    )  # fmt: skip
+    assert resp.status_code in (201, 409), resp.text
+    return token(client, "aud1", "auditor-password-1")
+
+
+def _iso(minute: int) -> str:
+    return (T0 + minute * M).isoformat().replace("+00:00", "Z")
+
+
+def _pdf_text(content: bytes) -> str:
+    """The text of every page, table cells and wrapped lines joined by single spaces."""
+    pages = pypdf.PdfReader(io.BytesIO(content)).pages
+    return " ".join(" ".join(page.extract_text().split()) for page in pages)
+
+
+def _validate_epcis(doc: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+
+
+def _stats_from_csv(
+    rows: list[dict[str, str]], interval: int, start: str, end: str
+) -> dict[str, Any]:
+    """The record's definitions, recomputed from the CSV alone."""
+    from datetime import datetime
+
+    def epoch(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    valid = [r for r in rows if r["status"] == "ok" and r["temperature_c"]]
+    t = np.array([epoch(r["measured_at"]) for r in valid])
+    v = np.array([float(r["temperature_c"]) for r in valid])
+    w = weights(t, max_gap_s=float(interval))
+    w[-1] = min(w[-1], epoch(end) - t[-1])
+    out = np.array([r["out_of_range"] == "true" for r in valid])
+    a, b = epoch(start), epoch(end)
+    return {
+        "readings": len(rows),
+        "valid": len(valid),
+        "min_c": float(v.min()),
+        "max_c": float(v.max()),
+        "mean_c": float(v.mean()),
+        "mkt_c": weighted_mkt(v, w),
+        "out_of_range_s": float(w[out].sum()),
+        "intervals_expected": int(np.ceil((b - a) / interval)),
+        "intervals_recorded": len({int((x - a) // interval) for x in t}),
+    }
