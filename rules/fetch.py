@@ -80,7 +80,7 @@ def fetch(
     rows = np.frombuffer(raw, dtype=_ROW)
     # The index hands each sensor's rows over in time order as a rule; asking the server to
     # sort would sort every row even then, so only what is out of order is sorted here.
-    if not _in_order(rows):
+    if not in_order(rows):
         rows = rows[np.lexsort((rows["seq"], rows["ts"], rows["g"]))]
     group = rows["g"].astype(np.int64) - 1
     ts = rows["ts"].astype(np.int64)
@@ -99,7 +99,7 @@ def fetch(
     )
 
 
-def _in_order(rows: np.ndarray) -> bool:
+def in_order(rows: np.ndarray) -> bool:
     if rows.size < 2:
         return True
     dg = np.diff(rows["g"].astype(np.int64))

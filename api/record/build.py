@@ -27,15 +27,16 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
-from coldtrail.api.record.forms import csv_rows
+from coldtrail.api.record.forms import csv_rows, times
 from coldtrail.erp import kpi, movements, signatures
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
-from coldtrail.rules.fetch import PG_EPOCH_S, load_places
+from coldtrail.rules.fetch import PG_EPOCH_S, in_order, load_places
 from coldtrail.rules.mkt import weighted_mkt, weights
 from coldtrail.rules.queries import PRODUCT_RANGES
 from coldtrail.rules.ranges import Columns, spans_by_location, with_ranges
@@ -56,7 +57,9 @@ WHERE a.location_id = ANY(%(locations)s) AND a.valid && tstzrange(%(start)s, %(e
 ORDER BY a.location_id, a.sensor_id, lower(a.valid)
 """
 
-# Packed as fixed-width big-endian bytes that numpy reads in place (see rules.fetch).
+# Packed as fixed-width big-endian bytes that numpy reads in place (see rules.fetch). The
+# index hands each sensor's rows over in time order as a rule, so only what isn't is sorted
+# here: sorting in the server costs a third of the query. STATUS_NAMES follows the CASE.
 _ROW = np.dtype(
     [("g", ">i4"), ("ts", ">i8"), ("rx", ">i8"), ("seq", ">i8"), ("st", ">i2"),
      ("temp", ">f8"), ("rh", ">f8")]
@@ -64,11 +67,10 @@ _ROW = np.dtype(
 _READINGS = """
 SELECT string_agg(int4send(w.g::int4) || timestamptz_send(r.ts)
                   || timestamptz_send(r.received_at) || int8send(r.seq)
-                  || int2send((array_position(enum_range(NULL::reading_status), r.status)
-                               - 1)::int2)
+                  || int2send(CASE r.status WHEN 'ok' THEN 0 WHEN 'unavailable' THEN 1
+                              ELSE 2 END::int2)
                   || float8send(coalesce(r.temperature_c, 'NaN'))
-                  || float8send(coalesce(r.humidity_pct, 'NaN')), ''::bytea
-                  ORDER BY w.g, r.ts, r.seq)
+                  || float8send(coalesce(r.humidity_pct, 'NaN')), ''::bytea)
 FROM unnest(%(sensors)s::text[], %(froms)s::timestamptz[], %(tos)s::timestamptz[])
      WITH ORDINALITY AS w(sensor_id, t0, t1, g)
 JOIN readings r ON r.sensor_id = w.sensor_id AND r.ts >= w.t0 AND r.ts < w.t1
@@ -205,6 +207,15 @@ class Channel:
     stands_s: np.ndarray  # time each valid value stands for; 0 for the others
     stats: Stats
     gaps: tuple[Gap, ...]
+
+    @cached_property
+    def measured_text(self) -> list[str]:
+        """Times of measurement as every form writes them (computed once per record)."""
+        return times(self.ts_us)
+
+    @cached_property
+    def received_text(self) -> list[str]:
+        return times(self.received_us)
 
     @property
     def epoch_s(self) -> np.ndarray:
@@ -368,6 +379,8 @@ def _build(
         binary=True,
     ).fetchone()
     data = np.frombuffer((packed[0] if packed else None) or b"", dtype=_ROW)
+    if not in_order(data):
+        data = data[np.lexsort((data["seq"], data["ts"], data["g"]))]
     group = data["g"].astype(np.int64) - 1
     places = load_places(conn)
     spans = spans_by_location(

@@ -77,8 +77,8 @@ def csv_rows(channels: Sequence[Channel]) -> bytes:
         for cal, seq, ts, rx, st, temp, rh, lo, hi, bad in zip(
             [CALIBRATION_NAMES[k] for k in c.calibration.tolist()],
             c.seq.tolist(),
-            times(c.ts_us),
-            times(c.received_us),
+            c.measured_text,
+            c.received_text,
             [STATUS_NAMES[k] for k in c.status.tolist()],
             _text(c.temp),
             _text(c.humidity),
@@ -138,8 +138,8 @@ def _channel(c: Channel) -> dict[str, Any]:
         "stats": _stats(c.stats),
         "gaps": [_gap(g) for g in c.gaps],
         "readings": {
-            "measured_at": times(c.ts_us),
-            "received_at": times(c.received_us),
+            "measured_at": c.measured_text,
+            "received_at": c.received_text,
             "seq": c.seq.tolist(),
             "status": [STATUS_NAMES[k] for k in c.status.tolist()],
             "temperature_c": numbers(c.temp),
@@ -286,7 +286,7 @@ def as_epcis(r: Record) -> dict[str, Any]:
                  "meanValue": c.stats.mean_c, "uom": "CEL"}
             )  # fmt: skip
         for at, st, temp, rh in zip(
-            times(c.ts_us), c.status.tolist(), numbers(c.temp), numbers(c.humidity), strict=True
+            c.measured_text, c.status.tolist(), numbers(c.temp), numbers(c.humidity), strict=True
         ):
             if st == 0 and temp is not None:
                 reports.append({"type": "Temperature", "time": at, "value": temp, "uom": "CEL"})
