@@ -24,7 +24,14 @@ from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.tx import acting
-from coldtrail.errors import Conflict, NotFound, PayloadError, RecordError, SignatureRefused
+from coldtrail.errors import (
+    AccountLocked,
+    Conflict,
+    NotFound,
+    PayloadError,
+    RecordError,
+    SignatureRefused,
+)
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
@@ -136,15 +143,22 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         responses={401: {"description": "wrong user name or password"}},
     )
     def token(conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> models.Token:
-        user = people.authenticate(conn, form.username, form.password)
+        locked: str | None = None
+        try:
+            user = people.authenticate(conn, form.username, form.password, clock.now())
+        except AccountLocked as exc:
+            user, locked = None, str(exc)
         # Part 11 wants every login and every failed one in the trail (with the name tried).
         action = "login" if user is not None else "login_failed"
         with acting(conn, form.username):
-            audit.record(conn, form.username, action, "user", form.username)
+            audit.record(
+                conn, form.username, action, "user", form.username,
+                {"reason": "locked"} if locked else None,
+            )  # fmt: skip
         if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "incorrect username or password",
+                locked or "incorrect username or password",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return models.Token(
@@ -173,6 +187,21 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         except Conflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
         return models.UserOut(username=body.username, full_name=body.full_name, role=body.role)
+
+    @app.post(
+        f"{PREFIX}/users/{{username}}/unlock",
+        tags=["auth"],
+        responses={404: {"description": "the account is not locked"}},
+    )
+    def unlock(
+        username: str, conn: Db, admin: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))]
+    ) -> dict[str, str]:
+        """Lift the lock-out that failed logins or signatures put on an account."""
+        with acting(conn, admin.username):
+            if not people.unlock(conn, username):
+                raise NotFound(f"account {username!r} is not locked")
+            audit.record(conn, admin.username, "unlock", "user", username)
+        return {"username": username, "status": "unlocked"}
 
     @app.get(f"{PREFIX}/live", tags=["live"])
     def live(conn: Db, _: Annotated[User, Depends(allow(ALL_ROLES))]) -> models.Live:

@@ -49,5 +49,9 @@ class RuleViolation(RecordError):
     """A GxP rule forbids it: a quarantined lot moved, a disposition changed, a step skipped."""
 
 
+class AccountLocked(RecordError):
+    """Too many failed logins or signatures in a row: the account is locked for a while."""
+
+
 class SignatureRefused(RecordError):
     """An electronic signature failed: wrong password, wrong signer, or not allowed to sign."""

@@ -250,7 +250,7 @@ def advance(
         if signature is None:
             raise RuleViolation("closing a CAPA needs an electronic signature")
         signer = signatures.check_signer(
-            conn, signature.session_user, signature.credentials, "capa", capa_id, "close"
+            conn, signature.session_user, signature.credentials, "capa", capa_id, "close", at
         )
         actor = signer.username
     with acting(conn, actor):

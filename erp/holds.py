@@ -107,7 +107,9 @@ def dispose(
 ) -> Hold:
     """Sign a release or a rejection of an open hold. Call outside a transaction: a refused
     signature is audited in a transaction of its own."""
-    signer = signatures.check_signer(conn, session_user, credentials, "hold", hold_id, disposition)
+    signer = signatures.check_signer(
+        conn, session_user, credentials, "hold", hold_id, disposition, at
+    )
     with acting(conn, signer.username):
         state = conn.execute(q.HOLD_LOCK, {"id": hold_id}).fetchone()
         if state is None:

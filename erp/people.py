@@ -4,6 +4,7 @@ login both check passwords here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -11,10 +12,14 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from coldtrail.errors import AccountLocked
+
 _hasher = PasswordHasher()
 # Verifying against this when the user does not exist keeps the timing the same.
 _DUMMY_HASH = _hasher.hash("coldtrail-no-such-user")
 MIN_PASSWORD_LENGTH = 12
+MAX_FAILURES = 5
+LOCKOUT = timedelta(minutes=15)
 
 
 class Role(StrEnum):
@@ -60,8 +65,22 @@ def ensure_admin(conn: psycopg.Connection[tuple[Any, ...]], password: str) -> bo
 
 
 def authenticate(
-    conn: psycopg.Connection[tuple[Any, ...]], username: str, password: str
+    conn: psycopg.Connection[tuple[Any, ...]],
+    username: str,
+    password: str,
+    now: datetime | None = None,
 ) -> User | None:
+    """The user, if the password is right. With ``now``, failures count towards a lock-out:
+    MAX_FAILURES in a row lock the name for LOCKOUT (AccountLocked), unknown names alike so
+    a lock-out tells nobody which names exist. Call outside a transaction that may roll
+    back, or the count is lost with it."""
+    if now is not None:
+        locked = conn.execute(_LOCKED, {"user": username, "now": now}).fetchone()
+        if locked is not None:
+            raise AccountLocked(
+                f"account {username!r} is locked until {locked[0].isoformat()} after "
+                f"{MAX_FAILURES} failed attempts; an administrator can unlock it sooner"
+            )
     row = conn.execute(
         "SELECT username, full_name, role::text, password_hash FROM users "
         "WHERE username = %s AND NOT disabled",
@@ -70,8 +89,39 @@ def authenticate(
     try:
         _hasher.verify(row[3] if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
+        if now is not None:
+            conn.execute(
+                _FAILED,
+                {"user": username, "now": now, "max": MAX_FAILURES, "until": now + LOCKOUT},
+            )
         return None
-    return User(row[0], row[1], Role(row[2])) if row else None
+    if row is None:
+        return None
+    if now is not None:
+        conn.execute("DELETE FROM login_failures WHERE username = %s", (username,))
+    return User(row[0], row[1], Role(row[2]))
+
+
+def unlock(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> bool:
+    """Lift a lock-out (and forget the failures); True if there was one."""
+    done = conn.execute(
+        "DELETE FROM login_failures WHERE username = %s RETURNING locked_until", (username,)
+    ).fetchone()
+    return done is not None and done[0] is not None
+
+
+_LOCKED = """
+SELECT locked_until FROM login_failures WHERE username = %(user)s AND locked_until > %(now)s
+"""
+# The failure that reaches the limit locks the name and starts the count again.
+_FAILED = """
+INSERT INTO login_failures AS f (username, failures, last_failed)
+VALUES (%(user)s, 1, %(now)s)
+ON CONFLICT (username) DO UPDATE SET
+    failures = CASE WHEN f.failures + 1 >= %(max)s THEN 0 ELSE f.failures + 1 END,
+    locked_until = CASE WHEN f.failures + 1 >= %(max)s THEN %(until)s ELSE f.locked_until END,
+    last_failed = %(now)s
+"""
 
 
 def load_user(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> User | None:

@@ -17,7 +17,7 @@ from coldtrail.erp import audit, people
 from coldtrail.erp import queries as q
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import SignatureRefused
+from coldtrail.errors import AccountLocked, SignatureRefused
 
 Meaning = Literal["authorship", "review", "approval", "responsibility", "verification"]
 SIGNER_ROLES = frozenset({Role.QA, Role.ADMIN})
@@ -54,14 +54,22 @@ def check_signer(
     record_type: str,
     record_id: int,
     action: str,
+    now: datetime | None = None,
 ) -> User:
     """The signer, if the credentials are right, belong to the person logged in, and that
     person may sign. A refusal is written to the audit trail in a transaction of its own
     (so call this outside any transaction) before SignatureRefused is raised."""
     reason: str | None = None
-    user = people.authenticate(conn, credentials.username, credentials.password)
+    locked: str | None = None
+    try:
+        # Failed signatures count towards the same lock-out as failed logins (11.300(d)).
+        user = people.authenticate(conn, credentials.username, credentials.password, now)
+    except AccountLocked as exc:
+        user, locked = None, str(exc)
     if credentials.username != session_user:
         reason = f"sign as yourself: you are logged in as {session_user}"
+    elif locked is not None:
+        reason = f"signature refused: {locked}"
     elif user is None:
         reason = "signature refused: user id or password is wrong"
     elif user.role not in SIGNER_ROLES:

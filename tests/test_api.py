@@ -44,6 +44,10 @@ def api_template(template_db: str) -> Iterator[str]:
                         conn, f"{role.value}1", f"{role.value.title()} User", role, PASSWORD
                     )
             create_user(conn, "admin", "Administrator", Role.ADMIN, "admin-password-123")
+            create_user(conn, "locked1", "Locked Out", Role.LOGISTICS, PASSWORD)
+            conn.execute(
+                "INSERT INTO login_failures VALUES ('locked1', 0, %s, %s)", (T0, T0 + timedelta(1))
+            )
             conn.execute(
                 "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, "
                 "limit_min_c, limit_max_c, min_c, max_c) VALUES ('S1', 'CR', %s, 1, 2, 8, 9, 9)",
@@ -119,6 +123,7 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
         "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
         "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
         "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0], "alarm_id": 1,
+        "username": "locked1",
     }  # fmt: skip
 
 
@@ -165,6 +170,7 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         WRITERS,
         {"json": {"comment": "door shut"}},
     ),
+    ("POST", "/api/v1/users/{username}/unlock"): (ADMIN, {}),
     ("POST", "/api/v1/users"): (
         ADMIN,
         {
@@ -327,6 +333,54 @@ def test_acknowledge_errors_are_4xx_with_a_reason(client: Any, conn: Conn) -> No
     assert again.status_code == 409
     row = conn.execute("SELECT acknowledged_by, ack_comment FROM excursions").fetchone()
     assert row == ("qa1", "door shut")
+
+
+def _login(client: Any, user: str, password: str) -> Any:
+    return client.post("/api/v1/auth/token", data={"username": user, "password": password})
+
+
+@pytest.mark.parametrize("user", ["qa1", "no-such-user"])
+def test_five_failed_logins_lock_the_name_for_15_minutes(
+    client: Any, clock: ManualClock, user: str
+) -> None:
+    for _ in range(5):
+        assert _login(client, user, "wrong-password-here").status_code == 401
+    refused = _login(client, user, PASSWORD)
+    assert refused.status_code == 401
+    # Unknown names lock the same way: the lock-out tells nobody which names exist.
+    assert "is locked until 2026-11-22T10:15:00+00:00 after 5 failed" in refused.json()["detail"]
+    clock.advance(15 * 60 + 1)
+    assert _login(client, user, PASSWORD).status_code == (200 if user == "qa1" else 401)
+
+
+def test_a_login_that_succeeds_starts_the_count_again(client: Any) -> None:
+    for _ in range(2):
+        for _ in range(4):
+            assert _login(client, "qa1", "wrong-password-here").status_code == 401
+        assert _login(client, "qa1", PASSWORD).status_code == 200
+
+
+def test_failed_signatures_count_towards_the_lock_out_and_admin_unlocks(
+    client: Any, conn: Conn
+) -> None:
+    qa = _headers(client, Role.QA)
+    body = {"disposition": "release", "username": "qa1", "password": "not-my-password",
+            "meaning": "approval", "reason": "checked"}  # fmt: skip
+    url = f"/api/v1/holds/{client.ids['hold_id']}/disposition"
+    for _ in range(5):
+        assert client.post(url, json=body, headers=qa).status_code == 403
+    locked = client.post(url, json={**body, "password": PASSWORD}, headers=qa)
+    assert locked.status_code == 403
+    assert "locked until" in locked.json()["detail"]
+    assert _login(client, "qa1", PASSWORD).status_code == 401
+    admin = _headers(client, Role.ADMIN)
+    assert client.post("/api/v1/users/qa1/unlock", headers=admin).status_code == 200
+    assert client.post("/api/v1/users/qa1/unlock", headers=admin).status_code == 404
+    assert client.post(url, json={**body, "password": PASSWORD}, headers=qa).status_code == 200
+    trail = conn.execute(
+        "SELECT action FROM audit_log WHERE record_id = 'qa1' AND action = 'unlock'"
+    ).fetchall()
+    assert trail == [("unlock",)]
 
 
 def test_duplicate_user_and_weak_password_are_refused(client: Any) -> None:
