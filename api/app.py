@@ -18,7 +18,14 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
-from coldtrail.api import auth, erp_routes, models, record_routes, rules_routes
+from coldtrail.api import (
+    auth,
+    erp_routes,
+    masterdata_routes,
+    models,
+    record_routes,
+    rules_routes,
+)
 from coldtrail.api import queries as q
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
@@ -29,6 +36,7 @@ from coldtrail.errors import (
     Conflict,
     NotFound,
     PayloadError,
+    PreconditionFailed,
     RecordError,
     SignatureRefused,
 )
@@ -98,6 +106,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         code = {
             NotFound: status.HTTP_404_NOT_FOUND,
             SignatureRefused: status.HTTP_403_FORBIDDEN,
+            PreconditionFailed: status.HTTP_412_PRECONDITION_FAILED,
             PayloadError: 422,  # the request's content can't be read
         }.get(type(exc), status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
@@ -258,6 +267,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
     record_routes.register(app, erp_routes.Deps(db, allow, clock))
+    masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
     return app
 
 

@@ -10,15 +10,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Path, Query, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Header, Path, Query, Response, UploadFile
 
-from coldtrail.api import models
+from coldtrail.api import etag, models
 from coldtrail.clock import Clock
 from coldtrail.erp import audit, capa, holds, kpi, movements, outbox, products
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn
-from coldtrail.errors import RuleViolation
+from coldtrail.errors import NotFound, RuleViolation
 
 PREFIX = "/api/v1"
 EVERYONE = frozenset(Role)
@@ -29,6 +29,7 @@ OVERSIGHT = frozenset({Role.ADMIN, Role.QA, Role.AUDITOR})
 ADMIN = frozenset({Role.ADMIN})
 Page = Annotated[int, Query(ge=1, le=1000)]
 After = Annotated[int, Query(ge=0, description="return rows after this id (paging)")]
+IfMatch = Annotated[str | None, Header(description=etag.IF_MATCH_DESCRIPTION)]
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,25 @@ def register(app: FastAPI, deps: Deps) -> None:
         body: models.ProfileIn,
         conn: Db,
         user: Qa,
+        response: Response,
+        if_match: IfMatch = None,
     ) -> products.Profile:
         profile = products.Profile(id=profile_id, **body.model_dump())
-        return products.upsert_profile(conn, user.username, profile)
+        if if_match is not None:
+            try:
+                current: products.Profile | None = products.get_profile(conn, profile_id)
+            except NotFound:
+                current = None
+            etag.check(if_match, current, f"profile {profile_id}")
+        saved = products.upsert_profile(conn, user.username, profile)
+        etag.tagged(response, saved)
+        return saved
+
+    @app.get(PREFIX + "/profiles/{profile_id}", tags=["products"], responses=refusals)
+    def get_profile(profile_id: str, conn: Db, _: Anyone, response: Response) -> products.Profile:
+        profile = products.get_profile(conn, profile_id)
+        etag.tagged(response, profile)
+        return profile
 
     @app.get(PREFIX + "/products", tags=["products"])
     def list_products(conn: Db, _: Anyone) -> list[products.Product]:
@@ -210,17 +227,25 @@ def register(app: FastAPI, deps: Deps) -> None:
         return holds.place_hold(conn, user.username, body.lot_id, body.reason, deps.clock.now())
 
     @app.get(PREFIX + "/holds/{hold_id}", tags=["holds"], responses=refusals)
-    def get_hold(hold_id: int, conn: Db, _: Anyone) -> holds.Hold:
-        return holds.get_hold(conn, hold_id)
+    def get_hold(hold_id: int, conn: Db, _: Anyone, response: Response) -> holds.Hold:
+        hold = holds.get_hold(conn, hold_id)
+        etag.tagged(response, hold)
+        return hold
 
     @app.post(
         PREFIX + "/holds/{hold_id}/disposition",
         tags=["holds"],
         responses=signed,
     )
-    def dispose(hold_id: int, body: models.DispositionIn, conn: Db, user: Qa) -> holds.Hold:
-        """Release or reject the lot, signed (21 CFR 11.200: user id and password again)."""
-        return holds.dispose(
+    def dispose(
+        hold_id: int, body: models.DispositionIn, conn: Db, user: Qa, response: Response,
+        if_match: IfMatch = None,
+    ) -> holds.Hold:  # fmt: skip
+        """Release or reject the lot, signed (21 CFR 11.200: user id and password again).
+        With If-Match, refused if another signature or disposition came in since."""
+        if if_match is not None:
+            etag.check(if_match, holds.get_hold(conn, hold_id), f"hold {hold_id}")
+        hold = holds.dispose(
             conn,
             user.username,
             hold_id,
@@ -230,6 +255,8 @@ def register(app: FastAPI, deps: Deps) -> None:
             body.reason,
             deps.clock.now(),
         )
+        etag.tagged(response, hold)
+        return hold
 
     # -------------------------------------------------------------- CAPA
 

@@ -464,3 +464,65 @@ class RecordOut(BaseModel):
     excursions: list[RecordExcursion]
     gaps: list[RecordGap]
     channels: list[RecordChannel]
+
+
+# ---------------------------------------------------------------- master data
+
+
+class SiteIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    model_config = {"json_schema_extra": {"examples": [{"name": "Shanghai DC", "timezone":
+                                                        "Asia/Shanghai"}]}}  # fmt: skip
+
+
+class LocationIn(BaseModel):
+    site_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["cold_room", "ambient_store", "vehicle", "compartment"]
+    name: str = Field(min_length=1, max_length=200)
+    temp_min_c: float | None = Field(default=None, ge=-100, le=100)
+    temp_max_c: float | None = Field(default=None, ge=-100, le=100)
+    parent_id: str | None = Field(default=None, description="a compartment's vehicle")
+    area_m2: float | None = Field(default=None, gt=0, le=1e6)
+    volume_m3: float | None = Field(default=None, gt=0, le=1e6)
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"site_id": "sh1", "kind": "cold_room", "name": "Cold room 1", "temp_min_c": 2.0,
+         "temp_max_c": 8.0, "area_m2": 120.0}
+    ]}}  # fmt: skip
+
+
+class SensorIn(BaseModel):
+    model: str = Field(min_length=1, max_length=64, description="logger profile name")
+    serial: str = Field(min_length=1, max_length=128)
+
+    model_config = {"json_schema_extra": {"examples": [{"model": "xy-md02",
+                                                        "serial": "XY2024-00817"}]}}  # fmt: skip
+
+
+class PlacementIn(BaseModel):
+    location_id: str
+    since: AwareDatetime = Field(description="from when the sensor measures there")
+    position: str = Field(default="", max_length=200, description="e.g. 'rear door, top'")
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"location_id": "CR1", "since": "2026-11-22T08:00:00Z", "position": "rack 3, top"}
+    ]}}  # fmt: skip
+
+
+class CertificateIn(BaseModel):
+    certificate_no: str = Field(min_length=1, max_length=100)
+    issuer: str = Field(min_length=1, max_length=200)
+    calibrated_on: date
+    valid_until: date
+    passed: bool
+    max_error_c: float | None = Field(
+        default=None, ge=0, le=50, description="largest deviation found at the check points"
+    )
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"certificate_no": "CAL-2026-0193", "issuer": "Shanghai Institute of Measurement",
+         "calibrated_on": "2026-03-02", "valid_until": "2027-03-01", "passed": True,
+         "max_error_c": 0.2}
+    ]}}  # fmt: skip

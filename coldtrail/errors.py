@@ -45,6 +45,10 @@ class Conflict(RecordError):
     """The record exists already, or changed since the caller read it."""
 
 
+class PreconditionFailed(Conflict):
+    """The record changed since the caller read it (If-Match names an older version)."""
+
+
 class RuleViolation(RecordError):
     """A GxP rule forbids it: a quarantined lot moved, a disposition changed, a step skipped."""
 

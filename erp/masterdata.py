@@ -82,3 +82,143 @@ def assign_sensor(
         "VALUES (%s, %s, %s, tstzrange(%s, NULL, '[)'))",
         (sensor_id, location_id, position, since),
     )
+
+
+# ------------------------------------------------------------------ reading master data back
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    location_id: str
+    position: str
+    since: datetime
+    until: datetime | None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    id: int
+    certificate_no: str
+    issuer: str
+    calibrated_on: date
+    valid_until: date
+    passed: bool
+    max_error_c: float | None
+    recorded_by: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Sensor:
+    id: str
+    model: str
+    serial: str
+    calibration_due: date | None
+    placements: tuple[Placement, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+
+
+_SITE = "SELECT id, name, timezone FROM sites WHERE id = %s"
+_SITE_FOR_UPDATE = _SITE + " FOR UPDATE"
+_SENSOR = "SELECT id, model, serial, calibration_due FROM sensors WHERE id = %s"
+_SENSOR_FOR_UPDATE = _SENSOR + " FOR UPDATE"
+
+
+def list_sites(conn: Conn) -> list[Site]:
+    return [Site(*r) for r in conn.execute("SELECT id, name, timezone FROM sites ORDER BY id")]
+
+
+def get_site(conn: Conn, site_id: str, *, lock: bool = False) -> Site | None:
+    row = conn.execute(_SITE_FOR_UPDATE if lock else _SITE, (site_id,)).fetchone()
+    return Site(*row) if row else None
+
+
+_LOCATION_COLUMNS = (
+    "id, site_id, kind::text, name, temp_min_c, temp_max_c, parent_id, area_m2, volume_m3"
+)
+
+
+def list_locations(
+    conn: Conn, site_id: str | None = None, kind: str | None = None
+) -> list[Location]:
+    rows = conn.execute(
+        f"SELECT {_LOCATION_COLUMNS} FROM locations "  # noqa: S608 - a constant column list
+        "WHERE (%(site)s::text IS NULL OR site_id = %(site)s) "
+        "AND (%(kind)s::text IS NULL OR kind::text = %(kind)s) ORDER BY id",
+        {"site": site_id, "kind": kind},
+    )
+    return [Location(*r) for r in rows]
+
+
+def get_location(conn: Conn, location_id: str, *, lock: bool = False) -> Location | None:
+    row = conn.execute(
+        f"SELECT {_LOCATION_COLUMNS} FROM locations WHERE id = %s"  # noqa: S608 - constant
+        + (" FOR UPDATE" if lock else ""),
+        (location_id,),
+    ).fetchone()
+    return Location(*row) if row else None
+
+
+def list_sensors(conn: Conn, after: str = "", limit: int = 100) -> list[Sensor]:
+    rows = conn.execute(
+        "SELECT id, model, serial, calibration_due FROM sensors WHERE id > %s ORDER BY id LIMIT %s",
+        (after, limit),
+    )
+    return [Sensor(*r) for r in rows]
+
+
+def get_sensor(conn: Conn, sensor_id: str, *, lock: bool = False) -> Sensor | None:
+    row = conn.execute(_SENSOR_FOR_UPDATE if lock else _SENSOR, (sensor_id,)).fetchone()
+    if row is None:
+        return None
+    placements = conn.execute(
+        "SELECT location_id, position, lower(valid), upper(valid) FROM sensor_assignments "
+        "WHERE sensor_id = %s ORDER BY lower(valid)",
+        (sensor_id,),
+    ).fetchall()
+    certificates = conn.execute(
+        "SELECT id, certificate_no, issuer, calibrated_on, valid_until, passed, max_error_c, "
+        "recorded_by, recorded_at FROM calibration_certificates WHERE sensor_id = %s "
+        "ORDER BY calibrated_on, id",
+        (sensor_id,),
+    ).fetchall()
+    return Sensor(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        placements=tuple(Placement(*p) for p in placements),
+        certificates=tuple(Certificate(*c) for c in certificates),
+    )
+
+
+def add_certificate(
+    conn: Conn,
+    sensor_id: str,
+    certificate_no: str,
+    issuer: str,
+    calibrated_on: date,
+    valid_until: date,
+    passed: bool,
+    max_error_c: float | None,
+    recorded_by: str,
+) -> None:
+    """File a calibration certificate; the sensor's due date follows its latest passed one."""
+    conn.execute(
+        "INSERT INTO calibration_certificates (sensor_id, certificate_no, issuer, calibrated_on,"
+        " valid_until, passed, max_error_c, recorded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (sensor_id, certificate_no, issuer, calibrated_on, valid_until, passed, max_error_c,
+         recorded_by),
+    )  # fmt: skip
+    conn.execute(
+        "UPDATE sensors SET calibration_due = (SELECT max(valid_until) FROM "
+        "calibration_certificates WHERE sensor_id = %(id)s AND passed) WHERE id = %(id)s",
+        {"id": sensor_id},
+    )

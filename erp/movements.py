@@ -223,3 +223,34 @@ def _locked_shipment(conn: Conn, shipment_id: str) -> Shipment:
     if row is None:
         raise NotFound(f"no shipment {shipment_id!r}")
     return Shipment(*row)
+
+
+def find_movements(
+    conn: Conn,
+    *,
+    lot_id: int | None = None,
+    shipment_id: str | None = None,
+    location_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[Movement]:
+    params = {"lot": lot_id, "shipment": shipment_id, "location": location_id, "since": since,
+              "until": until, "after": after_id, "limit": limit}  # fmt: skip
+    return [Movement(*r) for r in conn.execute(q.FIND_MOVEMENTS, params)]
+
+
+def find_shipments(
+    conn: Conn,
+    *,
+    state: str | None = None,
+    vehicle_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_id: str = "",
+    limit: int = 100,
+) -> list[Shipment]:
+    params = {"state": state, "vehicle": vehicle_id, "since": since, "until": until,
+              "after": after_id, "limit": limit}  # fmt: skip
+    return [Shipment(*r) for r in conn.execute(q.FIND_SHIPMENTS, params)]

@@ -466,3 +466,30 @@ SELECT (SELECT count(*) FROM lots)::int,
        (SELECT count(*) FROM lots l WHERE NOT EXISTS
             (SELECT FROM movements m WHERE m.lot_id = l.id))::int
 """
+
+FIND_MOVEMENTS = f"""
+SELECT {_MOVEMENT_COLUMNS} FROM movements
+WHERE (%(lot)s::bigint IS NULL OR lot_id = %(lot)s)
+  AND (%(shipment)s::text IS NULL OR shipment_id = %(shipment)s)
+  AND (%(location)s::text IS NULL OR from_location = %(location)s OR to_location = %(location)s)
+  AND (%(since)s::timestamptz IS NULL OR at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR at < %(until)s)
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s
+"""  # noqa: S608 - a constant column list
+
+# A shipment is in the period when its journey [departed, arrived) overlaps it; one not yet
+# departed, when it was created in it.
+FIND_SHIPMENTS = """
+SELECT id, vehicle_id, origin_site, destination, route, state::text, departed_at, arrived_at
+FROM shipments
+WHERE (%(state)s::text IS NULL OR state::text = %(state)s)
+  AND (%(vehicle)s::text IS NULL OR vehicle_id = %(vehicle)s)
+  AND (%(since)s::timestamptz IS NULL
+       OR coalesce(arrived_at, 'infinity') >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR coalesce(departed_at, created_at) < %(until)s)
+  AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s
+"""

@@ -123,7 +123,7 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
         "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
         "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
         "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0], "alarm_id": 1,
-        "username": "locked1",
+        "username": "locked1", "sensor_id": "S1", "site_id": "s1",
     }  # fmt: skip
 
 
@@ -183,6 +183,25 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         },
     ),
     ("GET", "/api/v1/profiles"): (EVERYONE, {}),
+    ("GET", "/api/v1/profiles/{profile_id}"): (EVERYONE, {}),
+    ("GET", "/api/v1/sites"): (EVERYONE, {}),
+    ("PUT", "/api/v1/sites/{site_id}"): (ADMIN, {"json": {"name": "Test site"}}),
+    ("GET", "/api/v1/locations"): (EVERYONE, {"params": {"site": "s1"}}),
+    ("GET", "/api/v1/locations/{location_id}"): (EVERYONE, {}),
+    ("PUT", "/api/v1/locations/{location_id}"): (ADMIN, {"json": {
+        "site_id": "s1", "kind": "cold_room", "name": "Cold room", "temp_min_c": 2,
+        "temp_max_c": 8, "area_m2": 50}}),
+    ("GET", "/api/v1/sensors"): (EVERYONE, {}),
+    ("GET", "/api/v1/sensors/{sensor_id}"): (EVERYONE, {}),
+    ("PUT", "/api/v1/sensors/{sensor_id}"): (ADMIN, {"json": {"model": "xy-md02",
+                                                               "serial": "SN-S1"}}),
+    ("POST", "/api/v1/sensors/{sensor_id}/placements"): (LOGISTICS, {"json": {
+        "location_id": "CR", "since": "2026-11-22T11:00:00Z", "position": "top"}}),
+    ("POST", "/api/v1/sensors/{sensor_id}/calibrations"): (QA, {"json": {
+        "certificate_no": "C-1", "issuer": "Lab", "calibrated_on": "2026-01-02",
+        "valid_until": "2027-01-01", "passed": True}}),
+    ("GET", "/api/v1/movements"): (EVERYONE, {"params": {"from": "2026-11-22T08:00:00Z"}}),
+    ("GET", "/api/v1/shipments"): (EVERYONE, {"params": {"state": "in_transit"}}),
     ("PUT", "/api/v1/profiles/{profile_id}"): (
         QA,
         {"json": {"name": "2-8 °C", "temp_min_c": 2, "temp_max_c": 8, "alarm_delay_s": 600}},
