@@ -101,15 +101,24 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         )
 
     @app.exception_handler(RecordError)
-    @app.exception_handler(PayloadError)
     async def _refused(_: Request, exc: Exception) -> JSONResponse:
         code = {
             NotFound: status.HTTP_404_NOT_FOUND,
             SignatureRefused: status.HTTP_403_FORBIDDEN,
             PreconditionFailed: status.HTTP_412_PRECONDITION_FAILED,
-            PayloadError: 422,  # the request's content can't be read
         }.get(type(exc), status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    # Content that can't be read (a bad GS1 scan), or a value the database can't hold (a NUL
+    # character, a number out of range): 422 in the shape FastAPI documents for every route.
+    @app.exception_handler(PayloadError)
+    @app.exception_handler(psycopg.DataError)
+    async def _unreadable(_: Request, exc: Exception) -> JSONResponse:
+        msg = str(exc) if isinstance(exc, PayloadError) else f"a value can't be stored: {exc}"
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": msg, "type": "value_error"}]},
+            status_code=422,
+        )
 
     def db() -> Iterator[Conn]:
         with pool.connection() as conn:

@@ -165,3 +165,10 @@ def test_movements_and_shipments_filter_by_time_and_page(client: Any, conn: Conn
     assert [s["id"] for s in ships] == ["A"]
     naive = client.get("/api/v1/shipments", headers=aud, params={"from": "2026-11-22T08:00:00"})
     assert naive.status_code == 422
+
+
+def test_a_nul_character_in_a_filter_is_a_422_not_a_500(client: Any) -> None:
+    resp = client.get("/api/v1/location-excursions", params={"location": "a\x00b"},
+                      headers=client.qa1)  # fmt: skip
+    assert resp.status_code == 422
+    assert "NUL" in resp.json()["detail"][0]["msg"]
