@@ -102,11 +102,12 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     @app.exception_handler(RecordError)
     async def _refused(_: Request, exc: Exception) -> JSONResponse:
-        code = {
+        codes: dict[type[Exception], int] = {
             NotFound: status.HTTP_404_NOT_FOUND,
             SignatureRefused: status.HTTP_403_FORBIDDEN,
             PreconditionFailed: status.HTTP_412_PRECONDITION_FAILED,
-        }.get(type(exc), status.HTTP_409_CONFLICT)
+        }
+        code = codes.get(type(exc), status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     # Content that can't be read (a bad GS1 scan), or a value the database can't hold (a NUL

@@ -57,7 +57,7 @@ def _schema() -> Any:
 schema = _schema()
 
 
-@schema.parametrize()
+@schema.parametrize()  # type: ignore[untyped-decorator]  # schemathesis is untyped here
 @settings(
     max_examples=8,
     deadline=None,
