@@ -156,12 +156,11 @@ def register(app: FastAPI, deps: Deps) -> None:
     ) -> md.Sensor:
         """Place the sensor in a location from ``since`` on; its current placement ends then."""
         with acting(conn, user.username):
-            if md.get_sensor(conn, sensor_id, lock=True) is None:
+            current = md.get_sensor(conn, sensor_id, lock=True)
+            if current is None:
                 raise NotFound(f"no sensor {sensor_id}")
             if md.get_location(conn, body.location_id) is None:
                 raise NotFound(f"no location {body.location_id}")
-            current = md.get_sensor(conn, sensor_id)
-            assert current is not None  # noqa: S101 - locked above
             open_since = [p.since for p in current.placements if p.until is None]
             if open_since and body.since <= open_since[0]:
                 raise RuleViolation(

@@ -33,7 +33,8 @@ from typing import Any, Literal
 import numpy as np
 
 from coldtrail.api.record.forms import csv_rows, times
-from coldtrail.erp import kpi, movements, signatures
+from coldtrail.erp import kpi, masterdata, movements, signatures
+from coldtrail.erp import queries as erp_q
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
 from coldtrail.rules.fetch import PG_EPOCH_S, in_order, load_places
@@ -82,8 +83,6 @@ FROM calibration_certificates WHERE sensor_id = ANY(%(sensors)s)
 ORDER BY sensor_id, calibrated_on, id
 """
 
-_LOCATION = "SELECT id, name, kind::text FROM locations WHERE id = %(id)s"
-_CHILDREN = "SELECT id FROM locations WHERE id = %(id)s OR parent_id = %(id)s ORDER BY id"
 _SHIPMENT_SPAN = """
 SELECT min(at) FILTER (WHERE kind = 'loading'), max(at) FILTER (WHERE kind = 'delivery')
 FROM movements WHERE shipment_id = %(id)s
@@ -221,14 +220,23 @@ class Channel:
     def epoch_s(self) -> np.ndarray:
         return np.asarray(self.ts_us / 1e6, dtype=float)
 
-    @property
+    @cached_property
     def valid(self) -> np.ndarray:
-        return np.asarray((self.status == 0) & ~np.isnan(self.temp), dtype=bool)
+        return _valid(self.status, self.temp)
 
-    @property
+    @cached_property
     def out_of_range(self) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return self.valid & ((self.temp < self.lo) | (self.temp > self.hi))
+        return _outside(self.valid, self.temp, self.lo, self.hi)
+
+
+def _valid(status: np.ndarray, temp: np.ndarray) -> np.ndarray:
+    return np.asarray((status == 0) & ~np.isnan(temp), dtype=bool)
+
+
+def _outside(valid: np.ndarray, temp: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Valid values outside their range; a missing limit (NaN) bounds nothing."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(valid & ((temp < lo) | (temp > hi)), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -326,7 +334,7 @@ def shipment_record(conn: Conn, shipment_id: str, now: datetime) -> Record:
     end = max(ends) if ship.state == "delivered" and ends else now
     if end <= start:
         raise RuleViolation(f"shipment {shipment_id}: nothing recorded yet (it starts {start})")
-    places = [r[0] for r in conn.execute(_CHILDREN, {"id": ship.vehicle_id})]
+    places = [r[0] for r in conn.execute(erp_q.VEHICLE_LOCATIONS, {"vehicle": ship.vehicle_id})]
     aboard = movements.shipment_lots(conn, shipment_id)
     quantities = {s.lot_id: s.loaded for s in aboard}
     lots = [
@@ -345,15 +353,16 @@ def location_record(
         raise RuleViolation("a record needs a period: its end after its start")
     if end - start > MAX_PERIOD:
         raise RuleViolation(f"a record covers at most {MAX_PERIOD.days} days; split the period")
-    row = conn.execute(_LOCATION, {"id": location_id}).fetchone()
-    if row is None:
+    place = masterdata.get_location(conn, location_id)
+    if place is None:
         raise NotFound(f"no location {location_id}")
-    places = [r[0] for r in conn.execute(_CHILDREN, {"id": location_id})]
+    # A place and its compartments: the query serves vehicles and rooms alike.
+    places = [r[0] for r in conn.execute(erp_q.VEHICLE_LOCATIONS, {"vehicle": location_id})]
     lots = [
         LotRef(*r)
         for r in conn.execute(_LOTS_IN_PLACES, {"locations": places, "start": start, "end": end})
     ]
-    subject = Subject("location", row[0], row[1], tuple(places))
+    subject = Subject("location", place.id, place.name, tuple(places))
     return _build(conn, subject, start, end, now, lots, None)
 
 
@@ -451,7 +460,7 @@ def _channel(
     t = epoch[part]
     status = d["st"].astype(np.int64)
     temp = d["temp"].astype(float)
-    valid = (status == 0) & ~np.isnan(temp)
+    valid = _valid(status, temp)
     stands = np.zeros(t.size)
     if valid.any():
         stands[valid] = weights(t[valid], max_gap_s=float(interval))
@@ -460,8 +469,7 @@ def _channel(
         stands[last] = min(stands[last], max(t1.timestamp() - t[last], 0.0))
     a, b = t0.timestamp(), t1.timestamp()
     chan_lo, chan_hi = lo[part].copy(), hi[part].copy()
-    with np.errstate(invalid="ignore"):
-        out = valid & ((temp < chan_lo) | (temp > chan_hi))
+    out = _outside(valid, temp, chan_lo, chan_hi)
     values = temp[valid]
     stats = Stats(
         readings=int(t.size),
@@ -543,7 +551,7 @@ def _gaps(
             if before is not None and after is not None
             else None
         )
-        found.append(Gap(sensor, loc, _dt(lo_t), _dt(hi_t), inside, missing))
+        found.append(Gap(sensor, loc, utc(lo_t), utc(hi_t), inside, missing))
     return found
 
 
@@ -615,5 +623,5 @@ def _excursions(
     ]  # fmt: skip
 
 
-def _dt(epoch_s: float) -> datetime:
+def utc(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, tz=UTC)

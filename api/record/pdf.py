@@ -10,7 +10,6 @@ that thinning would drop.
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from coldtrail.api.record.build import Channel, Record, Stats
+from coldtrail.api.record.build import Channel, Record, Stats, utc
 from coldtrail.api.record.forms import iso
 
 CJK = "STSong-Light"
@@ -295,7 +294,7 @@ def _chart(c: Channel, r: Record) -> Drawing:
         d.add(String(_PLOT_X - 2, y(v) - 2, f"{v:.1f}", fontName="Helvetica", fontSize=6,
                      textAnchor="end"))  # fmt: skip
     for t in np.linspace(a, b, 5):
-        d.add(String(x(t), 2, iso(_at(t)) or "", fontName="Helvetica", fontSize=5.5,
+        d.add(String(x(t), 2, iso(utc(t)), fontName="Helvetica", fontSize=5.5,
                      textAnchor="middle"))  # fmt: skip
     return d
 
@@ -356,7 +355,3 @@ def _envelope(c: Channel, a: float, span: float) -> list[list[tuple[float, float
         if highs[i] != lows[i]:
             runs[-1].append((float(times[i]), float(highs[i])))
     return runs
-
-
-def _at(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, tz=UTC)
