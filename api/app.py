@@ -4,8 +4,9 @@ No `from __future__ import annotations` here: FastAPI reads the dependency alias
 inside create_app at run time.
 """
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -25,8 +27,10 @@ from coldtrail.api import (
     models,
     record_routes,
     rules_routes,
+    stream_routes,
 )
 from coldtrail.api import queries as q
+from coldtrail.api.stream import StreamHub
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
 from coldtrail.erp.people import Role, User
@@ -40,10 +44,12 @@ from coldtrail.errors import (
     RecordError,
     SignatureRefused,
 )
+from coldtrail.mqtt import MqttOptions
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 ALL_ROLES = frozenset(Role)
+POOL_SIZE = 8
 WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -56,6 +62,11 @@ class ApiConfig:
     admin_password: str | None = None
     stale_after_s: float = 300.0
     """A sensor whose latest reading is older than this shows as offline (GSP: 1 min refresh)."""
+    mqtt: MqttOptions | None = None
+    """The broker the push stream reads (account ``coldtrail-api``); no stream without it."""
+    topic_root: str = "coldtrail"
+    stream_keepalive_s: float = 15.0
+    """A comment line goes to a quiet stream this often, so proxies keep it open."""
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -63,12 +74,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     pool = ConnectionPool(
         config.database_url,
         min_size=1,
-        max_size=8,
+        max_size=POOL_SIZE,
         open=False,
         # Autocommit: each ERP call is its own transaction (erp.tx.acting), and a refused
         # signature's audit entry commits even though the request fails.
         kwargs={"application_name": "coldtrail-api", "autocommit": True},
     )
+
+    hubs: list[StreamHub] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,9 +90,16 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             with pool.connection() as conn:
                 if people.ensure_admin(conn, config.admin_password):
                     log.info("created bootstrap account 'admin'")
+        if config.mqtt is not None:
+            hub = StreamHub(config.mqtt, config.topic_root, clock)
+            hub.start()
+            hubs.append(hub)
         try:
             yield
         finally:
+            for hub in hubs:
+                hub.stop()
+            hubs.clear()
             pool.close()
 
     app = FastAPI(
@@ -121,11 +141,23 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             status_code=422,
         )
 
-    def db() -> Iterator[Conn]:
-        with pool.connection() as conn:
-            yield conn
+    # A request waits here, on the event loop, for one of the pool's connections. Taking one
+    # inside a worker thread instead would hold the thread while it waits: with more waiting
+    # requests than threads (anyio's 40), the requests holding connections could never get
+    # a thread to finish on, and the API would stall (as 80 push-stream clients found).
+    slots = asyncio.Semaphore(POOL_SIZE)
 
-    Db = Annotated[Conn, Depends(db)]
+    async def db() -> AsyncIterator[Conn]:
+        async with slots:
+            conn = await run_in_threadpool(pool.getconn)
+            try:
+                yield conn
+            finally:
+                await run_in_threadpool(pool.putconn, conn)
+
+    # Function scope: the connection goes back to the pool when the handler returns, before
+    # the response is sent, so a long response (the push stream) holds none.
+    Db = Annotated[Conn, Depends(db, scope="function")]
 
     def current_user(conn: Db, token: Annotated[str | None, Depends(oauth2)]) -> User:
         subject = auth.token_subject(token or "", config.secret_key, clock.now())
@@ -152,8 +184,13 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     @app.get(f"{PREFIX}/health", tags=["platform"])
     def health(conn: Db) -> models.Health:
         row = conn.execute(q.SCHEMA_VERSION).fetchone()
+        hub = hubs[0] if hubs else None
         return models.Health(
-            status="ok", version=__version__, schema_version=int(row[0]) if row and row[0] else 0
+            status="ok",
+            version=__version__,
+            schema_version=int(row[0]) if row and row[0] else 0,
+            stream="off" if hub is None else "live" if hub.subscribed.is_set() else "connecting",
+            stream_clients=0 if hub is None else hub.clients,
         )
 
     @app.post(
@@ -278,6 +315,15 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
     record_routes.register(app, erp_routes.Deps(db, allow, clock))
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
+    stream_routes.register(
+        app,
+        hub=lambda: hubs[0] if hubs else None,
+        allow=allow,
+        token_expiry=lambda token: auth.token_expiry(token, config.secret_key),
+        bearer=oauth2,
+        clock=clock,
+        keepalive_s=config.stream_keepalive_s,
+    )
     return app
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 
@@ -21,8 +22,21 @@ def issue_token(user: User, secret: str, now: datetime, ttl_s: int) -> str:
 
 def token_subject(token: str, secret: str, now: datetime) -> str | None:
     """The username a valid, unexpired token names; None for anything else."""
+    claims = _claims(token, secret)
+    if claims is None or float(claims["exp"]) <= now.timestamp():
+        return None
+    return str(claims["sub"])
+
+
+def token_expiry(token: str, secret: str) -> datetime | None:
+    """When a valid token stops being accepted (a push stream closes then)."""
+    claims = _claims(token, secret)
+    return None if claims is None else datetime.fromtimestamp(float(claims["exp"]), UTC)
+
+
+def _claims(token: str, secret: str) -> dict[str, Any] | None:
     try:
-        # Expiry is checked below against the injected clock, not the machine's.
+        # Callers check expiry against the injected clock, not the machine's.
         claims = (
             jwt.decode(
                 token,
@@ -37,6 +51,4 @@ def token_subject(token: str, secret: str, now: datetime) -> str | None:
         return None
     if claims is None or not isinstance(claims.get("sub"), str):
         return None
-    if float(claims["exp"]) <= now.timestamp():
-        return None
-    return str(claims["sub"])
+    return claims

@@ -5,7 +5,7 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 """
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -34,7 +34,7 @@ IfMatch = Annotated[str | None, Header(description=etag.IF_MATCH_DESCRIPTION)]
 
 @dataclass(frozen=True)
 class Deps:
-    db: Callable[[], Iterator[Conn]]
+    db: Callable[[], AsyncIterator[Conn]]
     """The app's connection dependency."""
     allow: Callable[[frozenset[Role]], Callable[..., User]]
     clock: Clock
@@ -56,7 +56,7 @@ class ShipmentDetail:
 
 
 def register(app: FastAPI, deps: Deps) -> None:
-    Db = Annotated[Conn, Depends(deps.db)]
+    Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
     Qa = Annotated[User, Depends(deps.allow(QA))]
     Logistics = Annotated[User, Depends(deps.allow(LOGISTICS))]

@@ -29,7 +29,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def register(app: FastAPI, deps: Deps) -> None:
-    Db = Annotated[Conn, Depends(deps.db)]
+    Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
     Admin = Annotated[User, Depends(deps.allow(ADMIN))]
     Placer = Annotated[User, Depends(deps.allow(LOGISTICS))]

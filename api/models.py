@@ -24,6 +24,10 @@ class Health(BaseModel):
     status: Literal["ok"]
     version: str
     schema_version: int
+    stream: Literal["off", "connecting", "live"] = Field(
+        description="the push stream: off (no broker set), connecting, or live (subscribed)"
+    )
+    stream_clients: int = Field(description="clients connected to the push stream")
 
 
 class LocationRef(BaseModel):

@@ -51,7 +51,7 @@ def _send(record: rec.Record, fmt: rec.Format, name: str) -> Response:
 
 
 def register(app: FastAPI, deps: Deps) -> None:
-    Db = Annotated[Conn, Depends(deps.db)]
+    Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
 
     @app.get(

@@ -98,7 +98,7 @@ class BudgetOut:
 
 
 def register(app: FastAPI, deps: Deps) -> None:
-    Db = Annotated[Conn, Depends(deps.db)]
+    Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
     Oversight = Annotated[User, Depends(deps.allow(OVERSIGHT))]
     Admin = Annotated[User, Depends(deps.allow(ADMIN))]

@@ -223,10 +223,17 @@ def cmd_api(settings: Settings, _: argparse.Namespace) -> None:
     import uvicorn
 
     from coldtrail.api.app import create_app
+    from coldtrail.api.stream import SHUTDOWN_GRACE_S
     from coldtrail.services import api_config
 
     app = create_app(api_config(settings))
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 def cmd_edge(settings: Settings, args: argparse.Namespace) -> None:

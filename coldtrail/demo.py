@@ -24,6 +24,7 @@ import uvicorn
 
 from coldtrail import db, services
 from coldtrail.api.app import create_app
+from coldtrail.api.stream import SHUTDOWN_GRACE_S
 from coldtrail.clock import SystemClock, first_of
 from coldtrail.edge.ble.advert import Advert
 from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
@@ -35,6 +36,7 @@ from coldtrail.erp.masterdata import (
     upsert_site,
 )
 from coldtrail.erp.movements import create_shipment, depart, record_movement
+from coldtrail.erp.outbox import Destination, add_destination
 from coldtrail.erp.people import authenticate, ensure_admin
 from coldtrail.erp.products import Product, Profile, register_scan, upsert_product, upsert_profile
 from coldtrail.net import free_port
@@ -299,6 +301,11 @@ async def run_demo(
     admin_password = await asyncio.to_thread(_admin_password, settings, data_dir)
     with db.connect(url) as conn:
         ensure_admin(conn, admin_password)
+        # Alarms, excursions and holds go to the broker too, so the API's push stream has
+        # them (the embedded broker's port is new each run: the destination follows it).
+        root = settings.mqtt_topic_root
+        events_url = f"{settings.mqtt_url}/{root}" if root != "coldtrail" else settings.mqtt_url
+        add_destination(conn, "demo", Destination("broker", "mqtt", str(events_url)))
         conn.commit()
         works = authenticate(conn, "admin", admin_password) is not None
     shown = admin_password if works else "(the password admin was given before)"
@@ -356,7 +363,11 @@ async def run_demo(
 
     app = create_app(services.api_config(settings), clock)
     server_cfg = uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_level="warning"
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     api = uvicorn.Server(server_cfg)
     agents = [services.edge_agent(settings, path, clock) for path in configs]
@@ -371,6 +382,7 @@ async def run_demo(
         f"{base}/api/v1/auth/token | python3 -c 'import json,sys; "
         'print(json.load(sys.stdin)["access_token"])\')\n'
         f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
+        f'  Push:      curl -N -H "Authorization: Bearer $TOKEN" {base}/api/v1/stream\n'
         f"  Edge configs: {', '.join(str(p) for p in configs)}\n"
         "  The truck's front compartment leaves 2-8 °C about 90 s from now, and the insulin\n"
         f"  lots aboard go on hold: {base}/api/v1/holds. Ctrl-C stops.\n",

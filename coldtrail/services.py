@@ -102,6 +102,8 @@ def api_config(settings: Settings) -> ApiConfig:
         admin_password=settings.admin_password.get_secret_value()
         if settings.admin_password
         else None,
+        mqtt=mqtt_options(settings) if settings.mqtt_url else None,
+        topic_root=settings.mqtt_topic_root,
     )
 
 

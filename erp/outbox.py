@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 import psycopg
@@ -41,12 +43,15 @@ from coldtrail.errors import (
 )
 from coldtrail.mqtt import MqttOptions, connect, make_client
 from coldtrail.retry import Backoff, retry_call
-from coldtrail.settings import MqttEndpoint
+from coldtrail.settings import TOPIC_ROOT_PATTERN, MqttEndpoint
 
 log = logging.getLogger(__name__)
 CHANNEL = "coldtrail_outbox"
 SOURCE = "urn:coldtrail"
 EVENT_TOPIC_ROOT = "coldtrail/v1/events"
+"""Where events go by default; a destination URL with a path (``mqtt://host/fleet2``) puts them
+under that topic root instead (``fleet2/v1/events``), as ``COLDTRAIL_MQTT_TOPIC_ROOT`` does for
+telemetry."""
 # 5 s, 10 s, 20 s ... up to an hour between tries, with jitter; dead_after ends it.
 RETRY_BACKOFF = Backoff(initial_s=5.0, maximum_s=3600.0, deadline_s=None)
 
@@ -193,6 +198,10 @@ class MqttSink:
 
     def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
         self._options = MqttOptions(MqttEndpoint.parse(destination.url))
+        root = urlsplit(destination.url).path.strip("/")
+        if root and not re.fullmatch(TOPIC_ROOT_PATTERN, root):
+            raise ConfigError(f"MQTT destination topic root {root!r} is not a plain topic level")
+        self._topics = f"{root}/v1/events" if root else EVENT_TOPIC_ROOT
         self._client = make_client(
             self._options,
             f"coldtrail-outbox-{destination.name}-{uuid.uuid4().hex[:8]}",
@@ -210,7 +219,7 @@ class MqttSink:
                 self._client.loop_start()
                 self._started = True
             for event in events:
-                topic = f"{EVENT_TOPIC_ROOT}/{event.kind.replace('.', '/')}"
+                topic = f"{self._topics}/{event.kind.replace('.', '/')}"
                 sent.append(self._client.publish(topic, event.body(), qos=1))
             deadline = time.monotonic() + self._timeout_s
             for n, info in enumerate(sent):

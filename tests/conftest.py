@@ -240,17 +240,58 @@ async def async_wait_for(predicate: Any, limit_s: float = 10.0, what: str = "con
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
-def api_client(db_url: str, clock: Any) -> Any:
+def api_config(db_url: str, mqtt: MqttOptions | None = None, topic_root: str = "coldtrail") -> Any:
+    from coldtrail.api.app import ApiConfig
+
+    return ApiConfig(
+        database_url=db_url,
+        secret_key=SECRET,
+        admin_password="admin-password-123",
+        mqtt=mqtt,
+        topic_root=topic_root,
+    )
+
+
+def api_client(
+    db_url: str, clock: Any, mqtt: MqttOptions | None = None, topic_root: str = "coldtrail"
+) -> Any:
+    """The app in-process (Starlette's TestClient); with ``mqtt``, its push stream too."""
     from fastapi.testclient import TestClient
 
-    from coldtrail.api.app import ApiConfig, create_app
+    from coldtrail.api.app import create_app
 
-    return TestClient(
-        create_app(
-            ApiConfig(database_url=db_url, secret_key=SECRET, admin_password="admin-password-123"),
-            clock,
-        )
-    )
+    return TestClient(create_app(api_config(db_url, mqtt, topic_root), clock))
+
+
+class RunningApi:
+    """The app served by uvicorn on a free port in a thread: real HTTP connections, for what
+    the in-process client can't do (an endless stream read while it runs)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.app = app
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                timeout_graceful_shutdown=2,
+            )
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RunningApi:
+        self._thread.start()
+        wait_for(lambda: self.server.started, what="uvicorn to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(15)
 
 
 def token(client: Any, username: str, password: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.outbox import Destination, add_destination
 from coldtrail.erp.people import Role, create_user
 from coldtrail.erp.products import Product, Profile, register_lot, upsert_product, upsert_profile
+from coldtrail.mqtt import MqttOptions
 from tests.conftest import (
     GTIN,
     T0,
@@ -64,8 +65,8 @@ def db_url(api_template: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(db_url: str, clock: ManualClock) -> Any:
-    with api_client(db_url, clock) as c:
+def client(db_url: str, clock: ManualClock, mqtt_options: MqttOptions, topic_root: str) -> Any:
+    with api_client(db_url, clock, mqtt_options, topic_root) as c:
         c.ids = IDS
         yield c
 
@@ -165,6 +166,7 @@ Kwargs = dict[str, Any] | Callable[[Role], dict[str, Any]]
 MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("GET", "/api/v1/users/me"): (EVERYONE, {}),
     ("GET", "/api/v1/live"): (EVERYONE, {}),
+    ("GET", "/api/v1/stream"): (EVERYONE, {"params": {"max_events": 1}}),
     ("GET", "/api/v1/excursions"): (EVERYONE, {}),
     ("POST", "/api/v1/excursions/{excursion_id}/acknowledge"): (
         WRITERS,

@@ -4,6 +4,7 @@ may break the schema the document gives for it."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,18 @@ from coldtrail.clock import ManualClock
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.products import register_lot
-from tests.conftest import GTIN, T0, api_client, database_from, make_erp, template_from, token
+from coldtrail.mqtt import MqttOptions
+from coldtrail.settings import MqttEndpoint
+from tests.conftest import (
+    GTIN,
+    MQTT_URL,
+    T0,
+    api_client,
+    database_from,
+    make_erp,
+    template_from,
+    token,
+)
 
 ADMIN_PW = "admin-password-123"
 _state: dict[str, Any] = {}
@@ -41,7 +53,8 @@ def fuzz_db(template_db: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fuzz_client(fuzz_db: str) -> Iterator[Any]:
-    with api_client(fuzz_db, ManualClock(T0)) as client:
+    broker = MqttOptions(endpoint=MqttEndpoint.parse(MQTT_URL))
+    with api_client(fuzz_db, ManualClock(T0), broker, f"ctfuzz{uuid.uuid4().hex[:8]}") as client:
         _state["headers"] = token(client, "admin", ADMIN_PW)
         yield client
 
@@ -71,6 +84,9 @@ def test_no_5xx_and_no_answer_outside_the_schema(case: Any, fuzz_client: Any) ->
         # Schemathesis hands multipart bodies over in requests' form, which httpx can't send
         # as generated (a file part given as an int); the upload has tests of its own.
         pytest.skip("multipart upload: not sendable through httpx as generated")
+    if case.path == "/api/v1/stream":
+        # An endless answer can't be read to its end: one event shows the request was taken.
+        case.query = {**(case.query or {}), "max_events": 1}
     kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=_state["headers"])
     kwargs.pop("cookies", None)  # the API reads none; httpx warns on per-request cookies
     if isinstance(kwargs.get("data"), bytes | str):
