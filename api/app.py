@@ -5,18 +5,20 @@ inside create_app at run time.
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
@@ -50,6 +52,16 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 ALL_ROLES = frozenset(Role)
 POOL_SIZE = 8
+
+
+def live_params(
+    now: datetime, stale_after_s: float = 300.0, site: str | None = None
+) -> dict[str, Any]:
+    """The parameters of :data:`coldtrail.api.queries.LIVE`."""
+    colours = Jsonb(models.STATE_COLOURS)
+    return {"now": now, "stale_s": stale_after_s, "colours": colours, "site": site}
+
+
 WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -78,7 +90,13 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         open=False,
         # Autocommit: each ERP call is its own transaction (erp.tx.acting), and a refused
         # signature's audit entry commits even though the request fails.
-        kwargs={"application_name": "coldtrail-api", "autocommit": True},
+        # UTC: times the database writes into JSON itself (the live view) read the same
+        # wherever the server runs.
+        kwargs={
+            "application_name": "coldtrail-api",
+            "autocommit": True,
+            "options": "-c TimeZone=UTC",
+        },
     )
 
     hubs: list[StreamHub] = []
@@ -259,16 +277,26 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             audit.record(conn, admin.username, "unlock", "user", username)
         return {"username": username, "status": "unlocked"}
 
-    @app.get(f"{PREFIX}/live", tags=["live"])
-    def live(conn: Db, _: Annotated[User, Depends(allow(ALL_ROLES))]) -> models.Live:
+    @app.get(f"{PREFIX}/live", tags=["live"], response_model=models.Live)
+    def live(
+        conn: Db,
+        _: Annotated[User, Depends(allow(ALL_ROLES))],
+        site: Annotated[str | None, Query(max_length=64, description="one site only")] = None,
+    ) -> Response:
         now = clock.now()
-        sensors = [
-            _live_sensor(row, now, config.stale_after_s)
-            for row in conn.execute(q.LIVE, {"now": now})
-        ]
-        return models.Live(generated_at=now, sensors=sensors)
+        row = conn.execute(q.LIVE, live_params(now, config.stale_after_s, site)).fetchone()
+        sensors = row[0] if row else "[]"
+        head = json.dumps({"generated_at": now.isoformat()})[:-1]
+        return Response(head + ', "sensors": ' + sensors + "}", media_type="application/json")
 
-    @app.get(f"{PREFIX}/excursions", tags=["excursions"])
+    @app.get(
+        f"{PREFIX}/excursions",
+        tags=["excursions"],
+        deprecated=True,
+        description="One probe's excursions. Kept for v1 clients; use `/location-excursions`: "
+        "a place's excursion with the lots and shipments it touched, its holds and alarms, and "
+        "its probes' excursions (`probes`).",
+    )
     def excursions(
         conn: Db,
         _: Annotated[User, Depends(allow(ALL_ROLES))],
@@ -276,11 +304,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[models.Excursion]:
         rows = conn.execute(q.EXCURSIONS, {"state": state, "limit": limit}).fetchall()
-        return [_excursion(r) for r in rows]
+        return [models.Excursion.from_row(r) for r in rows]
 
     @app.post(
         f"{PREFIX}/excursions/{{excursion_id}}/acknowledge",
         tags=["excursions"],
+        deprecated=True,
+        description="Kept for v1 clients; acknowledge the alarm instead "
+        "(`POST /alarms/{id}/acknowledge`): that stops its escalation.",
         responses={
             404: {"description": "no such excursion"},
             409: {"description": "already acknowledged"},
@@ -325,110 +356,3 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         keepalive_s=config.stream_keepalive_s,
     )
     return app
-
-
-def _live_sensor(row: tuple[Any, ...], now: Any, stale_after_s: float) -> models.LiveSensor:
-    (
-        sensor,
-        model,
-        serial,
-        cal_due,
-        loc_id,
-        loc_name,
-        kind,
-        site,
-        parent,
-        lo,
-        hi,
-        position,
-        seq,
-        ts,
-        received_at,
-        st,
-        temp,
-        rh,
-        batt,
-        gateway,
-        clock_state,
-        exc_id,
-        exc_since,
-    ) = row
-    location = (
-        None
-        if loc_id is None
-        else models.LocationRef(
-            id=loc_id,
-            name=loc_name,
-            kind=kind,
-            site_id=site,
-            parent_id=parent,
-            position=position,
-            temp_min_c=lo,
-            temp_max_c=hi,
-        )
-    )
-    latest = (
-        None
-        if seq is None
-        else models.LatestReading(
-            seq=seq,
-            ts=ts,
-            received_at=received_at,
-            status=st,
-            temperature_c=temp,
-            humidity_pct=rh,
-            battery_pct=batt,
-            gateway=gateway,
-            clock=clock_state,
-        )
-    )
-    state: models.LiveState
-    if location is None:
-        state = "unassigned"
-    elif latest is None:
-        state = "no_data"
-    elif exc_id is not None:
-        state = "excursion"
-    elif now - latest.ts > timedelta(seconds=stale_after_s):
-        state = "offline"
-    elif latest.status != "ok":
-        state = "unavailable"
-    else:
-        state = "ok"
-    return models.LiveSensor(
-        sensor=sensor,
-        model=model,
-        serial=serial,
-        calibration_due=cal_due,
-        calibration_overdue=cal_due is not None and cal_due < now.date(),
-        location=location,
-        latest=latest,
-        state=state,
-        open_excursion_id=exc_id,
-        open_excursion_since=exc_since,
-    )
-
-
-def _excursion(r: tuple[Any, ...]) -> models.Excursion:
-    return models.Excursion(
-        id=r[0],
-        sensor=r[1],
-        location_id=r[2],
-        location_name=r[3],
-        started_at=r[4],
-        ended_at=r[5],
-        limit_min_c=r[6],
-        limit_max_c=r[7],
-        min_c=r[8],
-        max_c=r[9],
-        detected_at=r[10],
-        acknowledged_by=r[11],
-        acknowledged_at=r[12],
-        ack_comment=r[13],
-        state=r[14],
-        late=r[15],
-        duration_s=r[16],
-        degree_minutes=r[17],
-        mkt_c=r[18],
-        revision=r[19],
-    )

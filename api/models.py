@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
@@ -12,6 +12,16 @@ from coldtrail.erp.outbox import SINKS
 from coldtrail.erp.people import Role
 
 LiveState = Literal["ok", "excursion", "unavailable", "offline", "no_data", "unassigned"]
+Colour = Literal["green", "red", "amber", "grey"]
+STATE_COLOURS: dict[str, Colour] = {
+    "ok": "green",
+    "excursion": "red",
+    # No data from a place that should be watched is itself an alarm condition in GSP.
+    "unavailable": "amber",
+    "offline": "amber",
+    "no_data": "grey",
+    "unassigned": "grey",
+}
 
 
 class Token(BaseModel):
@@ -61,7 +71,11 @@ class LiveSensor(BaseModel):
     calibration_overdue: bool
     location: LocationRef | None
     latest: LatestReading | None
-    state: LiveState
+    state: LiveState = Field(
+        description="ok; excursion (an open excursion); unavailable (the device did not "
+        "answer); offline (nothing heard for 5 minutes); no_data; unassigned"
+    )
+    colour: Colour = Field(description="how a dashboard shows the state")
     open_excursion_id: int | None
     open_excursion_since: datetime | None
 
@@ -94,6 +108,15 @@ class Excursion(BaseModel):
     degree_minutes: float | None = Field(description="°C beyond the limit times minutes")
     mkt_c: float | None = Field(description="mean kinetic temperature over the excursion")
     revision: int = Field(description="how often later readings changed it")
+    location_excursion_id: int | None = Field(
+        description="the place's excursion this probe's is part of (`/location-excursions`)"
+    )
+
+    @classmethod
+    def from_row(cls, r: tuple[Any, ...]) -> Excursion:
+        """A row of :data:`coldtrail.api.queries.EXCURSION_COLUMNS`."""
+        names = list(cls.model_fields)
+        return cls(**dict(zip(names, r, strict=True)))
 
 
 class Acknowledge(BaseModel):

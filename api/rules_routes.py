@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Path, Query
 
 from coldtrail.api import models
+from coldtrail.api import queries as api_q
 from coldtrail.api.erp_routes import ADMIN, EVERYONE, OVERSIGHT, PREFIX, Deps
 from coldtrail.erp.people import User
 from coldtrail.erp.tx import Conn
@@ -86,6 +87,8 @@ class ExcursionDetail:
     excursion: LocationExcursion
     impacts: list[Impact]
     alarms: list[alarms.Alarm]
+    probes: list[models.Excursion]
+    """The probes' own excursions that make up this one (min, max, acknowledgement each)."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,15 @@ def register(app: FastAPI, deps: Deps) -> None:
         raised = conn.execute(
             "SELECT id FROM alarms WHERE location_excursion_id = %s ORDER BY id", (excursion_id,)
         ).fetchall()
+        probes = [
+            models.Excursion.from_row(r)
+            for r in conn.execute(api_q.PROBE_EXCURSIONS_OF, {"id": excursion_id})
+        ]
         return ExcursionDetail(
-            LocationExcursion(*rows[0]), impacts, [alarms.get_alarm(conn, r[0]) for r in raised]
+            LocationExcursion(*rows[0]),
+            impacts,
+            [alarms.get_alarm(conn, r[0]) for r in raised],
+            probes,
         )
 
     @app.get(PREFIX + "/alarms", tags=["alarms"])

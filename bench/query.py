@@ -22,6 +22,7 @@ import psycopg
 
 from bench._db import drop_database, make_database
 from coldtrail.api import queries as api_q
+from coldtrail.api.app import live_params
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -94,7 +95,7 @@ def main() -> None:
     try:
         _fill(url, args.sensors, args.background)
         with psycopg.connect(url) as conn:
-            live_ms, live_rows = _timed(conn, api_q.LIVE, {"now": NOW})
+            live_ms, live_rows = _timed(conn, api_q.LIVE, live_params(NOW))
             series_ms, series_rows = _timed(
                 conn,
                 SERIES,
@@ -102,9 +103,9 @@ def main() -> None:
             )
             first_1000 = "FROM (SELECT * FROM sensors ORDER BY id LIMIT 1000) s"
             small_ms, small_rows = _timed(
-                conn, api_q.LIVE.replace("FROM sensors s", first_1000), {"now": NOW}
+                conn, api_q.LIVE.replace("FROM sensors s", first_1000), live_params(NOW)
             )
-            live_db = _server_ms(conn, api_q.LIVE, {"now": NOW})
+            live_db = _server_ms(conn, api_q.LIVE, live_params(NOW))
             series_db = _server_ms(
                 conn,
                 SERIES,

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from fastapi.routing import APIRoute
 
+from coldtrail.api import models
 from coldtrail.clock import ManualClock
 from coldtrail.erp.capa import NewCapa, Step, add_action, add_evidence, advance, open_capa
 from coldtrail.erp.holds import place_hold
@@ -111,6 +112,13 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
         " max_c, duration_s, degree_minutes, detected_at)"
         " VALUES ('TC', %s, %s, '{S2}', 9, 9, 0, 0, %s)",
         (T0 - 25 * m, T0 - 20 * m, T0 - 20 * m),
+    )
+    conn.execute("INSERT INTO sensors (id, model, serial) VALUES ('S2', 'xy-md02', 'SN-S2')")
+    conn.execute(
+        "INSERT INTO excursions (sensor_id, location_id, started_at, start_seq, limit_min_c,"
+        " limit_max_c, min_c, max_c, location_excursion_id) VALUES ('S2', 'TC', %s, 1, 2, 8, 9,"
+        " 9, 1)",
+        (T0 - 25 * m,),
     )
     conn.execute(
         "INSERT INTO alarms (key, kind, location_id, location_excursion_id, started_at, message,"
@@ -324,6 +332,73 @@ def test_wrong_password_and_unknown_user_get_the_same_401(client: Any) -> None:
         assert resp.json() == {"detail": "incorrect username or password"}
 
 
+def test_live_view_shows_each_sensor_state_with_its_colour(client: Any, db_url: str) -> None:
+    m = timedelta(minutes=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO sites (id, name) VALUES ('s2', 'Second site')")
+        conn.execute(
+            "INSERT INTO locations (id, site_id, kind, name, temp_min_c, temp_max_c)"
+            " VALUES ('CR2', 's2', 'cold_room', 'Room two', 2, 8)"
+        )
+        for sensor, place, due, latest in (
+            ("L-OK", "CR", "2027-01-01", (T0 - m, "ok", 4.5)),
+            ("L-OLD", "CR", "2026-11-21", (T0 - 10 * m, "ok", 4.0)),  # and calibration overdue
+            ("L-DEAD", "CR", None, (T0 - m, "unavailable", None)),
+            ("L-QUIET", "CR2", None, None),
+            ("L-SPARE", None, None, None),
+        ):
+            conn.execute(
+                "INSERT INTO sensors (id, model, serial, calibration_due)"
+                " VALUES (%s, 'xy-md02', %s, %s)",
+                (sensor, f"SN-{sensor}", due),
+            )
+            if place:
+                conn.execute(
+                    "INSERT INTO sensor_assignments (sensor_id, location_id, position, valid)"
+                    " VALUES (%s, %s, 'top', tstzrange(%s, NULL))",
+                    (sensor, place, T0 - 60 * m),
+                )
+            if latest:
+                conn.execute(
+                    "INSERT INTO sensor_latest (sensor_id, seq, ts, received_at, gateway, status,"
+                    " temperature_c) VALUES (%s, 7, %s, %s, 'gw-1', %s, %s)",
+                    (sensor, latest[0], latest[0], latest[1], latest[2]),
+                )
+        conn.execute(
+            "INSERT INTO sensor_latest (sensor_id, seq, ts, received_at, gateway, status,"
+            " temperature_c) VALUES ('S1', 3, %s, %s, 'gw-1', 'ok', 9.0)",
+            (T0, T0),
+        )
+    headers = _headers(client, Role.AUDITOR)
+    resp = client.get("/api/v1/live", headers=headers)
+    assert resp.status_code == 200
+    doc = models.Live.model_validate_json(resp.content)  # the document keeps its own schema
+    assert doc.generated_at == T0
+    got = {s.sensor: (s.state, s.colour) for s in doc.sensors if s.sensor.startswith(("L-", "S1"))}
+    assert got == {
+        "S1": ("excursion", "red"),
+        "L-OK": ("ok", "green"),
+        "L-OLD": ("offline", "amber"),
+        "L-DEAD": ("unavailable", "amber"),
+        "L-QUIET": ("no_data", "grey"),
+        "L-SPARE": ("unassigned", "grey"),
+    }
+    by_id = {s.sensor: s for s in doc.sensors}
+    assert by_id["L-OLD"].calibration_overdue
+    assert not by_id["L-OK"].calibration_overdue
+    placed, newest = by_id["L-OK"].location, by_id["L-OK"].latest
+    assert placed is not None
+    assert placed.position == "top"
+    assert newest is not None
+    assert newest.ts == T0 - m
+    assert by_id["S1"].open_excursion_since == T0
+    # Sites first, then places, then sensors, in code order; sensors placed nowhere last.
+    order = [(s.location.site_id, s.location.id) if s.location else ("~", "") for s in doc.sensors]
+    assert order == sorted(order)
+    only = client.get("/api/v1/live", headers=headers, params={"site": "s2"}).json()
+    assert [s["sensor"] for s in only["sensors"]] == ["L-QUIET"]
+
+
 def test_token_expires_on_the_clock(client: Any, clock: ManualClock) -> None:
     headers = _headers(client, Role.QA)
     assert client.get("/api/v1/live", headers=headers).status_code == 200
@@ -352,7 +427,9 @@ def test_acknowledge_errors_are_4xx_with_a_reason(client: Any, conn: Conn) -> No
     )
     again = client.post("/api/v1/excursions/1/acknowledge", json={"comment": "again"}, headers=qa)
     assert again.status_code == 409
-    row = conn.execute("SELECT acknowledged_by, ack_comment FROM excursions").fetchone()
+    row = conn.execute(
+        "SELECT acknowledged_by, ack_comment FROM excursions WHERE id = 1"
+    ).fetchone()
     assert row == ("qa1", "door shut")
 
 
@@ -491,6 +568,9 @@ def test_rules_refusals_are_4xx_with_a_reason(client: Any) -> None:
     [open_one] = client.get("/api/v1/location-excursions?state=open", headers=qa).json()
     detail = client.get(f"/api/v1/location-excursions/{open_one['id']}", headers=qa).json()
     assert [a["kind"] for a in detail["alarms"]] == ["excursion"]
+    # The probes' own excursions that make up the place's, linked both ways.
+    assert [p["sensor"] for p in detail["probes"]] == open_one["sensors"]
+    assert {p["location_excursion_id"] for p in detail["probes"]} == {open_one["id"]}
     assert client.get("/api/v1/location-excursions/999", headers=qa).status_code == 404
     blank = client.post("/api/v1/alarms/1/acknowledge", json={"comment": "  "}, headers=qa)
     assert blank.status_code == 409
