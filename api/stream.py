@@ -35,7 +35,7 @@ from pydantic import TypeAdapter
 from coldtrail import mqtt
 from coldtrail.clock import Clock
 from coldtrail.errors import PayloadError, TransportError
-from coldtrail.messages import ReadingDoc, parse_telemetry_docs, rfc3339
+from coldtrail.messages import ReadingDoc, json_object, parse_telemetry_docs, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def decode(root: str, topic: str, payload: bytes) -> Decoded | None:
     if len(parts) < 4 or parts[0] != root or parts[1] != "v1":
         return None
     if parts[2] == "events":
-        doc = _json_object(payload)
+        doc = json_object(payload)
         return Decoded(parts[3], None, None, _compact(doc))
     if len(parts) != 5:
         return None
@@ -306,21 +306,11 @@ def decode(root: str, topic: str, payload: bytes) -> Decoded | None:
             head[:-1] + b',"readings":' + _readings_json.dump_json(readings) + b"}",
         )
     if leaf == "status":
-        doc = _json_object(payload)
+        doc = json_object(payload)
         if doc.get("state") not in ("online", "offline"):
             raise PayloadError("status without an online/offline state")
         return Decoded("status", site, gateway, _compact({"site": site, "gateway": gateway, **doc}))
     return None
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise PayloadError("payload is not a JSON object")
-    return doc
 
 
 def _compact(doc: dict[str, Any]) -> bytes:

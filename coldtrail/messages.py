@@ -131,18 +131,24 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def parse_telemetry(payload: bytes) -> tuple[TelemetryBatch, list[Reading], list[tuple[str, str]]]:
-    """Decode one telemetry message.
-
-    Returns the envelope, the valid readings, and ``(raw_reading_json, reason)`` for each
-    reading that failed validation. Raises :class:`PayloadError` if the envelope itself is bad.
-    """
+def json_object(payload: bytes) -> dict[str, Any]:
+    """A message's JSON object; :class:`PayloadError` for anything else."""
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise PayloadError("payload is not a JSON object")
+    return doc
+
+
+def parse_telemetry(payload: bytes) -> tuple[TelemetryBatch, list[Reading], list[tuple[str, str]]]:
+    """Decode one telemetry message.
+
+    Returns the envelope, the valid readings, and ``(raw_reading_json, reason)`` for each
+    reading that failed validation. Raises :class:`PayloadError` if the envelope itself is bad.
+    """
+    doc = json_object(payload)
     try:
         batch = TelemetryBatch.model_validate(doc)
     except ValidationError as exc:
