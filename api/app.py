@@ -99,7 +99,10 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         },
     )
 
-    hubs: list[StreamHub] = []
+    hubs: list[StreamHub] = []  # the running one, while the app is up
+
+    def hub() -> StreamHub | None:
+        return hubs[0] if hubs else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -109,14 +112,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
                 if people.ensure_admin(conn, config.admin_password):
                     log.info("created bootstrap account 'admin'")
         if config.mqtt is not None:
-            hub = StreamHub(config.mqtt, config.topic_root, clock)
-            hub.start()
-            hubs.append(hub)
+            started = StreamHub(config.mqtt, config.topic_root, clock)
+            started.start()
+            hubs.append(started)
         try:
             yield
         finally:
-            for hub in hubs:
-                hub.stop()
+            for running in hubs:
+                running.stop()
             hubs.clear()
             pool.close()
 
@@ -202,13 +205,17 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     @app.get(f"{PREFIX}/health", tags=["platform"])
     def health(conn: Db) -> models.Health:
         row = conn.execute(q.SCHEMA_VERSION).fetchone()
-        hub = hubs[0] if hubs else None
+        stream = hub()
         return models.Health(
             status="ok",
             version=__version__,
             schema_version=int(row[0]) if row and row[0] else 0,
-            stream="off" if hub is None else "live" if hub.subscribed.is_set() else "connecting",
-            stream_clients=0 if hub is None else hub.clients,
+            stream="off"
+            if stream is None
+            else "live"
+            if stream.subscribed.is_set()
+            else "connecting",
+            stream_clients=0 if stream is None else stream.clients,
         )
 
     @app.post(
@@ -348,7 +355,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
     stream_routes.register(
         app,
-        hub=lambda: hubs[0] if hubs else None,
+        hub=hub,
         allow=allow,
         token_expiry=lambda token: auth.token_expiry(token, config.secret_key),
         bearer=oauth2,

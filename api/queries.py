@@ -1,8 +1,9 @@
 """Named, parameterised SQL of the API."""
 
-# The live view as one JSON document, built by the database: for 10 000 sensors that is a
-# fifth of the time of decoding rows and laying them out in Python (bench.live). The state
-# and its colour are decided here and nowhere else. The sort is by byte order: ids are codes.
+# The live view as one JSON document, built by the database: for 10 000 sensors the API
+# answers in about half the time it took to decode rows and lay them out through pydantic
+# (bench.live: 209 ms against 381 ms). The state and its colour are decided here and nowhere
+# else. The sort is by byte order: ids are codes.
 LIVE = """
 SELECT coalesce(json_agg(doc ORDER BY site COLLATE "C", loc COLLATE "C", sensor COLLATE "C"),
                 '[]')::text

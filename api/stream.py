@@ -221,7 +221,8 @@ class StreamHub:
             log.error("push stream: broker refused %s: %s", self._client_id, rc)
             return
         client.subscribe([(f, 1) for f in self.filters])
-        self._to_loop([Decoded("feed", None, None, self._feed_state(connected=True))])
+        self.connected = True
+        self._to_loop([self._feed()])
 
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any
@@ -235,7 +236,8 @@ class StreamHub:
         self.subscribed.clear()
         if self.connected:
             log.warning("push stream: lost the broker (%s); reconnecting", rc)
-            self._to_loop([Decoded("feed", None, None, self._feed_state(connected=False))])
+            self.connected = False
+            self._to_loop([self._feed()])
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
@@ -247,10 +249,11 @@ class StreamHub:
         if decoded is not None:
             self._to_loop([decoded])
 
-    def _feed_state(self, *, connected: bool) -> bytes:
-        self.connected = connected
-        state = {"mqtt": "connected" if connected else "disconnected"}
-        return json.dumps({**state, "at": rfc3339(self._clock.now())}).encode()
+    def _feed(self) -> Decoded:
+        """The broker state as a ``feed`` frame."""
+        state = "connected" if self.connected else "disconnected"
+        data = json.dumps({"mqtt": state, "at": rfc3339(self._clock.now())}).encode()
+        return Decoded("feed", None, None, data)
 
     def _to_loop(self, items: list[Decoded]) -> None:
         loop = self._loop

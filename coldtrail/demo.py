@@ -303,9 +303,8 @@ async def run_demo(
         ensure_admin(conn, admin_password)
         # Alarms, excursions and holds go to the broker too, so the API's push stream has
         # them (the embedded broker's port is new each run: the destination follows it).
-        root = settings.mqtt_topic_root
-        events_url = f"{settings.mqtt_url}/{root}" if root != "coldtrail" else settings.mqtt_url
-        add_destination(conn, "demo", Destination("broker", "mqtt", str(events_url)))
+        events_url = f"{str(settings.mqtt_url).rstrip('/')}/{settings.mqtt_topic_root}"
+        add_destination(conn, "demo", Destination("broker", "mqtt", events_url))
         conn.commit()
         works = authenticate(conn, "admin", admin_password) is not None
     shown = admin_password if works else "(the password admin was given before)"

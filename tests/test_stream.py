@@ -41,6 +41,7 @@ from tests.conftest import (
     async_wait_for,
     make_erp,
     publish,
+    token,
     wait_for,
 )
 
@@ -123,12 +124,8 @@ def reading(sensor: str, seq: int, temp: float = 5.0) -> Reading:
     return Reading(sensor=sensor, seq=seq, ts=T0 + timedelta(seconds=seq), temperature_c=temp)
 
 
-def _login(
-    http: httpx2.Client, user: str = "admin", pw: str = "admin-password-123"
-) -> dict[str, str]:
-    resp = http.post("/api/v1/auth/token", data={"username": user, "password": pw})
-    assert resp.status_code == 200, resp.text
-    return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+def _login(http: httpx2.Client) -> dict[str, str]:
+    return token(http, "admin", "admin-password-123")
 
 
 @pytest.fixture
