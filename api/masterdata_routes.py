@@ -140,8 +140,13 @@ def register(app: FastAPI, deps: Deps) -> None:
                     f"sensor {sensor_id} is {old.model} {old.serial}: a replaced logger is "
                     "registered as a new sensor, so the record keeps which one measured what"
                 )
+            if old is not None and old.kind != body.kind:
+                raise RuleViolation(
+                    f"sensor {sensor_id} is a {old.kind} sensor: another kind of device is "
+                    "registered as a new sensor"
+                )
             if old is None:
-                md.upsert_sensor(conn, sensor_id, body.model, body.serial)
+                md.upsert_sensor(conn, sensor_id, body.model, body.serial, kind=body.kind)
             sensor = md.get_sensor(conn, sensor_id)
         assert sensor is not None  # noqa: S101 - written just above
         etag.tagged(response, sensor)

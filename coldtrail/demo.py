@@ -30,6 +30,7 @@ from coldtrail.edge.ble.advert import Advert
 from coldtrail.edge.config import DeviceConfig, EdgeConfig, dump_config
 from coldtrail.erp.masterdata import (
     Location,
+    SensorKind,
     assign_sensor,
     upsert_location,
     upsert_sensor,
@@ -42,8 +43,15 @@ from coldtrail.erp.products import Product, Profile, register_scan, upsert_produ
 from coldtrail.net import free_port
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.ble import SimFormat, SimulatedAirwaves, SimulatedBleLogger, advert_to_json
-from coldtrail.sim.modbus_server import ModbusSimServer
+from coldtrail.sim.modbus_server import ModbusSimServer, SimulatedDevice
 from coldtrail.sim.scenarios import CompressorFailure, DoorOpening, Scenario, Steady
+from coldtrail.sim.vehicle import (
+    FIRST_DOOR_UNIT,
+    TELEMATICS_UNIT,
+    Compartment,
+    SimulatedVehicle,
+    parse_event,
+)
 from coldtrail.sim.xymd02 import SimulatedXYMD02
 
 log = logging.getLogger(__name__)
@@ -117,6 +125,30 @@ BLE_LOGGERS: list[tuple[str, str, str, str, str, str, Scenario]] = [
 ]  # fmt: skip
 BLE_FORMAT: dict[str, SimFormat] = {"ruuvitag": "ruuvi", "lywsd03mmc-atc": "pvvx"}
 POLL_S = 5.0
+# The truck's GNSS unit and a door contact per compartment, on its bus beside the probes:
+# (sensor, model, kind, location, position, Modbus unit, as demo_truck numbers them). It
+# drives from the warehouse towards the hospital and stops twice to open its rear door.
+TRUCK_UNITS: list[tuple[str, str, SensorKind, str, str, int]] = [
+    ("GPS-TRK01", "gnss-modbus", "position", "TRK-01", "cab", TELEMATICS_UNIT),
+    ("DOOR-TRK01-C1", "door-contact", "door", "TRK-01-C1", "side door", FIRST_DOOR_UNIT),
+    ("DOOR-TRK01-C2", "door-contact", "door", "TRK-01-C2", "rear door", FIRST_DOOR_UNIT + 1),
+]
+TRUCK_ROUTE = ((52.5200, 13.4050), (52.4500, 13.2900))  # Berlin, the site's time zone
+
+
+def demo_truck(start: datetime) -> SimulatedVehicle:
+    """The truck's devices other than its probes (those follow the scenarios above)."""
+    return SimulatedVehicle(
+        "TRK-01",
+        (Compartment("TRK-01-C1", 5.0, probes=0), Compartment("TRK-01-C2", 18.0, probes=0)),
+        start,
+        events=(
+            parse_event("door-opening@60+45:TRK-01-C2"),
+            parse_event("door-opening@360+45:TRK-01-C2"),
+        ),
+        route=TRUCK_ROUTE,
+        speed_kmh=40.0,
+    )
 
 
 def load_demo_data(database_url: str) -> None:
@@ -132,6 +164,9 @@ def load_demo_data(database_url: str) -> None:
             assign_sensor(conn, sensor, location, since, position)
         for _, sensor, location, position, model, mac, _ in BLE_LOGGERS:
             upsert_sensor(conn, sensor, model, mac.replace(":", ""), due)
+            assign_sensor(conn, sensor, location, since, position)
+        for sensor, model, kind, location, position, _ in TRUCK_UNITS:
+            upsert_sensor(conn, sensor, model, f"{model.upper()}-{sensor[-6:]}", kind=kind)
             assign_sensor(conn, sensor, location, since, position)
         conn.commit()
         _load_demo_stock(conn, clock.now())
@@ -225,6 +260,11 @@ def _edge_config(
         for gw, sensor, location, _, model, mac, _ in BLE_LOGGERS
         if gw == gateway
     ]
+    if gateway == "gw-trk01":
+        devices += [
+            DeviceConfig(sensor=sensor, model=model, port=port, unit=unit, poll_interval_s=POLL_S)
+            for sensor, model, _, _, _, unit in TRUCK_UNITS
+        ]
     return EdgeConfig(
         site=SITE,
         gateway=gateway,
@@ -319,9 +359,12 @@ async def run_demo(
     ]
     for gateway, kind in gateways:
         mine = [lg for lg in LOGGERS if lg[0] == gateway]
-        server = ModbusSimServer(
-            [SimulatedXYMD02(unit, scenario, start) for _, _, _, _, unit, scenario in mine], clock
-        )
+        devices: list[SimulatedDevice] = [
+            SimulatedXYMD02(unit, scenario, start) for _, _, _, _, unit, scenario in mine
+        ]
+        if gateway == "gw-trk01":
+            devices += demo_truck(start).devices()
+        server = ModbusSimServer(devices, clock)
         await server.start()
         servers.append(server)
         path = data_dir / f"edge-{gateway}.toml"

@@ -42,8 +42,12 @@ PLAUSIBLE = {
     "temperature_c": (-100.0, 200.0),
     "humidity_pct": (0.0, 100.0),
     "battery_pct": (0.0, 100.0),
+    "latitude": (-90.0, 90.0),
+    "longitude": (-180.0, 180.0),
+    "speed_kmh": (0.0, 400.0),
 }
-"""What a reading may carry. A device value outside is a device error code, not a measurement."""
+"""What a reading may carry. A device value outside is a device error code, not a measurement.
+Probes send the first three; a vehicle's telematics unit sends its position and speed."""
 
 
 class Reading(BaseModel):
@@ -63,6 +67,17 @@ class Reading(BaseModel):
     battery_pct: float | None = Field(
         default=None, ge=PLAUSIBLE["battery_pct"][0], le=PLAUSIBLE["battery_pct"][1]
     )
+    latitude: float | None = Field(
+        default=None, ge=PLAUSIBLE["latitude"][0], le=PLAUSIBLE["latitude"][1]
+    )
+    longitude: float | None = Field(
+        default=None, ge=PLAUSIBLE["longitude"][0], le=PLAUSIBLE["longitude"][1]
+    )
+    speed_kmh: float | None = Field(
+        default=None, ge=PLAUSIBLE["speed_kmh"][0], le=PLAUSIBLE["speed_kmh"][1]
+    )
+    door_open: bool | None = None
+    """A door contact's state: true while the door is open."""
 
 
 class TelemetryBatch(BaseModel):
@@ -114,6 +129,25 @@ class ReadingDoc(TypedDict):
             ),
         ]
     ]
+    latitude: NotRequired[
+        Annotated[
+            float | None,
+            Field(ge=PLAUSIBLE["latitude"][0], le=PLAUSIBLE["latitude"][1], allow_inf_nan=False),
+        ]
+    ]
+    longitude: NotRequired[
+        Annotated[
+            float | None,
+            Field(ge=PLAUSIBLE["longitude"][0], le=PLAUSIBLE["longitude"][1], allow_inf_nan=False),
+        ]
+    ]
+    speed_kmh: NotRequired[
+        Annotated[
+            float | None,
+            Field(ge=PLAUSIBLE["speed_kmh"][0], le=PLAUSIBLE["speed_kmh"][1], allow_inf_nan=False),
+        ]
+    ]
+    door_open: NotRequired[bool | None]
 
 
 class TelemetryDoc(TypedDict):
@@ -215,6 +249,10 @@ def encode_telemetry(gateway: str, sent_at: datetime, readings: list[Reading]) -
                     ("temperature_c", r.temperature_c),
                     ("humidity_pct", r.humidity_pct),
                     ("battery_pct", r.battery_pct),
+                    ("latitude", r.latitude),
+                    ("longitude", r.longitude),
+                    ("speed_kmh", r.speed_kmh),
+                    ("door_open", r.door_open),
                 )
                 if v is not None
             }

@@ -27,6 +27,7 @@ WITH place AS (
            l.name || coalesce(' · ' || nullif(sa.position, ''), '') || ' (' || sa.sensor_id || ')'
                AS metric
     FROM sensor_assignments sa JOIN locations l ON l.id = sa.location_id
+    JOIN sensors s ON s.id = sa.sensor_id AND s.kind = 'probe'
     WHERE ({places}) AND sa.valid && tstzrange($__timeFrom(), $__timeTo(), '[]')
 )
 SELECT r.ts AS "time", p.metric, r.temperature_c
@@ -82,7 +83,7 @@ SELECT {place_sql}, sa.position, s.id AS sensor, sl.temperature_c, sl.humidity_p
        sl.battery_pct, sl.ts AS measured_at, {_PROBE_STATE} AS state,
        l.temp_min_c, l.temp_max_c, s.calibration_due
 FROM sensor_assignments sa
-JOIN sensors s ON s.id = sa.sensor_id
+JOIN sensors s ON s.id = sa.sensor_id AND s.kind = 'probe'
 JOIN locations l ON l.id = sa.location_id{joins}
 LEFT JOIN sensor_latest sl ON sl.sensor_id = s.id
 WHERE sa.valid @> now() AND {where}

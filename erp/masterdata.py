@@ -8,8 +8,12 @@ from typing import Any, Literal
 
 import psycopg
 
+from coldtrail.errors import RuleViolation
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 LocationKind = Literal["cold_room", "ambient_store", "vehicle", "compartment"]
+SensorKind = Literal["probe", "position", "door"]
+"""probe: temperature (and humidity); position: a vehicle's GNSS unit; door: a door contact."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,18 @@ def upsert_location(conn: Conn, loc: Location) -> None:
 
 
 def upsert_sensor(
-    conn: Conn, sensor_id: str, model: str, serial: str, calibration_due: date | None = None
+    conn: Conn,
+    sensor_id: str,
+    model: str,
+    serial: str,
+    calibration_due: date | None = None,
+    kind: SensorKind = "probe",
 ) -> None:
     conn.execute(
-        "INSERT INTO sensors (id, model, serial, calibration_due) VALUES (%s, %s, %s, %s) "
+        "INSERT INTO sensors (id, model, serial, calibration_due, kind) "
+        "VALUES (%s, %s, %s, %s, %s) "
         "ON CONFLICT (id) DO UPDATE SET calibration_due = excluded.calibration_due",
-        (sensor_id, model, serial, calibration_due),
+        (sensor_id, model, serial, calibration_due, kind),
     )
 
 
@@ -72,16 +82,23 @@ def assign_sensor(
     ).fetchone()
     if current == (location_id, position):
         return
-    conn.execute(
-        "UPDATE sensor_assignments SET valid = tstzrange(lower(valid), %s, '[)') "
-        "WHERE sensor_id = %s AND upper_inf(valid)",
-        (since, sensor_id),
-    )
-    conn.execute(
-        "INSERT INTO sensor_assignments (sensor_id, location_id, position, valid) "
-        "VALUES (%s, %s, %s, tstzrange(%s, NULL, '[)'))",
-        (sensor_id, location_id, position, since),
-    )
+    try:
+        # One savepoint for both: a refused placement leaves the current one as it was.
+        with conn.transaction():
+            conn.execute(
+                "UPDATE sensor_assignments SET valid = tstzrange(lower(valid), %s, '[)') "
+                "WHERE sensor_id = %s AND upper_inf(valid)",
+                (since, sensor_id),
+            )
+            conn.execute(
+                "INSERT INTO sensor_assignments (sensor_id, location_id, position, valid) "
+                "VALUES (%s, %s, %s, tstzrange(%s, NULL, '[)'))",
+                (sensor_id, location_id, position, since),
+            )
+    except psycopg.errors.CheckViolation as exc:
+        # The kinds that may go together are the schema's rule (a trigger), stated once.
+        diag = exc.diag.message_primary or str(exc)
+        raise RuleViolation(f"sensor {sensor_id} can't be placed in {location_id}: {diag}") from exc
 
 
 # ------------------------------------------------------------------ reading master data back
@@ -121,13 +138,14 @@ class Sensor:
     model: str
     serial: str
     calibration_due: date | None
+    kind: SensorKind = "probe"
     placements: tuple[Placement, ...] = ()
     certificates: tuple[Certificate, ...] = ()
 
 
 _SITE = "SELECT id, name, timezone FROM sites WHERE id = %s"
 _SITE_FOR_UPDATE = _SITE + " FOR UPDATE"
-_SENSOR = "SELECT id, model, serial, calibration_due FROM sensors WHERE id = %s"
+_SENSOR = "SELECT id, model, serial, calibration_due, kind::text FROM sensors WHERE id = %s"
 _SENSOR_FOR_UPDATE = _SENSOR + " FOR UPDATE"
 
 
@@ -168,7 +186,8 @@ def get_location(conn: Conn, location_id: str, *, lock: bool = False) -> Locatio
 
 def list_sensors(conn: Conn, after: str = "", limit: int = 100) -> list[Sensor]:
     rows = conn.execute(
-        "SELECT id, model, serial, calibration_due FROM sensors WHERE id > %s ORDER BY id LIMIT %s",
+        "SELECT id, model, serial, calibration_due, kind::text FROM sensors WHERE id > %s "
+        "ORDER BY id LIMIT %s",
         (after, limit),
     )
     return [Sensor(*r) for r in rows]
@@ -194,6 +213,7 @@ def get_sensor(conn: Conn, sensor_id: str, *, lock: bool = False) -> Sensor | No
         row[1],
         row[2],
         row[3],
+        row[4],
         placements=tuple(Placement(*p) for p in placements),
         certificates=tuple(Certificate(*c) for c in certificates),
     )

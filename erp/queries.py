@@ -397,6 +397,7 @@ WITH placed AS (
            CASE WHEN l.kind IN ('vehicle', 'compartment') THEN %(transport_s)s
                 ELSE %(storage_s)s END AS step
     FROM sensor_assignments a JOIN locations l ON l.id = a.location_id
+    JOIN sensors s ON s.id = a.sensor_id AND s.kind = 'probe'
     WHERE a.valid && tstzrange(%(start)s, %(end)s, '[)')
       AND (%(locs)s::text[] IS NULL OR a.location_id = ANY(%(locs)s))
 )

@@ -126,9 +126,14 @@ def sim_vehicle(args: argparse.Namespace, clock: Clock, run: RunAsync) -> None:
 
     async def main(stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
-            where = await _serve(list(vehicle.probes), clock, args, stack)
+            where = await _serve(vehicle.devices(), clock, args, stack)
             probes = ", ".join(f"{p.name}=unit {p.unit}" for p in vehicle.probes)
-            print(f"vehicle {vehicle.vehicle_id}: {where}; probes {probes}", flush=True)
+            doors = ", ".join(f"{d.compartment}=unit {d.unit}" for d in vehicle.doors)
+            print(
+                f"vehicle {vehicle.vehicle_id}: {where}; probes {probes}; "
+                f"telematics unit {vehicle.telematics.unit}; doors {doors}",
+                flush=True,
+            )
             last = clock.now()
             while not stop.is_set():
                 await first_of(clock.sleep(args.gps_every), stop.wait())

@@ -7,7 +7,6 @@ humidity at 0x0FAA as integers x100 (temperature signed), and as 32-bit floats a
 
 from __future__ import annotations
 
-import functools
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,9 +62,4 @@ class SimulatedEE072(ScenarioRegisters):
                 for start, end in self._blocks
             ]
 
-        bits = [SimData(0, datatype=DataType.BITS)]
-        return SimDevice(
-            id=self.unit,
-            simdata=(bits, list(bits), block(), block()),
-            action=functools.partial(self.action, clock),
-        )
+        return self.register_device(clock, block(), block())

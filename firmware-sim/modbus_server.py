@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import SimDevice
+from pymodbus.simulator import DataType, SimData, SimDevice
 
 from coldtrail.clock import Clock
 from coldtrail.sim.serial_line import PtyNullModem
@@ -25,8 +26,21 @@ class ScenarioRegisters:
     """What simulated devices share: registers computed from the scenario when they are read,
     and silence (a Modbus exception) while the device is ``offline``."""
 
+    unit: int
     offline: bool
     read_functions: tuple[int, ...] = (4,)
+
+    def register_device(
+        self, clock: Clock, holding: list[SimData], inputs: list[SimData]
+    ) -> SimDevice:
+        """The pymodbus device: no coils or discrete inputs, these holding and input register
+        blocks, every read and write answered through :meth:`action`."""
+        bits = [SimData(0, datatype=DataType.BITS)]
+        return SimDevice(
+            id=self.unit,
+            simdata=(bits, list(bits), holding, inputs),
+            action=functools.partial(self.action, clock),
+        )
 
     def registers_at(self, now: datetime) -> dict[int, int]:
         raise NotImplementedError

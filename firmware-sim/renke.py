@@ -4,7 +4,6 @@ complement; 0x07D0 device address, 0x07D1 baud code (0 = 2400, 1 = 4800, 2 = 960
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,13 +40,8 @@ class SimulatedRenke(ScenarioRegisters):
         }
 
     def sim_device(self, clock: Clock) -> SimDevice:
-        bits = [SimData(0, datatype=DataType.BITS)]
         holding = [
             SimData(REG_HUMIDITY, values=[0, 0], datatype=DataType.REGISTERS),
             SimData(REG_ADDRESS, values=[self.unit, BAUD_4800], datatype=DataType.REGISTERS),
         ]
-        return SimDevice(
-            id=self.unit,
-            simdata=(bits, list(bits), holding, [SimData(0, datatype=DataType.REGISTERS)]),
-            action=functools.partial(self.action, clock),
-        )
+        return self.register_device(clock, holding, [SimData(0, datatype=DataType.REGISTERS)])

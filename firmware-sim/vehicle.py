@@ -6,7 +6,9 @@ Everything is a pure function of the seconds since departure, so a test that dri
 gets the same journey every run. A compartment's air follows Newton's law piecewise: towards
 its set point while cooled, towards the ambient air while the cooling is off, and faster while
 its door is open. Each probe is an XY-MD02 on the vehicle's RS-485 bus (unit numbers from 1),
-so the edge reads it like any other logger.
+so the edge reads it like any other logger. On the same bus: the telematics unit (unit 20,
+profile ``gnss-modbus``) with the GPS position, and a door contact per compartment (units 30
+on, profile ``door-contact``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from coldtrail.clock import Clock
+from coldtrail.sim.modbus_server import ScenarioRegisters, SimulatedDevice
 from coldtrail.sim.scenarios import Sample
 from coldtrail.sim.xymd02 import SimulatedXYMD02
+
+TELEMATICS_UNIT = 20
+FIRST_DOOR_UNIT = 30
 
 EventKind = Literal[
     "door-opening", "compressor-failure", "power-loss", "sensor-unplugged", "network-outage"
@@ -77,6 +86,8 @@ class SimulatedVehicle:
     route: Sequence[tuple[float, float]] = ((31.2304, 121.4737), (31.3200, 120.6200))
     speed_kmh: float = 60.0
     probes: list[VehicleProbe] = field(default_factory=list, init=False)
+    telematics: VehicleTelematics = field(init=False)
+    doors: list[DoorContact] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.compartments]
@@ -90,6 +101,10 @@ class SimulatedVehicle:
                 offset = (i - (c.probes - 1) / 2) * 0.3
                 self.probes.append(VehicleProbe(unit, self, c, f"{c.name}-{i + 1}", offset))
                 unit += 1
+        self.telematics = VehicleTelematics(TELEMATICS_UNIT, self)
+        self.doors = [
+            DoorContact(FIRST_DOOR_UNIT + i, self, c.name) for i, c in enumerate(self.compartments)
+        ]
         known = {*names, *(p.name for p in self.probes)}
         for e in self.events:
             if e.target is not None and e.target not in known:
@@ -164,6 +179,10 @@ class SimulatedVehicle:
         lat, lon = self.route[-1]
         return Fix(now, lat, lon, 0.0)
 
+    def devices(self) -> list[SimulatedDevice]:
+        """Everything on the vehicle's bus: probes, the telematics unit, the door contacts."""
+        return [*self.probes, self.telematics, *self.doors]
+
     def _moving(self, t: float) -> bool:
         return self.powered(t) and not any(
             e.kind == "door-opening" and e.active(t) for e in self.events
@@ -223,6 +242,54 @@ class VehicleProbe(SimulatedXYMD02):
         return self.offline or not self.vehicle.probe_connected(
             self.name, self.vehicle.elapsed(now)
         )
+
+
+def _s32(value: int) -> list[int]:
+    """A signed 32-bit value as two registers, high word first."""
+    raw = value & 0xFFFFFFFF
+    return [raw >> 16, raw & 0xFFFF]
+
+
+class _VehicleDevice(ScenarioRegisters):
+    """A device powered by the vehicle: silent while the power is off."""
+
+    def __init__(self, unit: int, vehicle: SimulatedVehicle, n_registers: int) -> None:
+        self.unit = unit
+        self.vehicle = vehicle
+        self.offline = False
+        self._n = n_registers
+
+    def is_offline(self, now: datetime) -> bool:
+        return self.offline or not self.vehicle.powered(self.vehicle.elapsed(now))
+
+    def sim_device(self, clock: Clock) -> SimDevice:
+        inputs = [SimData(0, values=[0] * self._n, datatype=DataType.REGISTERS)]
+        return self.register_device(clock, [SimData(0, datatype=DataType.REGISTERS)], inputs)
+
+
+class VehicleTelematics(_VehicleDevice):
+    """The GNSS unit (profile ``gnss-modbus``): input registers 0-1 latitude and 2-3
+    longitude, signed, in 1e-7 degrees; 4 speed in 0.1 km/h."""
+
+    def __init__(self, unit: int, vehicle: SimulatedVehicle) -> None:
+        super().__init__(unit, vehicle, 5)
+
+    def registers_at(self, now: datetime) -> dict[int, int]:
+        fix = self.vehicle.position(now)
+        regs = [*_s32(round(fix.lat * 1e7)), *_s32(round(fix.lon * 1e7)), round(fix.speed_kmh * 10)]
+        return dict(enumerate(regs))
+
+
+class DoorContact(_VehicleDevice):
+    """A compartment's door contact (profile ``door-contact``): input register 0 is 1 while
+    the door is open."""
+
+    def __init__(self, unit: int, vehicle: SimulatedVehicle, compartment: str) -> None:
+        super().__init__(unit, vehicle, 1)
+        self.compartment = compartment
+
+    def registers_at(self, now: datetime) -> dict[int, int]:
+        return {0: int(self.vehicle.door_open(self.compartment, self.vehicle.elapsed(now)))}
 
 
 def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

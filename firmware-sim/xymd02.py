@@ -8,7 +8,6 @@ The offsets are applied by the device, as on the real one.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,22 +63,14 @@ class SimulatedXYMD02(ScenarioRegisters):
         }
 
     def sim_device(self, clock: Clock) -> SimDevice:
-        bits = [SimData(0, datatype=DataType.BITS)]
-        return SimDevice(
-            id=self.unit,
-            simdata=(
-                bits,
-                list(bits),
-                [
-                    SimData(
-                        REG_ADDRESS,
-                        values=[self.unit, BAUD_9600, 0, 0],
-                        datatype=DataType.REGISTERS,
-                    )
-                ],
-                [SimData(REG_TEMPERATURE, values=[0, 0], datatype=DataType.REGISTERS)],
-            ),
-            action=functools.partial(self.action, clock),
+        return self.register_device(
+            clock,
+            [
+                SimData(
+                    REG_ADDRESS, values=[self.unit, BAUD_9600, 0, 0], datatype=DataType.REGISTERS
+                )
+            ],
+            [SimData(REG_TEMPERATURE, values=[0, 0], datatype=DataType.REGISTERS)],
         )
 
     def on_write(self, address: int, values: list[int]) -> None:

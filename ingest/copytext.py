@@ -17,11 +17,26 @@ def _num(value: float | None) -> str:
     return NULL if value is None else repr(value)
 
 
+_BOOL = {None: NULL, True: "t", False: "f"}
+_VEHICLE_KEYS = frozenset(("latitude", "longitude", "speed_kmh", "door_open"))
+_VEHICLE_NULLS = f"\t{NULL}\t{NULL}\t{NULL}\t{NULL}"
+
+
+def _vehicle(r: ReadingDoc) -> str:
+    """The position and door columns of a vehicle unit's reading."""
+    return (
+        f"\t{_num(r.get('latitude'))}\t{_num(r.get('longitude'))}\t{_num(r.get('speed_kmh'))}"
+        f"\t{_BOOL[r.get('door_open')]}"
+    )
+
+
 def copy_lines(readings: list[ReadingDoc], gateway: str) -> list[str]:
     """One line per reading, in the column order of ``queries.READING_COLUMNS``."""
     return [
         f"{r['sensor']}\t{r['seq']}\t{r['ts'].isoformat()}\t{gateway}\t"
         f"{r.get('status', 'ok')}\t{r.get('clock', 'ok')}\t{_num(r.get('temperature_c'))}\t"
-        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}\n"
+        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}"
+        # A probe's reading (the usual case) has none of them: no call for it.
+        f"{_VEHICLE_NULLS if _VEHICLE_KEYS.isdisjoint(r) else _vehicle(r)}\n"
         for r in readings
     ]

@@ -341,7 +341,9 @@ class IngestWorker:
                     [
                         (topic, gateway, r["sensor"], r["seq"], r["ts"], r.get("status", "ok"),
                          r.get("clock", "ok"), r.get("temperature_c"), r.get("humidity_pct"),
-                         r.get("battery_pct"), f"unknown sensor {r['sensor']!r}")
+                         r.get("battery_pct"), r.get("latitude"), r.get("longitude"),
+                         r.get("speed_kmh"), r.get("door_open"),
+                         f"unknown sensor {r['sensor']!r}")
                         for topic, gateway, r in batch.quarantine
                     ],
                 )  # fmt: skip

@@ -8,12 +8,14 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
 
-# The earliest new reading of each sensor in the claimed batches: where judging must restart.
+# The earliest new reading of each probe in the claimed batches: where judging must restart.
+# (A vehicle's position unit and door contacts measure no temperature: nothing to judge.)
 BATCH_SENSORS = """
-SELECT sensor_id, min(ts) FROM readings
-WHERE batch_id = ANY(%(batches)s)
-GROUP BY sensor_id
-ORDER BY sensor_id
+SELECT r.sensor_id, min(r.ts) FROM readings r
+JOIN sensors s ON s.id = r.sensor_id AND s.kind = 'probe'
+WHERE r.batch_id = ANY(%(batches)s)
+GROUP BY r.sensor_id
+ORDER BY r.sensor_id
 """
 
 MAX_ALARM_DELAY_S = """

@@ -40,6 +40,7 @@ CHUNK = 25
 
 _SENSORS = """
 SELECT DISTINCT a.sensor_id FROM sensor_assignments a
+JOIN sensors s ON s.id = a.sensor_id AND s.kind = 'probe'
 WHERE a.valid && tstzrange(%(start)s, %(end)s)
   AND (%(sensors)s::text[] IS NULL OR a.sensor_id = ANY(%(sensors)s))
 ORDER BY 1

@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
+import pytest
 
-from coldtrail.demo import BLE_LOGGERS, DEMO_SHIPMENT, LOCATIONS, LOGGERS, POLL_S
+from coldtrail.demo import BLE_LOGGERS, DEMO_SHIPMENT, LOCATIONS, LOGGERS, POLL_S, TRUCK_UNITS
 from coldtrail.net import free_port
 from tests.conftest import wait_for
 from tests.test_cli import COLDTRAIL
@@ -62,13 +64,19 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         )
         headers = {"Authorization": f"Bearer {tok.json()['access_token']}"}
 
-        def all_reporting() -> list[dict[str, object]] | None:
-            sensors = httpx.get(f"{base}/live", headers=headers).json()["sensors"]
-            return sensors if all(s["latest"] for s in sensors) else None
+        def all_reporting() -> dict[str, Any] | None:
+            live: dict[str, Any] = httpx.get(f"{base}/live", headers=headers).json()
+            return live if all(s["latest"] for s in live["sensors"]) else None
 
-        sensors = wait_for(all_reporting, timeout=60, what="every demo logger in /live")
-        assert {s["sensor"] for s in sensors} == {lg[1] for lg in [*LOGGERS, *BLE_LOGGERS]}
+        live = wait_for(all_reporting, timeout=60, what="every demo device in /live")
+        sensors = live["sensors"]
+        devices = {lg[1] for lg in [*LOGGERS, *BLE_LOGGERS]} | {u[0] for u in TRUCK_UNITS}
+        assert {s["sensor"] for s in sensors} == devices
         assert all(s["state"] in ("ok", "excursion") for s in sensors)
+        (truck,) = live["vehicles"]
+        assert truck["position"]["latitude"] == pytest.approx(52.52, abs=0.05)
+        assert [len(c["doors"]) for c in truck["compartments"]] == [1, 1]
+        assert [s["id"] for s in truck["shipments"]] == [DEMO_SHIPMENT]
         lots = httpx.get(f"{base}/lots", headers=headers).json()
         assert {lot["lot_number"] for lot in lots} == {"INS-2611A", "INS-2612B", "GTS-0042"}
         shipment = httpx.get(f"{base}/shipments/{DEMO_SHIPMENT}", headers=headers).json()

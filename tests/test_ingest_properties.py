@@ -41,6 +41,10 @@ readings = st.fixed_dictionaries(
         "temperature_c": st.one_of(st.none(), st.floats(-300, 300), st.text(max_size=3)),
         "humidity_pct": st.one_of(st.none(), st.floats(-10, 110)),
         "battery_pct": st.one_of(st.none(), st.integers(-5, 105)),
+        "latitude": st.one_of(st.none(), st.floats(-100, 100)),
+        "longitude": st.one_of(st.none(), st.floats(-200, 200)),
+        "speed_kmh": st.one_of(st.none(), st.floats(-5, 500)),
+        "door_open": st.one_of(st.none(), st.booleans(), st.sampled_from([0, 1, 2, "true", "x"])),
         "status": st.sampled_from(["ok", "unavailable", "not_available", "broken"]),
         "clock": st.sampled_from(["ok", "unsynced", "implausible", "wrong"]),
         "extra": json_values,
@@ -107,9 +111,17 @@ def test_bulk_validation_accepts_exactly_what_the_reading_model_accepts(
     if model is not None:
         doc: ReadingDoc = docs[0]
         assert (doc["sensor"], doc["seq"], doc["ts"]) == (model.sensor, model.seq, model.ts)
-        for key in ("temperature_c", "humidity_pct", "battery_pct"):
+        for key in (
+            "temperature_c",
+            "humidity_pct",
+            "battery_pct",
+            "latitude",
+            "longitude",
+            "speed_kmh",
+        ):
             got, want = doc.get(key), getattr(model, key)
             assert got == want or (got is None and want is None) or math.isclose(got, want)  # type: ignore[arg-type]
+        assert doc.get("door_open") == model.door_open
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")

@@ -20,7 +20,7 @@ from coldtrail.edge.queue import MemoryQueue
 from coldtrail.edge.sequence import SequenceStore
 from coldtrail.edge.sources import SourceContext, create_source
 from coldtrail.errors import ConfigError
-from coldtrail.messages import Reading, ReadingStatus
+from coldtrail.messages import ClockState, Reading, ReadingStatus
 from coldtrail.sim.modbus_server import ModbusSimServer
 from coldtrail.sim.scenarios import CompressorFailure, Steady, parse_scenario
 from coldtrail.sim.xymd02 import REG_TEMP_OFFSET, SimulatedXYMD02
@@ -225,7 +225,7 @@ def test_every_shipped_profile_has_a_simulated_device_or_advert_fixtures() -> No
     for model in shipped_models():
         profile = load_profile(model)
         if profile.modbus is not None:
-            assert model in {case[0] for case in PROFILE_CASES}, model
+            assert model in {case[0] for case in PROFILE_CASES} | VEHICLE_PROFILES, model
         else:
             assert profile.ble is not None
             assert (fixtures / f"{profile.ble.format}.toml").is_file(), model
@@ -254,6 +254,60 @@ async def test_each_profile_reads_engineering_values_from_its_device(
     assert measurement.values["humidity_pct"] == pytest.approx(
         min(100.0, max(0.0, expected_rh)), abs=step / 2 + 1e-9
     )
+
+
+VEHICLE_PROFILES = {"gnss-modbus", "door-contact"}
+
+
+async def test_vehicle_profiles_read_position_speed_and_door_from_the_vehicles_bus(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    from coldtrail.sim.vehicle import Compartment, SimulatedVehicle, parse_event
+
+    # South and west of Greenwich: the signed 32-bit registers must come back negative.
+    vehicle = SimulatedVehicle(
+        "TRK-AR",
+        (Compartment("chilled", 5.0), Compartment("frozen", -20.0)),
+        clock.now(),
+        events=(parse_event("door-opening@600+120:frozen"), parse_event("power-loss@900+60")),
+        route=((-34.6037, -58.3816), (-34.9205, -57.9536)),
+    )
+    queue, seq = MemoryQueue(), SequenceStore(tmp_path / "seq.sqlite3")
+    async with ModbusSimServer(vehicle.devices(), clock) as server, SourceContext(clock) as ctx:
+
+        def coordinator(sensor: str, model: str, unit: int) -> DeviceCoordinator:
+            cfg = DeviceConfig(sensor=sensor, model=model, port=server.port, unit=unit)
+            source = create_source(cfg, load_profile(model), ctx)
+            return DeviceCoordinator(
+                cfg, source, queue, seq, clock, clock_check=lambda _: ClockState.OK
+            )
+
+        gps = coordinator("GPS-1", "gnss-modbus", vehicle.telematics.unit)
+        doors = [
+            coordinator(f"DOOR-{d.compartment}", "door-contact", d.unit) for d in vehicle.doors
+        ]
+        clock.advance(630)  # 10.5 minutes out, the frozen door open since 600 s
+        fix = vehicle.position(clock.now())
+        got = await gps.poll_once()
+        assert got.status is ReadingStatus.OK
+        assert got.latitude == pytest.approx(fix.lat, abs=1e-7)
+        assert got.longitude == pytest.approx(fix.lon, abs=1e-7)
+        assert got.latitude is not None
+        assert got.latitude < -34.6
+        assert got.speed_kmh == 0.0  # the driver stopped while the door is open
+        assert [(await d.poll_once()).door_open for d in doors] == [False, True]
+        clock.advance(300)  # no power at 930 s: the unit and the contacts are silent
+        silent = await gps.poll_once()
+        assert silent.status is ReadingStatus.UNAVAILABLE
+        assert (silent.latitude, silent.door_open) == (None, None)
+        clock.advance(120)
+        moving = await gps.poll_once()
+        assert moving.speed_kmh == 60.0
+        assert [(await d.poll_once()).door_open for d in doors] == [False, False]
+        for c in (gps, *doors):
+            await c.close()
+    seq.close()
+    assert len(queue) == 7  # every poll queued, the silent one too
 
 
 @pytest.mark.parametrize(

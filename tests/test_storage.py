@@ -111,7 +111,18 @@ def test_rollups_equal_aggregating_the_readings_late_and_repeated_ones_included(
 def test_existing_readings_move_into_partitions_and_rollups(empty_db_url: str) -> None:
     db.upgrade(empty_db_url, target=3)
     with psycopg.connect(empty_db_url) as conn:
-        make_site(conn, {"S1": "CR"})
+        # Master data as it was written at migration 3 (make_site writes today's columns).
+        conn.execute("INSERT INTO sites (id, name) VALUES ('s1', 'Test site')")
+        conn.execute(
+            "INSERT INTO locations (id, site_id, kind, name, temp_min_c, temp_max_c)"
+            " VALUES ('CR', 's1', 'cold_room', 'Cold room', 2, 8)"
+        )
+        conn.execute("INSERT INTO sensors (id, model, serial) VALUES ('S1', 'xy-md02', 'SN-S1')")
+        conn.execute(
+            "INSERT INTO sensor_assignments (sensor_id, location_id, valid)"
+            " VALUES ('S1', 'CR', tstzrange(%s, NULL))",
+            (T0,),
+        )
         batch = _store(conn, [("S1", n, T0 + timedelta(minutes=n), 5.0 + n) for n in range(1, 4)])
         conn.execute("UPDATE ingest_batches SET processed_at = now() WHERE id = %s", (batch,))
         conn.commit()

@@ -1,6 +1,7 @@
-"""A refrigerated vehicle's journey: two compartments, four probes on its RS-485 bus (RTU over
-a pty pair), its cellular link through a relay that loses the network, and every event of the
-timeline seen where it should be, on real Mosquitto and PostgreSQL."""
+"""A refrigerated vehicle's journey: two compartments, four probes, a GNSS unit and two door
+contacts on its RS-485 bus (RTU over a pty pair), its cellular link through a relay that loses
+the network, and every event of the timeline seen where it should be, on real Mosquitto and
+PostgreSQL, down to the API's live view of the vehicle."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from coldtrail.clock import ManualClock
 from coldtrail.edge.agent import EdgeAgent
 from coldtrail.edge.config import DeviceConfig, EdgeConfig
+from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.messages import ReadingStatus
 from coldtrail.mqtt import MqttOptions
+from coldtrail.rules.engine import RulesEngine
 from coldtrail.settings import MqttEndpoint
 from coldtrail.sim.modbus_server import ModbusRtuSimServer
 from coldtrail.sim.netcut import TcpRelay
@@ -24,12 +27,15 @@ from coldtrail.sim.serial_line import PtyNullModem
 from coldtrail.sim.vehicle import Compartment, Event, SimulatedVehicle, parse_event
 from tests.conftest import (
     MQTT_URL,
+    T0,
     RunningIngest,
+    api_client,
     async_wait_for,
     count_readings,
     ingest_worker,
     make_site,
     publishing,
+    token,
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -96,10 +102,27 @@ async def test_vehicle_journey_every_reading_arrives_and_each_event_shows_where_
     vehicle = _vehicle(clock)
     sensors = {p.name: f"V-{p.name.upper()}" for p in vehicle.probes}
     make_site(conn, {s: "TC" for s in sensors.values()})
+    # The vehicle's other devices: its GNSS unit, and a door contact on the chilled
+    # compartment (TC) and on the frozen one (TF).
+    upsert_location(
+        conn, Location("TF", "s1", "compartment", "Truck rear", -25.0, -15.0, parent_id="TRK")
+    )
+    upsert_sensor(conn, "V-GPS", "gnss-modbus", "IMEI-1", kind="position")
+    assign_sensor(conn, "V-GPS", "TRK", T0 - timedelta(days=1))
+    doors = {"chilled": ("V-DOOR-C", "TC"), "frozen": ("V-DOOR-F", "TF")}
+    for sensor, place in doors.values():
+        upsert_sensor(conn, sensor, "door-contact", f"SN-{sensor}", kind="door")
+        assign_sensor(conn, sensor, place, T0 - timedelta(days=1), "rear door")
+    conn.commit()
+    devices = [
+        *((sensors[p.name], "xy-md02", p.unit) for p in vehicle.probes),
+        ("V-GPS", "gnss-modbus", vehicle.telematics.unit),
+        *((doors[d.compartment][0], "door-contact", d.unit) for d in vehicle.doors),
+    ]
     broker = MqttEndpoint.parse(MQTT_URL)
     async with (
         PtyNullModem() as line,
-        ModbusRtuSimServer(vehicle.probes, clock, line),
+        ModbusRtuSimServer(vehicle.devices(), clock, line),
         TcpRelay(broker.host, broker.port) as relay,
     ):
         config = EdgeConfig(
@@ -110,15 +133,15 @@ async def test_vehicle_journey_every_reading_arrives_and_each_event_shows_where_
             publish_interval_s=0.05,
             devices=tuple(
                 DeviceConfig(
-                    sensor=sensors[p.name],
+                    sensor=sensor,
                     source="modbus-rtu",
-                    model="xy-md02",
+                    model=model,
                     serial_port=line.host_port,
-                    unit=p.unit,
+                    unit=unit,
                     timeout_s=0.2,
                     poll_interval_s=STEP_S,
                 )
-                for p in vehicle.probes
+                for sensor, model, unit in devices
             ),
         )
         via_relay = MqttOptions(
@@ -138,15 +161,16 @@ async def test_vehicle_journey_every_reading_arrives_and_each_event_shows_where_
                     agent.publisher.wake()
                     clock.advance(STEP_S)
                 relay.set_up(True)
-                total = len(vehicle.probes) * (JOURNEY_S // STEP_S)
+                total = len(devices) * (JOURNEY_S // STEP_S)
                 await async_wait_for(lambda: len(agent.queue) == 0, limit_s=30, what="backlog")
                 await async_wait_for(lambda: count_readings(conn) == total, what="all stored")
     assert relay.outages == 1
-    assert backlog >= len(vehicle.probes) * 1200 // STEP_S - 1  # held on the edge, then sent
+    assert backlog >= len(devices) * 1200 // STEP_S - 1  # held on the edge, then sent
 
     rows = conn.execute(
         "SELECT sensor_id, seq, ts, status::text, temperature_c FROM readings"
-        " ORDER BY sensor_id, seq"
+        " WHERE sensor_id = ANY(%s) ORDER BY sensor_id, seq",
+        (list(sensors.values()),),
     ).fetchall()
     by_sensor = {s: list(g) for s, g in itertools.groupby(rows, key=lambda r: r[0])}
     assert len(by_sensor) == 4
@@ -180,6 +204,59 @@ async def test_vehicle_journey_every_reading_arrives_and_each_event_shows_where_
     # One probe unplugged (3300-3600 s): only that one.
     assert at("chilled-2", 3300) == (ReadingStatus.UNAVAILABLE.value, None)
     assert at("chilled-1", 3300)[0] == ReadingStatus.OK.value
+
+    # The chilled door was open 600-720 s, the frozen one never; no power, no state.
+    door: dict[int, bool | None] = dict(
+        conn.execute(
+            "SELECT extract(epoch FROM ts - %s)::int, door_open FROM readings"
+            " WHERE sensor_id = 'V-DOOR-C'",
+            (vehicle.started_at,),
+        ).fetchall()
+    )
+    assert [t for t, is_open in door.items() if is_open] == [600, 660]
+    assert all(door[t] is None for t in range(2400, 3000, STEP_S))
+    assert not conn.execute(
+        "SELECT count(*) FILTER (WHERE door_open) FROM readings WHERE sensor_id = 'V-DOOR-F'"
+    ).fetchone()[0]  # type: ignore[index]
+    # The track: each fix where the vehicle was then, standing still without power.
+    track = conn.execute(
+        "SELECT ts, latitude, longitude, speed_kmh, status::text FROM readings"
+        " WHERE sensor_id = 'V-GPS' ORDER BY ts"
+    ).fetchall()
+    assert len(track) == JOURNEY_S // STEP_S
+    for ts, lat, lon, speed, status in track:
+        if not vehicle.powered(vehicle.elapsed(ts)):
+            assert (status, lat, lon, speed) == ("unavailable", None, None, None)
+            continue
+        fix = vehicle.position(ts)
+        assert (lat, lon, speed) == (
+            pytest.approx(fix.lat, abs=1e-7),
+            pytest.approx(fix.lon, abs=1e-7),
+            fix.speed_kmh,
+        )
+
+    # The rules judge the probes only: position and door readings hold no temperature, and
+    # are neither excursions nor gaps.
+    with psycopg.connect(db_url) as rules_conn:
+        RulesEngine(db_url).process_pending(rules_conn)
+    judged = conn.execute("SELECT DISTINCT sensor_id FROM excursions ORDER BY 1").fetchall()
+    assert {r[0] for r in judged} <= set(sensors.values())
+    assert conn.execute(
+        "SELECT count(*) FROM alarms WHERE sensor_id IN ('V-GPS', 'V-DOOR-C', 'V-DOOR-F')"
+    ).fetchone() == (0,)
+
+    # The live view: the vehicle where the last fix put it, both doors shut.
+    with api_client(db_url, clock) as client:
+        live = client.get("/api/v1/live", headers=token(client, "admin", "admin-password-123"))
+    assert live.status_code == 200, live.text
+    (truck,) = live.json()["vehicles"]
+    last = vehicle.position(track[-1][0])
+    assert truck["position"]["sensor"] == "V-GPS"
+    assert truck["position"]["latitude"] == pytest.approx(last.lat, abs=1e-7)
+    assert [(c["id"], [d["open"] for d in c["doors"]]) for c in truck["compartments"]] == [
+        ("TC", [False]),
+        ("TF", [False]),
+    ]
 
 
 def test_sim_vehicle_command_refuses_an_unknown_event() -> None:

@@ -55,6 +55,7 @@ FROM sensor_assignments a
 JOIN sensors s ON s.id = a.sensor_id
 JOIN locations l ON l.id = a.location_id
 WHERE a.location_id = ANY(%(locations)s) AND a.valid && tstzrange(%(start)s, %(end)s, '[)')
+  AND s.kind = 'probe'
 ORDER BY a.location_id, a.sensor_id, lower(a.valid)
 """
 

@@ -15,9 +15,18 @@ from typing import Any, Literal
 
 from coldtrail.errors import ConfigError
 
-Quantity = Literal["temperature_c", "humidity_pct", "battery_pct"]
+Quantity = Literal[
+    "temperature_c", "humidity_pct", "battery_pct", "latitude", "longitude", "speed_kmh",
+    "door_open",
+]  # fmt: skip
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
-_QUANTITIES = ("temperature_c", "humidity_pct", "battery_pct")
+_QUANTITIES = (
+    "temperature_c", "humidity_pct", "battery_pct", "latitude", "longitude", "speed_kmh",
+    "door_open",
+)  # fmt: skip
+SWITCHES = frozenset({"door_open"})
+"""Quantities that are a contact's state: any raw value but zero reads as true (1.0), whatever
+the module sends for it (1, 0xFF00)."""
 _WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
 
@@ -56,7 +65,9 @@ class ModbusMap:
         raw: float = struct.unpack(f"{order}{_STRUCT[point.type]}", raw_bytes)[0]
         if point.not_available is not None and raw == point.not_available:
             return None
-        return round(raw * point.scale + point.offset, 6)
+        if point.quantity in SWITCHES:
+            return 1.0 if raw else 0.0
+        return round(raw * point.scale + point.offset, 7)
 
 
 @dataclass(frozen=True)
