@@ -25,6 +25,7 @@ from coldtrail import __version__
 from coldtrail.api import (
     auth,
     erp_routes,
+    examples,
     masterdata_routes,
     models,
     record_routes,
@@ -32,6 +33,7 @@ from coldtrail.api import (
     stream_routes,
 )
 from coldtrail.api import queries as q
+from coldtrail.api.live import LiveSnapshots
 from coldtrail.api.stream import StreamHub
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
@@ -58,8 +60,13 @@ def live_params(
     now: datetime, stale_after_s: float = 300.0, site: str | None = None
 ) -> dict[str, Any]:
     """The parameters of :data:`coldtrail.api.queries.LIVE`."""
-    colours = Jsonb(models.STATE_COLOURS)
-    return {"now": now, "stale_s": stale_after_s, "colours": colours, "site": site}
+    return {
+        "now": now,
+        "stale_s": stale_after_s,
+        "colours": Jsonb(models.STATE_COLOURS),
+        "ranked": list(models.STATE_RANK),
+        "site": site,
+    }
 
 
 WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
@@ -79,6 +86,8 @@ class ApiConfig:
     topic_root: str = "coldtrail"
     stream_keepalive_s: float = 15.0
     """A comment line goes to a quiet stream this often, so proxies keep it open."""
+    live_max_age_s: float = 2.0
+    """A live document younger than this is served again instead of built anew (0: never)."""
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -86,7 +95,9 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     pool = ConnectionPool(
         config.database_url,
         min_size=1,
-        max_size=POOL_SIZE,
+        # Requests take at most POOL_SIZE (see slots); the one more is the live view's
+        # background build, so it never makes a request wait for a connection.
+        max_size=POOL_SIZE + 1,
         open=False,
         # Autocommit: each ERP call is its own transaction (erp.tx.acting), and a refused
         # signature's audit entry commits even though the request fails.
@@ -99,6 +110,18 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         },
     )
 
+    def live_document(conn: Conn, site: str | None, now: datetime) -> bytes:
+        row = conn.execute(q.LIVE, live_params(now, config.stale_after_s, site)).fetchone()
+        sensors, places, vehicles = row if row else ("[]", "[]", "[]")
+        head = json.dumps({"generated_at": now.isoformat()})[:-1]
+        body = f'{head}, "sensors": {sensors}, "locations": {places}, "vehicles": {vehicles}}}'
+        return body.encode()
+
+    def rebuild_live(site: str | None, now: datetime) -> bytes:
+        with pool.connection() as conn:  # the pool's one connection beyond the requests'
+            return live_document(conn, site, now)
+
+    snapshots = LiveSnapshots(clock, config.live_max_age_s, rebuild_live)
     hubs: list[StreamHub] = []  # the running one, while the app is up
 
     def hub() -> StreamHub | None:
@@ -121,6 +144,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             for running in hubs:
                 running.stop()
             hubs.clear()
+            snapshots.close()
             pool.close()
 
     app = FastAPI(
@@ -130,6 +154,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
     )
+    plain_openapi = app.openapi
+
+    def openapi_with_examples() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            examples.merge(plain_openapi(), examples.load())
+        return plain_openapi()
+
+    app.openapi = openapi_with_examples  # type: ignore[method-assign]
     oauth2 = OAuth2PasswordBearer(tokenUrl=f"{PREFIX}/auth/token", auto_error=False)
 
     @app.exception_handler(psycopg.OperationalError)
@@ -290,11 +322,18 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         _: Annotated[User, Depends(allow(ALL_ROLES))],
         site: Annotated[str | None, Query(max_length=64, description="one site only")] = None,
     ) -> Response:
-        now = clock.now()
-        row = conn.execute(q.LIVE, live_params(now, config.stale_after_s, site)).fetchone()
-        sensors = row[0] if row else "[]"
-        head = json.dumps({"generated_at": now.isoformat()})[:-1]
-        return Response(head + ', "sensors": ' + sensors + "}", media_type="application/json")
+        """Everything at once, as it is now: every sensor with its latest reading and state;
+        every location with the worst state of its probes and its doors; every vehicle with
+        its last known position, its compartments (state, doors) and shipments in transit.
+        Changes after this are pushed on `/stream`: open the stream first, then load this, and
+        apply what the stream brings that is newer than `generated_at`. A document is built at
+        most every `COLDTRAIL_LIVE_MAX_AGE_S` seconds (2) and served again until then, and
+        while the next is built in the background (unless it is over ten times that old);
+        the `Age` header says how old it is."""
+
+        body, built_at = snapshots.get(site, lambda now: live_document(conn, site, now))
+        age = max(0, int((clock.now() - built_at).total_seconds()))
+        return Response(body, media_type="application/json", headers={"Age": str(age)})
 
     @app.get(
         f"{PREFIX}/excursions",

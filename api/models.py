@@ -22,6 +22,10 @@ STATE_COLOURS: dict[str, Colour] = {
     "no_data": "grey",
     "unassigned": "grey",
 }
+STATE_RANK: tuple[LiveState, ...] = ("unassigned", "ok", "no_data", "offline", "unavailable",
+                                     "excursion")  # fmt: skip
+"""From least to most severe: a place shows its worst probe's state (``unassigned``: no probe
+is placed there)."""
 
 
 class Token(BaseModel):
@@ -61,10 +65,15 @@ class LatestReading(BaseModel):
     battery_pct: float | None
     gateway: str
     clock: str = Field(description="ok, or unsynced / implausible: the gateway's clock was off")
+    latitude: float | None = Field(default=None, description="position units only")
+    longitude: float | None = Field(default=None, description="position units only")
+    speed_kmh: float | None = Field(default=None, description="position units only")
+    door_open: bool | None = Field(default=None, description="door contacts only")
 
 
 class LiveSensor(BaseModel):
     sensor: str
+    kind: Literal["probe", "position", "door"]
     model: str
     serial: str
     calibration_due: date | None
@@ -80,9 +89,77 @@ class LiveSensor(BaseModel):
     open_excursion_since: datetime | None
 
 
+class LiveDoor(BaseModel):
+    sensor: str = Field(description="the door contact")
+    position: str = Field(description="where the contact is, e.g. 'rear door'")
+    state: LiveState = Field(description="the contact's own state, as a sensor's")
+    ts: datetime | None = Field(description="when the door's state was last read")
+    open: bool | None
+    open_since: datetime | None = Field(description="while open: the first reading of this opening")
+
+
+class LivePlace(BaseModel):
+    id: str
+    name: str
+    kind: str
+    site_id: str
+    parent_id: str | None
+    temp_min_c: float | None
+    temp_max_c: float | None
+    probes: int = Field(description="probes placed there now")
+    state: LiveState = Field(
+        description="its worst probe's state (a vehicle's: of its compartments' too); "
+        "unassigned when no probe is placed there"
+    )
+    colour: Colour
+    open_location_excursion_id: int | None
+    doors: list[LiveDoor]
+
+
+class LivePosition(BaseModel):
+    sensor: str = Field(description="the vehicle's GNSS unit")
+    state: LiveState = Field(description="the unit's own state: offline when it fell silent")
+    ts: datetime | None = Field(description="time of the last fix; None before any")
+    latitude: float | None
+    longitude: float | None
+    speed_kmh: float | None
+
+
+class LiveCompartment(BaseModel):
+    id: str
+    name: str
+    temp_min_c: float | None
+    temp_max_c: float | None
+    state: LiveState
+    colour: Colour
+    doors: list[LiveDoor]
+
+
+class LiveShipment(BaseModel):
+    id: str
+    destination: str
+    departed_at: datetime
+
+
+class LiveVehicle(BaseModel):
+    id: str
+    name: str
+    site_id: str
+    state: LiveState = Field(description="the worst of its compartments' probes")
+    colour: Colour
+    position: LivePosition | None = Field(
+        description="the last known position (kept while the unit is silent); None without a "
+        "GNSS unit placed in the vehicle"
+    )
+    compartments: list[LiveCompartment]
+    shipments: list[LiveShipment] = Field(description="shipments in transit on it")
+
+
 class Live(BaseModel):
     generated_at: datetime
     sensors: list[LiveSensor]
+    locations: list[LivePlace]
+    vehicles: list[LiveVehicle]
 
 
 class Excursion(BaseModel):
@@ -523,6 +600,12 @@ class LocationIn(BaseModel):
 class SensorIn(BaseModel):
     model: str = Field(min_length=1, max_length=64, description="logger profile name")
     serial: str = Field(min_length=1, max_length=128)
+    kind: Literal["probe", "position", "door"] = Field(
+        default="probe",
+        description="probe: temperature (and humidity), judged against the place's range; "
+        "position: a vehicle's GNSS unit, placed in a vehicle; door: a door contact, placed "
+        "in a compartment or a room",
+    )
 
     model_config = {"json_schema_extra": {"examples": [{"model": "xy-md02",
                                                         "serial": "XY2024-00817"}]}}  # fmt: skip

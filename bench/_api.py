@@ -35,10 +35,13 @@ class Api:
 
 @contextlib.contextmanager
 def running_api(
-    database_url: str, mqtt_url: str | None = None, topic_root: str = "coldtrail"
+    database_url: str,
+    mqtt_url: str | None = None,
+    topic_root: str = "coldtrail",
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Api]:
-    """Starts the API, waits until it answers (and its push stream is live, given a broker),
-    signs in as admin."""
+    """Starts the API (with ``settings``, more COLDTRAIL_* variables), waits until it answers
+    (and its push stream is live, given a broker), signs in as admin."""
     port = free_port()
     env = {
         **os.environ,
@@ -47,6 +50,7 @@ def running_api(
         "COLDTRAIL_SECRET_KEY": uuid.uuid4().hex * 2,
         "COLDTRAIL_ADMIN_PASSWORD": ADMIN_PW,
         "COLDTRAIL_API_BIND": f"127.0.0.1:{port}",
+        **(settings or {}),
     }
     env.pop("COLDTRAIL_MQTT_URL", None)
     if mqtt_url:

@@ -104,6 +104,7 @@ def api_config(settings: Settings) -> ApiConfig:
         else None,
         mqtt=mqtt_options(settings) if settings.mqtt_url else None,
         topic_root=settings.mqtt_topic_root,
+        live_max_age_s=settings.live_max_age_s,
     )
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.routing import APIRoute
 
-from coldtrail.api import models
+from coldtrail.api import examples, models
 from coldtrail.clock import ManualClock
 from coldtrail.erp.capa import NewCapa, Step, add_action, add_evidence, advance, open_capa
 from coldtrail.erp.holds import place_hold
-from coldtrail.erp.masterdata import Location, upsert_location
+from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.outbox import Destination, add_destination
 from coldtrail.erp.people import Role, create_user
@@ -28,6 +31,7 @@ from tests.conftest import (
     make_site,
     template_from,
     token,
+    wait_for,
 )
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -399,6 +403,135 @@ def test_live_view_shows_each_sensor_state_with_its_colour(client: Any, db_url: 
     assert [s["sensor"] for s in only["sensors"]] == ["L-QUIET"]
 
 
+UnitReading = tuple[str, int, Any, str, float | None, float | None, float | None, bool | None]
+
+
+def _store_unit_readings(conn: Conn, gateway: str, readings: list[UnitReading]) -> None:
+    """Readings (sensor, seq, ts, status, latitude, longitude, speed, door) as ingest stores
+    them, each sensor's newest one its latest."""
+    for sensor, seq, ts, status, lat, lon, speed, door in readings:
+        conn.execute(
+            "INSERT INTO readings (sensor_id, seq, ts, gateway, status, latitude, longitude,"
+            " speed_kmh, door_open, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 0)",
+            (sensor, seq, ts, gateway, status, lat, lon, speed, door),
+        )
+    conn.execute(
+        "INSERT INTO sensor_latest (sensor_id, seq, ts, received_at, gateway, status, clock,"
+        " latitude, longitude, speed_kmh, door_open)"
+        " SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, ts, gateway, status, clock,"
+        " latitude, longitude, speed_kmh, door_open FROM readings"
+        " WHERE sensor_id = ANY(%s) ORDER BY sensor_id, ts DESC",
+        (sorted({r[0] for r in readings}),),
+    )
+
+
+def test_live_view_shows_vehicles_with_last_known_position_doors_and_worst_state(
+    client: Any, db_url: str
+) -> None:
+    m = timedelta(minutes=1)
+    admin = _headers(client, Role.ADMIN)
+    # A GNSS unit and a door contact are sensors of their own kind, placed like probes.
+    for sensor, model, kind in (
+        ("GPS-1", "gnss-modbus", "position"),
+        ("DOOR-1", "door-contact", "door"),
+        ("P-TC", "xy-md02", "probe"),
+    ):
+        body = {"model": model, "serial": f"SN-{sensor}", "kind": kind}
+        assert client.put(f"/api/v1/sensors/{sensor}", json=body, headers=admin).status_code == 200
+
+    def place(sensor: str, location: str, position: str = "", since: int = 60) -> Any:
+        body = {
+            "location_id": location,
+            "since": (T0 - since * m).isoformat(),
+            "position": position,
+        }
+        return client.post(f"/api/v1/sensors/{sensor}/placements", json=body, headers=admin)
+
+    refused = place("GPS-1", "CR")
+    assert refused.status_code == 409
+    assert "position unit is placed in a vehicle" in refused.json()["detail"]
+    assert place("DOOR-1", "TRK").status_code == 409  # a vehicle's doors are its compartments'
+    assert (
+        client.put(
+            "/api/v1/sensors/GPS-1",
+            json={"model": "gnss-modbus", "serial": "SN-GPS-1"},
+            headers=admin,
+        ).status_code
+        == 409
+    )  # another kind of device is another sensor
+    for sensor, location, position in (("GPS-1", "TRK", "cab"), ("DOOR-1", "TC", "rear door"),
+                                       ("P-TC", "TC", "top")):  # fmt: skip
+        assert place(sensor, location, position).status_code == 201
+    # A refused move leaves the contact where it was, its placement still open.
+    assert place("DOOR-1", "TRK", since=30).status_code == 409
+    placed = client.get("/api/v1/sensors/DOOR-1", headers=admin).json()["placements"]
+    assert [(p["location_id"], p["until"]) for p in placed] == [("TC", None)]
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        readings = [
+            # The door: shut, then open twice; the second opening is the one still going.
+            ("DOOR-1", 1, T0 - 12 * m, "ok", None, None, None, False),
+            ("DOOR-1", 2, T0 - 10 * m, "ok", None, None, None, True),
+            ("DOOR-1", 3, T0 - 8 * m, "ok", None, None, None, False),
+            ("DOOR-1", 4, T0 - 6 * m, "ok", None, None, None, True),
+            ("DOOR-1", 5, T0 - 5 * m, "unavailable", None, None, None, None),
+            ("DOOR-1", 6, T0 - 1 * m, "ok", None, None, None, True),
+            # The GNSS unit: two fixes, then silent (no power): its last fix is kept.
+            ("GPS-1", 1, T0 - 6 * m, "ok", 31.2304, 121.4737, 55.0, None),
+            ("GPS-1", 2, T0 - 4 * m, "ok", 31.2401, 121.4650, 0.0, None),
+            ("GPS-1", 3, T0 - 1 * m, "unavailable", None, None, None, None),
+            ("P-TC", 1, T0 - 1 * m, "unavailable", None, None, None, None),
+        ]
+        _store_unit_readings(conn, "gw-t", readings)
+        conn.execute(
+            "INSERT INTO sensor_latest (sensor_id, seq, ts, received_at, gateway, status,"
+            " temperature_c) VALUES ('S1', 3, %s, %s, 'gw-1', 'ok', 9.0)",
+            (T0, T0),
+        )
+        conn.execute(
+            "INSERT INTO shipments (id, vehicle_id, origin_site, destination, state, departed_at,"
+            " arrived_at) VALUES ('SH-ON', 'TRK', 's1', 'City Hospital', 'in_transit', %s, NULL),"
+            " ('SH-DONE', 'TRK', 's1', 'Clinic', 'delivered', %s, %s)",
+            (T0 - 30 * m, T0 - 90 * m, T0 - 70 * m),
+        )
+    resp = client.get("/api/v1/live", headers=_headers(client, Role.LOGISTICS))
+    assert resp.status_code == 200
+    doc = models.Live.model_validate_json(resp.content)
+    (truck,) = doc.vehicles
+    assert (truck.id, truck.state, truck.colour) == ("TRK", "unavailable", "amber")  # P-TC's
+    assert truck.position is not None
+    assert truck.position.state == "unavailable"  # silent now ...
+    assert (truck.position.ts, truck.position.latitude, truck.position.longitude) == (
+        T0 - 4 * m, 31.2401, 121.4650,
+    )  # ... and where it was last seen  # fmt: skip
+    (front,) = truck.compartments
+    assert (front.id, front.state) == ("TC", "unavailable")
+    (contact,) = front.doors
+    assert (contact.sensor, contact.position, contact.open, contact.ts) == (
+        "DOOR-1",
+        "rear door",
+        True,
+        T0 - m,
+    )
+    assert contact.open_since == T0 - 6 * m  # not the first opening, closed at -8 min
+    shipments = [s.id for s in truck.shipments]
+    assert "SH-ON" in shipments  # the fixture's own shipment may be under way too
+    assert "SH-DONE" not in shipments
+    places = {p.id: p for p in doc.locations}
+    assert (places["CR"].state, places["CR"].colour, places["CR"].probes) == ("excursion", "red", 1)
+    assert places["CR"].open_location_excursion_id is None  # the fixture's is the truck's
+    assert places["TC"].open_location_excursion_id is not None
+    assert places["TC"].doors == front.doors
+    by_id = {s.sensor: s for s in doc.sensors}
+    assert by_id["GPS-1"].kind == "position"
+    assert by_id["DOOR-1"].latest is not None
+    assert by_id["DOOR-1"].latest.door_open is True
+    other = client.get(
+        "/api/v1/live", headers=_headers(client, Role.LOGISTICS), params={"site": "s-none"}
+    ).json()
+    assert (other["sensors"], other["locations"], other["vehicles"]) == ([], [], [])
+
+
 def test_token_expires_on_the_clock(client: Any, clock: ManualClock) -> None:
     headers = _headers(client, Role.QA)
     assert client.get("/api/v1/live", headers=headers).status_code == 200
@@ -593,3 +726,232 @@ def test_rules_refusals_are_4xx_with_a_reason(client: Any) -> None:
     naive = client.post("/api/v1/rules/replay", headers=qa,
                         json={"since": "2026-11-22T08:00:00", "until": SOON})  # fmt: skip
     assert naive.status_code == 422
+
+
+# -------------------------------------------------------------------- OpenAPI examples
+
+EXAMPLES_PATH = Path(examples.__file__).parent / examples.EXAMPLES_FILE
+# The record in the form its example is most use in (the matrix asks for CSV and PDF).
+EXAMPLE_REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/api/v1/shipments/{shipment_id}/record"): {"params": {"format": "json"}},
+    ("GET", "/api/v1/locations/{location_id}/record"): {
+        "params": {"from": "2026-11-22T08:00:00Z", "to": SOON, "format": "json"}
+    },
+    ("GET", "/api/v1/health"): {},
+    ("POST", "/api/v1/auth/token"): {"data": {"username": "qa1", "password": PASSWORD}},
+}
+TEXT_EXAMPLE_CHARS = 1500
+
+
+def _truck_on_the_road(conn: Conn) -> None:
+    """The fixture's truck with a GNSS unit and a door contact, for the live view's example."""
+    m = timedelta(minutes=1)
+    upsert_sensor(conn, "GPS-TRK", "gnss-modbus", "SN-GPS-TRK", kind="position")
+    assign_sensor(conn, "GPS-TRK", "TRK", T0 - 60 * m, "cab")
+    upsert_sensor(conn, "DOOR-TC", "door-contact", "SN-DOOR-TC", kind="door")
+    assign_sensor(conn, "DOOR-TC", "TC", T0 - 60 * m, "rear door")
+    _store_unit_readings(
+        conn,
+        "gw-trk",
+        [
+            ("GPS-TRK", 1, T0 - 2 * m, "ok", 31.2304, 121.4737, 48.5, None),
+            ("DOOR-TC", 1, T0 - 5 * m, "ok", None, None, None, False),
+            ("DOOR-TC", 2, T0 - 1 * m, "ok", None, None, None, True),
+        ],
+    )
+
+
+EXAMPLE_SETUP: dict[tuple[str, str], Callable[[Conn], None]] = {
+    ("GET", "/api/v1/live"): _truck_on_the_road,
+}
+
+
+def _record_example(client: Any, route: tuple[str, str]) -> dict[str, Any]:
+    method, path = route
+    given = EXAMPLE_REQUESTS[route] if route in EXAMPLE_REQUESTS else MATRIX[route][1]
+    kwargs = dict(given(Role.ADMIN) if callable(given) else given)
+    url = kwargs.pop("url", None) or path.format(**client.ids)
+    resp = client.request(method, url, headers=_headers(client, Role.ADMIN), **kwargs)
+    assert resp.status_code in (200, 201), f"{method} {url}: {resp.text}"
+    media = resp.headers["content-type"].split(";")[0]
+    example: dict[str, Any] = {"status": resp.status_code, "media_type": media}
+    if isinstance(kwargs.get("json"), dict):
+        example["request"] = kwargs["json"]
+    if media == "application/json":
+        example["response"] = resp.json()
+    elif media.startswith("text/"):
+        example["response"] = resp.text[:TEXT_EXAMPLE_CHARS]
+    return example  # a binary answer (a PDF, a photo) gets no example
+
+
+def _schema_errors(openapi: dict[str, Any], key: str, example: dict[str, Any]) -> list[str]:
+    """What in ``example`` breaks the schemas its operation documents."""
+    from jsonschema import Draft202012Validator
+
+    method, _, path = key.partition(" ")
+    operation = openapi["paths"][path][method.lower()]
+    found = []
+    checks = []
+    if "request" in example:
+        checks.append(("request", operation["requestBody"]["content"]["application/json"]))
+    if example["media_type"] == "application/json":
+        answer = operation["responses"][str(example["status"])]["content"]["application/json"]
+        checks.append(("response", answer))
+    for part, media in checks:
+        validator = Draft202012Validator({**media["schema"], "components": openapi["components"]})
+        found += [f"{key} {part}: {e.message}" for e in validator.iter_errors(example[part])]
+    return found
+
+
+def test_openapi_examples_are_recorded_answers_that_keep_to_their_schemas(
+    api_template: str, clock: ManualClock, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    """Every route's example is a real request and answer of the test fixture, each on a
+    fresh copy of it. ``COLDTRAIL_RECORD_EXAMPLES=1`` writes them to the file the OpenAPI
+    document takes them from; without it, the stored ones must cover every route and, like the
+    fresh ones, keep to the document's schemas."""
+    fresh: dict[str, Any] = {}
+    for route in sorted(set(MATRIX) | PUBLIC):
+        with (
+            database_from(api_template) as url,
+            api_client(url, clock, mqtt_options, topic_root) as c,
+        ):
+            if route in EXAMPLE_SETUP:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    EXAMPLE_SETUP[route](conn)
+            c.ids = IDS
+            fresh[f"{route[0]} {route[1]}"] = _record_example(c, route)
+    if os.environ.get("COLDTRAIL_RECORD_EXAMPLES") == "1":
+        EXAMPLES_PATH.write_text(json.dumps(fresh, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    stored = examples.load()
+    with database_from(api_template) as url, api_client(url, clock) as c:
+        openapi = c.get("/openapi.json").json()
+    assert sorted(stored) == sorted(fresh), "run with COLDTRAIL_RECORD_EXAMPLES=1 to record"
+    errors = [
+        e for k, ex in [*stored.items(), *fresh.items()] for e in _schema_errors(openapi, k, ex)
+    ]
+    assert errors == []
+    # The document carries them: each answer with JSON or text, each JSON request body.
+    for key, example in stored.items():
+        method, _, path = key.partition(" ")
+        operation = openapi["paths"][path][method.lower()]
+        if "response" in example:
+            answer = operation["responses"][str(example["status"])]["content"]
+            assert answer[example["media_type"]]["example"] == example["response"], key
+        if "request" in example:
+            body = operation["requestBody"]["content"]["application/json"]
+            assert "example" in body or "examples" in body["schema"], key
+
+
+def test_live_view_is_served_again_while_young_and_built_anew_after(
+    client: Any, db_url: str, clock: ManualClock
+) -> None:
+    headers = _headers(client, Role.LOGISTICS)
+
+    def latest_of_s1() -> tuple[Any, str, str]:
+        resp = client.get("/api/v1/live", headers=headers)
+        assert resp.status_code == 200
+        doc = resp.json()
+        (s1,) = [s for s in doc["sensors"] if s["sensor"] == "S1"]
+        return s1["latest"], doc["generated_at"], resp.headers["age"]
+
+    first, built, age = latest_of_s1()
+    assert (first, age) == (None, "0")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sensor_latest (sensor_id, seq, ts, received_at, gateway, status,"
+            " temperature_c) VALUES ('S1', 3, %s, %s, 'gw-1', 'ok', 9.0)",
+            (T0, T0),
+        )
+    clock.advance(1.5)
+    assert latest_of_s1() == (None, built, "1")  # the same document, and it says how old
+    other_site = client.get("/api/v1/live", headers=headers, params={"site": "s1"}).json()
+    assert [s["latest"]["seq"] for s in other_site["sensors"] if s["sensor"] == "S1"] == [3]
+    clock.advance(0.5)
+    # Too old now: served once more while the next is built in the background.
+    assert latest_of_s1() == (None, built, "2")
+
+    def rebuilt_one() -> tuple[Any, str, str] | None:
+        got = latest_of_s1()
+        return got if got[1] != built else None
+
+    now, rebuilt, age = wait_for(rebuilt_one, what="the document built in the background")
+    assert (now["seq"], age) == (3, "0")
+    assert rebuilt > built
+
+
+def test_live_snapshots_build_once_for_requests_that_arrive_together() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Event
+
+    from coldtrail.api.live import LiveSnapshots
+
+    clock = ManualClock(T0)
+    entered, release = Event(), Event()
+    builds: list[Any] = []
+
+    def build(now: Any) -> bytes:
+        builds.append(now)
+        entered.set()
+        release.wait(10)
+        return b"{}"
+
+    snapshots = LiveSnapshots(clock, max_age_s=2.0)
+    with ThreadPoolExecutor(5) as pool:
+        calls = [pool.submit(snapshots.get, None, build) for _ in range(5)]
+        assert entered.wait(10)
+        release.set()
+        answers = [c.result(10) for c in calls]
+    assert builds == [T0]
+    assert answers == [(b"{}", T0)] * 5
+    never = LiveSnapshots(clock, max_age_s=0)
+    for _ in range(2):
+        never.get(None, build)
+    assert len(builds) == 3  # max age 0: built for every call
+
+
+def test_live_snapshots_serve_the_kept_document_while_the_next_is_built() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Event
+
+    from coldtrail.api.live import LiveSnapshots
+
+    entered, release = Event(), Event()
+
+    def slow(name: bytes) -> Callable[..., bytes]:
+        def build(*_: Any) -> bytes:
+            entered.set()
+            release.wait(10)
+            return name
+
+        return build
+
+    # In the background (as the API runs it): the old one at once, the new one after.
+    clock = ManualClock(T0)
+    later = T0 + timedelta(seconds=3)
+    snapshots = LiveSnapshots(clock, max_age_s=2.0, rebuild=slow(b"second"))
+    assert snapshots.get(None, lambda now: b"first") == (b"first", T0)
+    clock.advance(3)
+    assert snapshots.get(None, lambda now: b"never") == (b"first", T0)  # no waiting
+    assert entered.wait(10)
+    assert snapshots.get(None, lambda now: b"never") == (b"first", T0)  # one build at a time
+    release.set()
+    snapshots.close()
+    assert snapshots.get(None, lambda now: b"never") == (b"second", later)
+    clock.advance(20)  # nobody asked for 20 s (10 times the maximum age): not served
+    assert snapshots.get(None, lambda now: b"third") == (b"third", later + timedelta(seconds=20))
+
+    # Without a background builder, the request that finds it old builds; the others
+    # meanwhile get the kept one.
+    entered.clear()
+    release.clear()
+    clock = ManualClock(T0)
+    snapshots = LiveSnapshots(clock, max_age_s=2.0)
+    snapshots.get(None, lambda now: b"first")
+    clock.advance(3)
+    with ThreadPoolExecutor(1) as pool:
+        rebuilding = pool.submit(snapshots.get, None, slow(b"second"))
+        assert entered.wait(10)
+        assert snapshots.get(None, lambda now: b"never") == (b"first", T0)
+        release.set()
+        assert rebuilding.result(10) == (b"second", later)
