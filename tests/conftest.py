@@ -37,7 +37,7 @@ from coldtrail.erp.people import Role, User, create_user
 from coldtrail.erp.products import Product, Profile, upsert_product, upsert_profile
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
-from coldtrail.net import free_port
+from coldtrail.net import free_port, listening_socket
 from coldtrail.settings import MqttEndpoint
 
 PG_URL = os.environ.get("COLDTRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -270,15 +270,15 @@ class RunningApi:
     def __init__(self, app: Any) -> None:
         import uvicorn
 
-        self.port = free_port()
+        self._socket = listening_socket()
+        self.port = int(self._socket.getsockname()[1])
         self.app = app
         self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                timeout_graceful_shutdown=2,
-            )
-        )  # fmt: skip
-        self._thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+            uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        )
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, name="api", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -292,6 +292,7 @@ class RunningApi:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self._thread.join(15)
+        self._socket.close()
 
 
 def token(client: Any, username: str, password: str) -> dict[str, str]:
