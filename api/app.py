@@ -5,7 +5,6 @@ inside create_app at run time.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +17,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
@@ -33,7 +31,7 @@ from coldtrail.api import (
     stream_routes,
 )
 from coldtrail.api import queries as q
-from coldtrail.api.live import LiveSnapshots
+from coldtrail.api.live import LiveBuilder, LiveSnapshots
 from coldtrail.api.stream import StreamHub
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
@@ -54,19 +52,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 ALL_ROLES = frozenset(Role)
 POOL_SIZE = 8
-
-
-def live_params(
-    now: datetime, stale_after_s: float = 300.0, site: str | None = None
-) -> dict[str, Any]:
-    """The parameters of :data:`coldtrail.api.queries.LIVE`."""
-    return {
-        "now": now,
-        "stale_s": stale_after_s,
-        "colours": Jsonb(models.STATE_COLOURS),
-        "ranked": list(models.STATE_RANK),
-        "site": site,
-    }
 
 
 WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
@@ -110,16 +95,11 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         },
     )
 
-    def live_document(conn: Conn, site: str | None, now: datetime) -> bytes:
-        row = conn.execute(q.LIVE, live_params(now, config.stale_after_s, site)).fetchone()
-        sensors, places, vehicles = row if row else ("[]", "[]", "[]")
-        head = json.dumps({"generated_at": now.isoformat()})[:-1]
-        body = f'{head}, "sensors": {sensors}, "locations": {places}, "vehicles": {vehicles}}}'
-        return body.encode()
+    live_builder = LiveBuilder(config.stale_after_s)
 
     def rebuild_live(site: str | None, now: datetime) -> bytes:
         with pool.connection() as conn:  # the pool's one connection beyond the requests'
-            return live_document(conn, site, now)
+            return live_builder.build(conn, site, now)
 
     snapshots = LiveSnapshots(clock, config.live_max_age_s, rebuild_live)
     hubs: list[StreamHub] = []  # the running one, while the app is up
@@ -331,7 +311,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         while the next is built in the background (unless it is over ten times that old);
         the `Age` header says how old it is."""
 
-        body, built_at = snapshots.get(site, lambda now: live_document(conn, site, now))
+        body, built_at = snapshots.get(site, lambda now: live_builder.build(conn, site, now))
         age = max(0, int((clock.now() - built_at).total_seconds()))
         return Response(body, media_type="application/json", headers={"Age": str(age)})
 

@@ -10,15 +10,28 @@
 # vehicle's position is its GNSS unit's last fix, kept when the unit falls silent (the last
 # known position is what logistics needs then); a door's is its contact's last state, and
 # since when it has been open.
-LIVE = """
-WITH sensor AS MATERIALIZED (
+#
+# Most of a build's cost is each sensor's JSON, and most sensors are as they were two seconds
+# ago. So the document is built in two queries (coldtrail.api.live.LiveBuilder): LIVE_FRAME
+# gives the sensors in order with a key each, and the places and vehicles; LIVE_SENSORS
+# gives the JSON of the sensors whose key the builder has not seen (LIVE_SITE_SENSORS: of all
+# of them, for the first build). The key is made of the xmin of every row the sensor's JSON
+# reads (PostgreSQL gives each new version of a row a new xmin, so any change to it changes
+# the key) and of what depends on the time alone (the state, whether calibration is overdue).
+_LIVE_SENSOR_ROWS = """
+sensor AS MATERIALIZED (
   -- Values, not JSON: kept narrow, the rows stay in memory (a JSON document per row would
   -- spill to disk at 10 000 sensors).
   SELECT s.id, s.kind, s.model, s.serial, s.calibration_due, l.site_id AS site, l.id AS loc,
          l.name AS loc_name, l.kind AS loc_kind, l.parent_id, l.temp_min_c, l.temp_max_c,
          a.position, sl.seq, sl.ts, sl.received_at, sl.status, sl.temperature_c,
          sl.humidity_pct, sl.battery_pct, sl.gateway, sl.clock, sl.latitude, sl.longitude,
-         sl.speed_kmh, sl.door_open, e.id AS excursion, e.started_at AS excursion_since, st.state
+         sl.speed_kmh, sl.door_open, e.id AS excursion, e.started_at AS excursion_since,
+         st.state, ov.overdue,
+         -- Fields in a fixed order, the one free text (the place's id) last: two keys are
+         -- equal only if every field is.
+         concat(s.xmin, '|', a.xmin, '|', l.xmin, '|', sl.xmin, '|', e.id, '|', e.xmin, '|',
+                st.state, '|', ov.overdue, '|', l.id) AS key
   FROM sensors s
   LEFT JOIN sensor_assignments a ON a.sensor_id = s.id AND a.valid @> %(now)s::timestamptz
   LEFT JOIN locations l ON l.id = a.location_id
@@ -31,8 +44,17 @@ WITH sensor AS MATERIALIZED (
       WHEN %(now)s::timestamptz - sl.ts > make_interval(secs => %(stale_s)s) THEN 'offline'
       WHEN sl.status <> 'ok' THEN 'unavailable'
       ELSE 'ok' END AS state) st
-  WHERE %(site)s::text IS NULL OR l.site_id = %(site)s
-), own AS (
+  CROSS JOIN LATERAL (SELECT coalesce(
+      s.calibration_due < (%(now)s AT TIME ZONE 'UTC')::date, false) AS overdue) ov
+  WHERE /* which sensors */
+)"""
+
+_SENSORS_OF_SITE = _LIVE_SENSOR_ROWS.replace(
+    "/* which sensors */", "%(site)s::text IS NULL OR l.site_id = %(site)s"
+)
+_SENSORS_BY_ID = _LIVE_SENSOR_ROWS.replace("/* which sensors */", "s.id = ANY(%(ids)s::text[])")
+
+LIVE_FRAME = f"""WITH{_SENSORS_OF_SITE}, own AS (
   SELECT loc, max(array_position(%(ranked)s::text[], state)) AS rank, count(*) AS probes
   FROM sensor WHERE kind = 'probe' AND loc IS NOT NULL GROUP BY loc
 ), place AS MATERIALIZED (
@@ -71,31 +93,10 @@ WITH sensor AS MATERIALIZED (
   WHERE p.kind = 'position' AND p.loc IS NOT NULL
 )
 SELECT
-  (SELECT coalesce(json_agg(json_build_object(
-      'sensor', s.id, 'kind', s.kind, 'model', s.model, 'serial', s.serial,
-      'calibration_due', s.calibration_due,
-      'calibration_overdue',
-        coalesce(s.calibration_due < (%(now)s AT TIME ZONE 'UTC')::date, false),
-      'location', CASE WHEN s.loc IS NOT NULL THEN json_build_object(
-          'id', s.loc, 'name', s.loc_name, 'kind', s.loc_kind, 'site_id', s.site,
-          'parent_id', s.parent_id, 'position', s.position,
-          'temp_min_c', s.temp_min_c, 'temp_max_c', s.temp_max_c) END,
-      'latest', CASE WHEN s.seq IS NULL THEN NULL
-        WHEN s.kind = 'probe' THEN json_build_object(
-          'seq', s.seq, 'ts', s.ts, 'received_at', s.received_at, 'status', s.status,
-          'temperature_c', s.temperature_c, 'humidity_pct', s.humidity_pct,
-          'battery_pct', s.battery_pct, 'gateway', s.gateway, 'clock', s.clock)
-        ELSE json_build_object(
-          'seq', s.seq, 'ts', s.ts, 'received_at', s.received_at, 'status', s.status,
-          'temperature_c', s.temperature_c, 'humidity_pct', s.humidity_pct,
-          'battery_pct', s.battery_pct, 'gateway', s.gateway, 'clock', s.clock,
-          'latitude', s.latitude, 'longitude', s.longitude, 'speed_kmh', s.speed_kmh,
-          'door_open', s.door_open) END,
-      'state', s.state,
-      'colour', %(colours)s::jsonb ->> s.state,
-      'open_excursion_id', s.excursion,
-      'open_excursion_since', s.excursion_since)
-    ORDER BY s.site COLLATE "C", s.loc COLLATE "C", s.id COLLATE "C"), '[]') FROM sensor s)::text,
+  -- [[id, key], ...] in the document's order: one aggregate, one sort.
+  (SELECT coalesce(array_agg(ARRAY[s.id, s.key]
+                             ORDER BY s.site COLLATE "C", s.loc COLLATE "C", s.id COLLATE "C"),
+                   ARRAY[]::text[]) FROM sensor s),
   (SELECT coalesce(json_agg(json_build_object(
       'id', l.id, 'name', l.name, 'kind', l.kind, 'site_id', l.site_id,
       'parent_id', l.parent_id, 'temp_min_c', l.temp_min_c, 'temp_max_c', l.temp_max_c,
@@ -123,7 +124,37 @@ SELECT
           FROM shipments sh WHERE sh.vehicle_id = v.id AND sh.state = 'in_transit'), '[]'))
     ORDER BY v.site_id COLLATE "C", v.id COLLATE "C"), '[]')
    FROM place v WHERE v.kind = 'vehicle')::text
+"""  # noqa: S608 - constant SQL pieces
+
+_SENSOR_JSON = """
+SELECT s.id, s.key, json_build_object(
+    'sensor', s.id, 'kind', s.kind, 'model', s.model, 'serial', s.serial,
+    'calibration_due', s.calibration_due, 'calibration_overdue', s.overdue,
+    'location', CASE WHEN s.loc IS NOT NULL THEN json_build_object(
+        'id', s.loc, 'name', s.loc_name, 'kind', s.loc_kind, 'site_id', s.site,
+        'parent_id', s.parent_id, 'position', s.position,
+        'temp_min_c', s.temp_min_c, 'temp_max_c', s.temp_max_c) END,
+    'latest', CASE WHEN s.seq IS NULL THEN NULL
+      WHEN s.kind = 'probe' THEN json_build_object(
+        'seq', s.seq, 'ts', s.ts, 'received_at', s.received_at, 'status', s.status,
+        'temperature_c', s.temperature_c, 'humidity_pct', s.humidity_pct,
+        'battery_pct', s.battery_pct, 'gateway', s.gateway, 'clock', s.clock)
+      ELSE json_build_object(
+        'seq', s.seq, 'ts', s.ts, 'received_at', s.received_at, 'status', s.status,
+        'temperature_c', s.temperature_c, 'humidity_pct', s.humidity_pct,
+        'battery_pct', s.battery_pct, 'gateway', s.gateway, 'clock', s.clock,
+        'latitude', s.latitude, 'longitude', s.longitude, 'speed_kmh', s.speed_kmh,
+        'door_open', s.door_open) END,
+    'state', s.state,
+    'colour', %(colours)s::jsonb ->> s.state,
+    'open_excursion_id', s.excursion,
+    'open_excursion_since', s.excursion_since)::text
+FROM sensor s
 """
+LIVE_SENSORS = f"WITH{_SENSORS_BY_ID}{_SENSOR_JSON}"
+# Every sensor of the site filter: for a build that needs most of them (the first), cheaper
+# than passing them all by id.
+LIVE_SITE_SENSORS = f"WITH{_SENSORS_OF_SITE}{_SENSOR_JSON}"
 
 EXCURSION_COLUMNS = """e.id, e.sensor_id, e.location_id, l.name, e.started_at, e.ended_at,
 e.limit_min_c, e.limit_max_c, e.min_c, e.max_c, e.detected_at, e.acknowledged_by,

@@ -1,10 +1,11 @@
 """Read paths of the record: the live view's latest value for 10 000 sensors, and one sensor's
 30 days at 1-minute resolution (43 200 readings), among other sensors' readings.
 
-Uses the API's own live query and a plain range read of readings (partitioned by month), on
-the local PostgreSQL in a database it creates and drops. Each query runs 20 times after a
-warm-up; the median and the slowest are printed. Reference: the same live query's cost per
-sensor over a 1 000-sensor fleet (ratio = per-sensor cost at 10 000 / at 1 000: 1.0 is linear).
+Uses the API's own live view builder, building from nothing (a new ``LiveBuilder`` each
+time: the first build after start), and a plain range read of readings (partitioned by
+month), on the local PostgreSQL in databases it creates and drops. Each runs 20 times after a
+warm-up; the median is printed. Reference: the same build's cost per sensor over a 1 000-sensor
+fleet in a database of its own (ratio = per-sensor cost at 10 000 / at 1 000: 1.0 is linear).
 
     .venv/bin/python -m bench.query [--sensors 10000] [--background 500000]
 """
@@ -16,7 +17,6 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ import psycopg
 
 from bench._db import drop_database, make_database
 from coldtrail.api import queries as api_q
-from coldtrail.api.app import live_params
+from coldtrail.api.live import LiveBuilder, live_params
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -47,7 +47,6 @@ def _timed(
     conn: psycopg.Connection[Any],
     query: str,
     params: dict[str, Any],
-    count: Callable[[list[Any]], int] = len,
 ) -> tuple[float, int]:
     conn.execute(query, params).fetchall()  # warm-up
     runs = []
@@ -56,12 +55,25 @@ def _timed(
         start = time.perf_counter()
         rows = conn.execute(query, params).fetchall()
         runs.append(time.perf_counter() - start)
-    return statistics.median(runs) * 1000, count(rows)
+    return statistics.median(runs) * 1000, len(rows)
 
 
-def _sensors(rows: list[Any]) -> int:
-    """The live query answers one JSON document; it counts its sensors."""
-    return len(json.loads(rows[0][0]))
+def _live_from_nothing(url: str) -> tuple[float, float, int]:
+    """Median ms of a build from nothing, in the client and in the database (its two queries
+    under EXPLAIN ANALYZE), and the number of sensors in the document."""
+    with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
+        doc = LiveBuilder().build(conn, None, NOW)  # warm-up
+        runs = []
+        for _ in range(20):
+            start = time.perf_counter()
+            LiveBuilder().build(conn, None, NOW)
+            runs.append(time.perf_counter() - start)
+        params = live_params(NOW)
+        # The two queries of a build from nothing (it asks for every sensor's JSON).
+        in_db = _server_ms(conn, api_q.LIVE_FRAME, params) + _server_ms(
+            conn, api_q.LIVE_SITE_SENSORS, params
+        )
+    return statistics.median(runs) * 1000, in_db, len(json.loads(doc)["sensors"])
 
 
 def _fill(url: str, sensors: int, background: int) -> None:
@@ -103,30 +115,27 @@ def main() -> None:
     p.add_argument("--background", type=int, default=500_000)
     args = p.parse_args()
     name = f"bench_query_{os.getpid()}"
+    small = f"bench_query_small_{os.getpid()}"
     url = make_database(name)
+    small_url = make_database(small)
     try:
         _fill(url, args.sensors, args.background)
+        _fill(small_url, 1000, 0)
+        live_ms, live_db, live_rows = _live_from_nothing(url)
+        small_ms, _, small_rows = _live_from_nothing(small_url)
         with psycopg.connect(url) as conn:
-            live_ms, live_rows = _timed(conn, api_q.LIVE, live_params(NOW), _sensors)
-            series_ms, series_rows = _timed(
-                conn,
-                SERIES,
-                {"sensor": "S00000", "start": NOW - timedelta(days=30), "end": NOW + timedelta(1)},
-            )
-            first_1000 = "FROM (SELECT * FROM sensors ORDER BY id LIMIT 1000) s"
-            small_ms, small_rows = _timed(
-                conn, api_q.LIVE.replace("FROM sensors s", first_1000), live_params(NOW), _sensors
-            )
-            live_db = _server_ms(conn, api_q.LIVE, live_params(NOW))
-            series_db = _server_ms(
-                conn,
-                SERIES,
-                {"sensor": "S00000", "start": NOW - timedelta(days=30), "end": NOW + timedelta(1)},
-            )
+            series = {
+                "sensor": "S00000",
+                "start": NOW - timedelta(days=30),
+                "end": NOW + timedelta(1),
+            }
+            series_ms, series_rows = _timed(conn, SERIES, series)
+            series_db = _server_ms(conn, SERIES, series)
     finally:
         drop_database(name)
+        drop_database(small)
     print(
-        f"live view, {live_rows} sensors: median {live_ms:.1f} ms in the client, "
+        f"live view from nothing, {live_rows} sensors: median {live_ms:.1f} ms in the client, "
         f"{live_db:.1f} ms in the database ({small_rows} sensors: {small_ms:.1f} ms)"
     )
     print(
