@@ -23,8 +23,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as paho
 import psycopg
@@ -193,12 +193,43 @@ class WebhookSink:
         return None
 
 
+MQTT_PROTOCOLS: dict[str, Literal["5", "3.1.1"]] = {"5": "5", "3.1.1": "3.1.1"}
+
+
+def _published(info: paho.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged it; paho raises, rather than answering no, for a
+    message it could not send (not connected)."""
+    try:
+        return info.is_published()
+    except RuntimeError:
+        return False
+
+
 class MqttSink:
-    """QoS 1 publish to ``coldtrail/v1/events/<kind, dots as slashes>``; delivered on PUBACK."""
+    """QoS 1 publish to ``coldtrail/v1/events/<kind, dots as slashes>``; delivered on PUBACK.
+
+    MQTT 5 unless the URL says ``?protocol=3.1.1`` (a broker without MQTT 5). MQTT 5 is the
+    default because its PUBACK carries a reason code: a broker that refuses the publish (its
+    ACL) says so, where a 3.1.1 broker acknowledges and drops it.
+    """
 
     def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
-        self._options = MqttOptions(MqttEndpoint.parse(destination.url))
-        root = urlsplit(destination.url).path.strip("/")
+        parts = urlsplit(destination.url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"protocol"})
+        if unknown:
+            raise ConfigError(
+                f"MQTT destination URL: unknown parameters {unknown}; known: protocol"
+            )
+        asked = query.get("protocol", ["5"])
+        protocol = MQTT_PROTOCOLS.get(asked[-1]) if len(asked) == 1 else None
+        if protocol is None:
+            raise ConfigError(
+                f"MQTT destination URL: protocol must be one of {sorted(MQTT_PROTOCOLS)}, "
+                f"got {asked}"
+            )
+        self._options = MqttOptions(MqttEndpoint.parse(destination.url), protocol=protocol)
+        root = parts.path.strip("/")
         if root and not re.fullmatch(TOPIC_ROOT_PATTERN, root):
             raise ConfigError(f"MQTT destination topic root {root!r} is not a plain topic level")
         self._topics = f"{root}/v1/events" if root else EVENT_TOPIC_ROOT
@@ -224,10 +255,10 @@ class MqttSink:
             deadline = time.monotonic() + self._timeout_s
             for n, info in enumerate(sent):
                 info.wait_for_publish(max(deadline - time.monotonic(), 0.0))
-                if not info.is_published():
+                if not _published(info):
                     raise DeliveryError(f"no PUBACK within {self._timeout_s} s", delivered=n)
         except (TransportError, RuntimeError, ValueError, OSError) as exc:
-            done = next((n for n, i in enumerate(sent) if not i.is_published()), len(sent))
+            done = next((n for n, i in enumerate(sent) if not _published(i)), len(sent))
             raise DeliveryError(f"MQTT publish failed: {exc}", delivered=done) from exc
 
     def close(self) -> None:

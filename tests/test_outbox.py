@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -16,8 +18,10 @@ import pytest
 from coldtrail.clock import ManualClock
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.outbox import (
+    DeliveryError,
     Destination,
     Event,
+    MqttSink,
     OutboxDispatcher,
     WebhookSink,
     add_destination,
@@ -26,8 +30,11 @@ from coldtrail.erp.outbox import (
     verify_webhook,
 )
 from coldtrail.erp.products import register_lot
+from coldtrail.errors import RuleViolation
 from coldtrail.mqtt import MqttOptions, connect, make_client
+from coldtrail.net import free_port
 from coldtrail.retry import Backoff
+from coldtrail.settings import MqttEndpoint
 from tests.conftest import GTIN, T0, make_erp, wait_for
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -280,3 +287,84 @@ def test_events_reach_mqtt_on_the_events_topic(
         client.disconnect()
         client.loop_stop()
     assert mine == ["coldtrail/v1/events/hold/placed"]
+
+
+@pytest.fixture
+def broker_without_mqtt5() -> Iterator[str]:
+    """The broker the demo embeds (amqtt), which speaks MQTT 3.1.1 only, on a loop of its own."""
+    from coldtrail.demo import _embedded_broker
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="amqtt", daemon=True)
+    thread.start()
+    port = free_port()
+    broker = asyncio.run_coroutine_threadsafe(_embedded_broker(port), loop).result(30)
+    try:
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def _event(n: int) -> Event:
+    return Event(n, uuid.uuid4(), "hold.placed", f"lot/{n}", {"n": n}, T0)
+
+
+def test_events_reach_a_broker_without_mqtt5_when_the_url_says_3_1_1(
+    broker_without_mqtt5: str, clock: ManualClock
+) -> None:
+    url = f"{broker_without_mqtt5}/fleet2?protocol=3.1.1"
+    options = MqttOptions(endpoint=MqttEndpoint.parse(broker_without_mqtt5), protocol="3.1.1")
+    got: list[dict[str, Any]] = []
+    subscribed = threading.Event()
+    client = make_client(options, f"sub-{uuid.uuid4().hex[:8]}", persistent=False)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    connect(client, options, persistent=False)
+    client.loop_start()
+    sink = MqttSink(Destination("demo", "mqtt", url), clock, timeout_s=10)
+    try:
+        client.subscribe("fleet2/v1/events/#", qos=1)
+        assert subscribed.wait(10)
+        events = [_event(1), _event(2)]
+        sink.deliver(events)  # returns once both are acknowledged
+        wait_for(lambda: len(got) == 2, what="both events on the broker")
+    finally:
+        sink.close()
+        client.disconnect()
+        client.loop_stop()
+    assert [doc["id"] for doc in got] == [str(e.event_id) for e in events]
+
+
+def test_a_broker_refusing_the_protocol_is_a_delivery_error_every_time(
+    broker_without_mqtt5: str, clock: ManualClock
+) -> None:
+    """MQTT 5 (the default) to a 3.1.1 broker: it drops the connection. The first try waits
+    for a PUBACK in vain; the next finds the client disconnected, which paho reports by
+    raising from the very check made while handling the first error. Both must come out as
+    a DeliveryError, which the dispatcher retries, never as an exception that ends it."""
+    sink = MqttSink(Destination("demo", "mqtt", broker_without_mqtt5), clock, timeout_s=1)
+    try:
+        for n in range(3):
+            with pytest.raises(DeliveryError) as failed:
+                sink.deliver([_event(n)])
+            assert failed.value.delivered == 0
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("?protocol=4", "protocol must be one of"),
+        ("?protocol=5&protocol=3.1.1", "protocol must be one of"),
+        ("?qos=2", "unknown parameters ['qos']"),
+    ],
+)
+def test_an_mqtt_destination_with_a_bad_parameter_is_refused(
+    conn: Conn, query: str, reason: str
+) -> None:
+    with pytest.raises(RuleViolation, match=re.escape(reason)):
+        add_destination(conn, "admin", Destination("bus", "mqtt", f"mqtt://127.0.0.1{query}"))
