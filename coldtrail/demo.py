@@ -309,6 +309,9 @@ async def _embedded_broker(port: int) -> Any:
 async def run_demo(
     settings: Settings, data_dir: Path, stop: asyncio.Event, duration: float | None = None
 ) -> None:
+    # Absolute: the edge configs written there name files beside them, and a relative name
+    # in a config is read relative to the config's folder.
+    data_dir = await asyncio.to_thread(data_dir.absolute)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     clock = SystemClock()
     overrides: dict[str, Any] = {}
@@ -343,7 +346,11 @@ async def run_demo(
         ensure_admin(conn, admin_password)
         # Alarms, excursions and holds go to the broker too, so the API's push stream has
         # them (the embedded broker's port is new each run: the destination follows it).
-        events_url = f"{str(settings.mqtt_url).rstrip('/')}/{settings.mqtt_topic_root}"
+        # The protocol the demo's services use there (the embedded broker has no MQTT 5).
+        events_url = (
+            f"{str(settings.mqtt_url).rstrip('/')}/{settings.mqtt_topic_root}"
+            f"?protocol={settings.mqtt_protocol}"
+        )
         add_destination(conn, "demo", Destination("broker", "mqtt", events_url))
         conn.commit()
         works = authenticate(conn, "admin", admin_password) is not None

@@ -35,6 +35,7 @@ def test_demo_excursion_starts_within_two_minutes() -> None:
 
 
 def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """As the README runs it: no --data-dir (the default, a relative folder)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
     env |= {
@@ -42,7 +43,8 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "COLDTRAIL_ADMIN_PASSWORD": "demo-admin-password",
     }
     proc = subprocess.Popen(
-        [COLDTRAIL, "demo", "--data-dir", str(tmp_path / "demo")],
+        [COLDTRAIL, "demo"],
+        cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -83,9 +85,15 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert shipment["shipment"]["state"] == "in_transit"
         assert [lot["aboard"] for lot in shipment["lots"]] == ["40", "40"]
         assert httpx.get(f"{base}/audit/verify", headers=headers).json()["ok"] is True
+        # Its events go to its own broker, which has no MQTT 5 (tests/test_outbox.py shows
+        # the sink delivering to it so).
+        (dest,) = httpx.get(f"{base}/outbox/destinations", headers=headers).json()
+        assert dest["url"].endswith("/coldtrail?protocol=3.1.1")
+        assert httpx.get(f"{base}/outbox/dead", headers=headers).json() == []
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert "demo stopped" in output
+    assert (tmp_path / ".coldtrail" / "demo" / "edge-gw-trk01.toml").is_file()
