@@ -44,7 +44,8 @@ def _fill(conn: psycopg.Connection[Any], days: int, probes: int) -> datetime:
     upsert_location(conn, Location("TC", "s1", "compartment", "Front", 2.0, 8.0, parent_id="TRK"))
     for i in range(probes):
         upsert_sensor(conn, f"P{i}", "xy-md02", f"SN{i}")
-        assign_sensor(conn, f"P{i}", "TC" if i % 2 else "TRK", T0 - timedelta(days=1))
+        # All in the compartment the lot rides in: a shipment's record is of its lots' places.
+        assign_sensor(conn, f"P{i}", "TC", T0 - timedelta(days=1), position=f"probe {i + 1}")
     upsert_profile(conn, "bench", Profile("2-8", "2-8 °C", 2.0, 8.0))
     upsert_product(conn, "bench", Product(GTIN, "Vaccine", "2-8"))
     lot = register_lot(conn, "bench", GTIN, "L1").id

@@ -18,9 +18,10 @@ import pypdf
 import pytest
 
 from coldtrail.api.models import RecordOut
+from coldtrail.api.record.build import shipment_record
 from coldtrail.api.record.forms import lot_class
 from coldtrail.clock import ManualClock
-from coldtrail.erp.masterdata import assign_sensor, upsert_sensor
+from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.erp.movements import arrive, create_shipment, depart, record_movement
 from coldtrail.erp.products import register_lot
 from coldtrail.rules.engine import RulesEngine
@@ -347,3 +348,41 @@ def _stats_from_csv(
         "intervals_expected": int(np.ceil((b - a) / interval)),
         "intervals_recorded": len({int((x - a) // interval) for x in t}),
     }
+
+
+def test_a_shipment_record_covers_the_compartments_its_lots_were_in(conn: Conn) -> None:
+    """The truck's second compartment carries goods at room temperature (20 °C). The record
+    of a shipment whose lot rode in the 2-8 °C one shows that one's probes only: a mean or an
+    MKT over both would describe nothing the lot went through. A lot loaded into the truck
+    itself, without a compartment, gets the whole truck."""
+    make_erp(conn)
+    upsert_location(
+        conn, Location("TB", "s1", "compartment", "Truck back", 15.0, 25.0, parent_id="TRK")
+    )
+    upsert_sensor(conn, "S9", "xy-md02", "SN-S9")
+    assign_sensor(conn, "S9", "TB", T0 - 60 * M)
+    _store(conn, "S2", [(m, 5.0) for m in range(60)])
+    _store(conn, "S9", [(m, 20.0) for m in range(60)])
+    cold = register_lot(conn, "logi1", GTIN, "C-1").id
+    loose = register_lot(conn, "logi1", GTIN, "L-1").id
+    for lot in (cold, loose):
+        record_movement(conn, "logi1", lot, "receiving", 5, T0 - 60 * M, to_location="CR")
+    create_shipment(conn, "logi1", "SH-C", "TRK", "s1", "Clinic 1")
+    record_movement(conn, "logi1", cold, "loading", 5, T0, from_location="CR",
+                    to_location="TC", shipment_id="SH-C")  # fmt: skip
+    depart(conn, "logi1", "SH-C", T0 + M)
+    now = T0 + 60 * M
+
+    record = shipment_record(conn, "SH-C", now)
+    assert record.subject.locations == ("TC",)
+    assert [c.sensor_id for c in record.channels] == ["S2"]
+    assert record.summary.max_c == 5.0
+
+    create_shipment(conn, "logi1", "SH-L", "TRK", "s1", "Clinic 2")
+    record_movement(conn, "logi1", loose, "loading", 5, T0, from_location="CR",
+                    to_location="TRK", shipment_id="SH-L")  # fmt: skip
+    depart(conn, "logi1", "SH-L", T0 + M)
+    record = shipment_record(conn, "SH-L", now)
+    assert record.subject.locations == ("TB", "TC", "TRK")
+    assert sorted(c.sensor_id for c in record.channels) == ["S2", "S9"]
+    assert record.summary.max_c == 20.0

@@ -89,6 +89,15 @@ SELECT min(at) FILTER (WHERE kind = 'loading'), max(at) FILTER (WHERE kind = 'de
 FROM movements WHERE shipment_id = %(id)s
 """
 
+# Where in the vehicle the shipment's lots were during it: the record is of what they went
+# through, not of a compartment carrying other goods at another temperature.
+_SHIPMENT_PLACES = """
+SELECT DISTINCT s.location_id FROM lot_stays s JOIN locations l ON l.id = s.location_id
+WHERE s.lot_id = ANY(%(lots)s) AND (l.id = %(vehicle)s OR l.parent_id = %(vehicle)s)
+  AND s.during && tstzrange(%(start)s, %(end)s, '[)')
+ORDER BY 1
+"""
+
 _EXCURSIONS = """
 SELECT le.id, le.location_id, le.started_at, le.ended_at, le.state::text, le.late, le.sensors,
        le.limit_min_c, le.limit_max_c, le.min_c, le.max_c, le.duration_s, le.degree_minutes,
@@ -335,9 +344,18 @@ def shipment_record(conn: Conn, shipment_id: str, now: datetime) -> Record:
     end = max(ends) if ship.state == "delivered" and ends else now
     if end <= start:
         raise RuleViolation(f"shipment {shipment_id}: nothing recorded yet (it starts {start})")
-    places = [r[0] for r in conn.execute(erp_q.VEHICLE_LOCATIONS, {"vehicle": ship.vehicle_id})]
     aboard = movements.shipment_lots(conn, shipment_id)
     quantities = {s.lot_id: s.loaded for s in aboard}
+    vehicle = [r[0] for r in conn.execute(erp_q.VEHICLE_LOCATIONS, {"vehicle": ship.vehicle_id})]
+    held = [
+        r[0]
+        for r in conn.execute(
+            _SHIPMENT_PLACES,
+            {"lots": list(quantities), "vehicle": ship.vehicle_id, "start": start, "end": end},
+        )
+    ]
+    # A lot loaded into the vehicle itself (no compartment named), or none known: all of it.
+    places = held if held and ship.vehicle_id not in held else vehicle
     lots = [
         LotRef(r[0], r[1], r[2], r[3], r[4], quantity=quantities.get(r[0]))
         for r in conn.execute(_LOTS_OF_SHIPMENT, {"ids": list(quantities)})
