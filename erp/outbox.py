@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from psycopg.types.json import Jsonb
 
 from coldtrail.clock import Clock, SystemClock
@@ -210,7 +212,7 @@ class MqttSink:
 
     MQTT 5 unless the URL says ``?protocol=3.1.1`` (a broker without MQTT 5). MQTT 5 is the
     default because its PUBACK carries a reason code: a broker that refuses the publish (its
-    ACL) says so, where a 3.1.1 broker acknowledges and drops it.
+    ACL) says so, and the event is not delivered; a 3.1.1 broker acknowledges and drops it.
     """
 
     def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
@@ -240,6 +242,15 @@ class MqttSink:
         )
         self._timeout_s = timeout_s
         self._started = False
+        self._refused: dict[int, str] = {}  # message id -> the broker's reason
+        self._client.on_publish = self._on_publish
+
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        # paho runs this before it marks the message published: read after the wait.
+        if reason.is_failure:
+            self._refused[mid] = str(reason)
 
     def deliver(self, events: Sequence[Event]) -> None:
         # All published at once and the PUBACKs awaited after: one round trip for a batch.
@@ -257,9 +268,17 @@ class MqttSink:
                 info.wait_for_publish(max(deadline - time.monotonic(), 0.0))
                 if not _published(info):
                     raise DeliveryError(f"no PUBACK within {self._timeout_s} s", delivered=n)
+                refused = self._refused.pop(info.mid, None)
+                if refused is not None:
+                    raise DeliveryError(f"the broker refused it: {refused}", delivered=n)
         except (TransportError, RuntimeError, ValueError, OSError) as exc:
-            done = next((n for n, i in enumerate(sent) if not _published(i)), len(sent))
+            done = next(
+                (n for n, i in enumerate(sent) if not _published(i) or i.mid in self._refused),
+                len(sent),
+            )
             raise DeliveryError(f"MQTT publish failed: {exc}", delivered=done) from exc
+        finally:
+            self._refused.clear()  # what is not delivered now is sent again, with new ids
 
     def close(self) -> None:
         if self._started:

@@ -14,8 +14,10 @@ import signal
 import socket
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,12 @@ import psycopg
 import pytest
 
 from coldtrail import cli
+from coldtrail.clock import SystemClock
 from coldtrail.deploy import mosquitto
 from coldtrail.deploy.tls import self_signed
 from coldtrail.erp import gateways
 from coldtrail.erp.masterdata import upsert_site
+from coldtrail.erp.outbox import DeliveryError, Destination, Event, MqttSink
 from coldtrail.errors import TransportError
 from coldtrail.mqtt import MqttOptions, connect, make_client
 from coldtrail.net import free_port
@@ -256,6 +260,31 @@ def test_services_get_only_their_own_topics(broker: SecuredBroker, clients: list
     assert outbox.publish("coldtrail/v1/events/alarm/raised", b"real") < 128
     assert api.messages.get(timeout=10) == ("coldtrail/v1/events/alarm/raised", b"real")
     assert _nothing_received(ingest)
+
+
+def test_an_event_the_broker_refuses_is_not_delivered(
+    broker: SecuredBroker, clients: list[Client]
+) -> None:
+    """The outbox account may publish under ``coldtrail/v1/events`` only. A destination whose
+    topic root the ACL doesn't allow gets PUBACK 135 (MQTT 5): the event stays undelivered,
+    to be retried and in the end listed as dead, instead of being marked delivered."""
+    url = broker.url("coldtrail-outbox", SERVICE_PW["outbox"])
+    api = _open(clients, broker.url("coldtrail-api", SERVICE_PW["api"]), "api")
+    api.subscribe("coldtrail/v1/events/#")
+    allowed = MqttSink(Destination("bus", "mqtt", url), SystemClock())
+    refused = MqttSink(Destination("fleet2", "mqtt", f"{url}/fleet2"), SystemClock())
+    event = Event(1, uuid.uuid4(), "alarm.raised", "alarm/1", {"n": 1}, datetime.now(UTC))
+    try:
+        with pytest.raises(DeliveryError, match="refused it: Not authorized") as failed:
+            refused.deliver([event, event])
+        assert failed.value.delivered == 0
+        allowed.deliver([event])
+        topic, payload = api.messages.get(timeout=10)
+    finally:
+        allowed.close()
+        refused.close()
+    assert topic == "coldtrail/v1/events/alarm/raised"
+    assert json.loads(payload)["id"] == str(event.event_id)
 
 
 @pytest.mark.parametrize(
