@@ -150,14 +150,23 @@ def verify_webhook(
     return hmac.compare_digest(sign_webhook(secret, timestamp, body), header)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows a 301, 302 or 303 answer to a POST with a GET that carries no event, and
+    its 2xx would pass for delivery. A redirect stays an answer for the admin: fix the URL."""
+
+    def redirect_request(self, *_: Any) -> None:
+        return None
+
+
 class WebhookSink:
-    """HTTP POST of the event; any 2xx is taken as delivered."""
+    """HTTP POST of the event; any 2xx is taken as delivered, a redirect is not followed."""
 
     def __init__(self, destination: Destination, clock: Clock, timeout_s: float = 10.0) -> None:
         if not destination.url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook {destination.name}: URL must be http(s): {destination.url}")
         self._dest = destination
         self._clock = clock
+        self._opener = urllib.request.build_opener(_NoRedirects)
         self._timeout_s = timeout_s
 
     def deliver(self, events: Sequence[Event]) -> None:
@@ -182,11 +191,13 @@ class WebhookSink:
             self._dest.url, data=body, headers=headers, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310
+            with self._opener.open(request, timeout=self._timeout_s) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
             with exc:  # an HTTPError holds the response's socket open until closed
                 detail = exc.read(200).decode(errors="replace")
+            if 300 <= exc.code < 400:
+                detail = f"redirected to {exc.headers.get('Location')}, not followed. {detail}"
             raise DeliveryError(f"HTTP {exc.code} from {self._dest.url}: {detail}") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryError(f"{self._dest.url} unreachable: {exc}") from exc

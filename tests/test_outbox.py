@@ -368,3 +368,40 @@ def test_an_mqtt_destination_with_a_bad_parameter_is_refused(
 ) -> None:
     with pytest.raises(RuleViolation, match=re.escape(reason)):
         add_destination(conn, "admin", Destination("bus", "mqtt", f"mqtt://127.0.0.1{query}"))
+
+
+def test_a_webhook_that_redirects_is_not_delivered(clock: ManualClock) -> None:
+    """An http:// URL that a proxy sends on to https:// with a 301: urllib would follow it as a
+    GET without the event and take the 200 for delivery."""
+    methods: list[tuple[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            methods.append((self.command, self.path))
+            if self.path == "/old":
+                self.send_response(301)
+                self.send_header("Location", "/new")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/old"
+    try:
+        sink = WebhookSink(Destination("erp", "webhook", url, SECRET), clock)
+        with pytest.raises(DeliveryError, match=r"HTTP 301 .*redirected to /new, not followed"):
+            sink.deliver([_event(1)])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert methods == [("POST", "/old")]
