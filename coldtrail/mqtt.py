@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -13,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from coldtrail.errors import TransportError
-from coldtrail.settings import MqttEndpoint
+from coldtrail.settings import MqttEndpoint, MqttProtocol
 
 # How long the broker keeps a persistent session (and the QoS 1 messages queued for it)
 # while its client is away: long enough for a restart, a deploy, a night offline.
@@ -23,7 +22,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 @dataclass(frozen=True)
 class MqttOptions:
     endpoint: MqttEndpoint
-    protocol: Literal["5", "3.1.1"] = "5"
+    protocol: MqttProtocol = "5"
     keepalive_s: int = 30
     ca_file: Path | None = None
     """Trust this CA (PEM) for ``mqtts://`` instead of the system's, e.g. a private CA."""

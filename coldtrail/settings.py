@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from coldtrail.errors import ConfigError
 
 TOPIC_ROOT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MqttProtocol = Literal["5", "3.1.1"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """libpq URL; services refuse to start without it (the demo embeds one)."""
     mqtt_url: str | None = None
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_protocol: MqttProtocol = "5"
     mqtt_ca_file: FilePath | None = None
     """PEM file of the CA that signed the broker's certificate (``mqtts://`` with a private CA)."""
     mqtt_ingest_password: SecretStr | None = None

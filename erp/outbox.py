@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import paho.mqtt.client as paho
@@ -45,7 +45,7 @@ from coldtrail.errors import (
 )
 from coldtrail.mqtt import MqttOptions, connect, make_client
 from coldtrail.retry import Backoff, retry_call
-from coldtrail.settings import TOPIC_ROOT_PATTERN, MqttEndpoint
+from coldtrail.settings import TOPIC_ROOT_PATTERN, MqttEndpoint, MqttProtocol
 
 log = logging.getLogger(__name__)
 CHANNEL = "coldtrail_outbox"
@@ -206,7 +206,7 @@ class WebhookSink:
         return None
 
 
-MQTT_PROTOCOLS: dict[str, Literal["5", "3.1.1"]] = {"5": "5", "3.1.1": "3.1.1"}
+MQTT_PROTOCOLS: dict[str, MqttProtocol] = {p: p for p in get_args(MqttProtocol)}
 
 
 def _published(info: paho.MQTTMessageInfo) -> bool:
