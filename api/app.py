@@ -24,6 +24,7 @@ from coldtrail.api import (
     auth,
     erp_routes,
     examples,
+    gateway_routes,
     masterdata_routes,
     models,
     record_routes,
@@ -73,6 +74,8 @@ class ApiConfig:
     """A comment line goes to a quiet stream this often, so proxies keep it open."""
     live_max_age_s: float = 2.0
     """A live document younger than this is served again instead of built anew (0: never)."""
+    mqtt_admin: MqttOptions | None = None
+    """The broker as its admin account: gateway changes reach a running broker at once."""
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -372,6 +375,9 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
     record_routes.register(app, erp_routes.Deps(db, allow, clock))
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
+    gateway_routes.register(
+        app, erp_routes.Deps(db, allow, clock), config.mqtt_admin, config.topic_root
+    )
     stream_routes.register(
         app,
         hub=hub,

@@ -6,6 +6,7 @@ libraries in memory (the edge footprint benchmark measured 118 MB with them, in 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -33,6 +34,17 @@ def mqtt_options(settings: Settings, url: str | None = None) -> mqtt.MqttOptions
     )
 
 
+def admin_mqtt_options(settings: Settings) -> mqtt.MqttOptions | None:
+    """The broker as its ``coldtrail-admin`` account, if both are configured."""
+    if settings.mqtt_url is None or settings.mqtt_admin_password is None:
+        return None
+    ep = settings.require_mqtt()
+    admin = dataclasses.replace(
+        ep, username="coldtrail-admin", password=settings.mqtt_admin_password.get_secret_value()
+    )
+    return mqtt.MqttOptions(endpoint=admin, protocol="5", ca_file=settings.mqtt_ca_file)
+
+
 def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWorker:
     from coldtrail.ingest.worker import IngestWorker
 
@@ -41,10 +53,14 @@ def ingest_worker(settings: Settings, client_id: str | None = None) -> IngestWor
         options=mqtt_options(settings),
         topic_root=settings.mqtt_topic_root,
         # Stable per host and process slot, so a restarted worker resumes its MQTT session.
-        client_id=client_id or f"ingest-{socket.gethostname()}-{os.getenv('INGEST_SLOT', '0')}",
+        # `coldtrail-`: the broker binds every gateway to its own id, and no gateway may be
+        # named so; a worker's session can't be taken over by one.
+        client_id=client_id
+        or f"coldtrail-ingest-{socket.gethostname()}-{os.getenv('INGEST_SLOT', '0')}",
         share_group=settings.ingest_share_group,
         batch_max_readings=settings.ingest_batch_max_readings,
         flush_s=settings.ingest_flush_s,
+        max_payload_bytes=settings.ingest_max_payload_bytes,
         metrics_bind=settings.ingest_metrics_address,
     )
 
@@ -105,6 +121,7 @@ def api_config(settings: Settings) -> ApiConfig:
         mqtt=mqtt_options(settings) if settings.mqtt_url else None,
         topic_root=settings.mqtt_topic_root,
         live_max_age_s=settings.live_max_age_s,
+        mqtt_admin=admin_mqtt_options(settings),
     )
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     mqtt_outbox_password: SecretStr | None = None
     mqtt_api_password: SecretStr | None = None
     """Passwords of the services' broker accounts, for ``coldtrail mosquitto-auth``."""
+    mqtt_admin_password: SecretStr | None = None
+    """The broker's ``coldtrail-admin`` account: with it, ``coldtrail gateways`` changes a
+    running broker at once (dynamic-security plugin)."""
     grafana_token: SecretStr | None = None
     """A Grafana service account token for ``coldtrail dashboards provision``."""
     grafana_db_url: SecretStr | None = None
@@ -73,6 +76,9 @@ class Settings(BaseSettings):
     ingest_batch_max_readings: int = Field(default=20_000, ge=1, le=1_000_000)
     ingest_flush_s: float = Field(default=0.2, gt=0, le=60)
     """Longest a received message waits before its batch is committed and acknowledged."""
+    ingest_max_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """A telemetry message larger than this is dead-lettered unread (the broker's
+    ``message_size_limit`` should match)."""
     ingest_metrics_bind: str | None = None
     """host:port for the worker's Prometheus /metrics (e.g. ``0.0.0.0:9464``); off if unset."""
     api_bind: str = "127.0.0.1:8000"

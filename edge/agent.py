@@ -91,7 +91,8 @@ class EdgeAgent:
             async with asyncio.TaskGroup() as tg:
                 for c in self.coordinators:
                     tg.create_task(c.run(stop))
-                tg.create_task(self.publisher.run(f"edge-{self.config.gateway}", stop))
+                # The broker binds a gateway's account to its own id as client id.
+                tg.create_task(self.publisher.run(self.config.gateway, stop))
                 tg.create_task(self.sources.run(stop))
         finally:
             await self.sources.close()

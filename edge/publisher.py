@@ -1,4 +1,11 @@
-"""Publishes queued readings to MQTT with QoS 1; a reading leaves the queue only on PUBACK.
+"""Publishes queued readings to MQTT with QoS 1; a reading leaves the queue only on a PUBACK
+whose reason is success.
+
+MQTT 5 lets the broker say more in its PUBACK than "got it". "No matching subscribers" (16)
+means nobody will store the readings: a broker restarted without ingest's shared subscription
+yet, or ingest not running. Any failure (the ACL, a quota) means the broker refused them. In
+both cases the readings stay queued and are sent again after a backoff (1 s doubling to 60 s),
+so the edge neither loses them nor hammers the broker.
 
 paho runs its network loop in its own thread; every callback is handed to the asyncio loop,
 so the queue is only ever touched from one thread.
@@ -18,6 +25,10 @@ from coldtrail import mqtt
 from coldtrail.clock import Clock, first_of
 from coldtrail.edge.queue import Key, ReadingQueue
 from coldtrail.messages import encode_status, encode_telemetry, status_topic, telemetry_topic
+from coldtrail.retry import Backoff
+
+SUCCESS = 0
+RETRY = Backoff(initial_s=1.0, maximum_s=60.0, deadline_s=None)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,12 @@ class Publisher:
         self._client: paho.Client | None = None
         self._status_at = 0.0
         self._status_interval_s = status_interval_s
+        self._refusals = 0
+        """Telemetry PUBACKs in a row that were not success: the backoff's attempt number."""
+        self.kept_back = 0
+        """Readings the broker did not take (a PUBACK other than success), kept and resent."""
+        self._hold_until = 0.0
+        """Loop time before which no telemetry is sent (after a PUBACK that kept readings)."""
 
     @property
     def connected(self) -> bool:
@@ -96,7 +113,8 @@ class Publisher:
         self._connect_failures += 1
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        self._in_loop(self._puback, mid, rc.is_failure, str(rc))
+        # MQTT 3.1.1 has no reason: paho reports success.
+        self._in_loop(self._puback, mid, rc.value, str(rc))
 
     def _in_loop(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop is None:
@@ -139,21 +157,40 @@ class Publisher:
         else:
             self._connected.clear()
 
-    def _puback(self, mid: int, failed: bool, reason: str) -> None:
+    def _puback(self, mid: int, code: int, reason: str) -> None:
         keys = self._inflight.pop(mid, None)
         if keys is None:
             return  # a status message
-        if failed:
-            # The broker took the packet but refused the message (e.g. ACL): keep the readings.
-            log.error(
-                "broker refused %d readings on %s: %s", len(keys), self.telemetry_topic, reason
-            )
-            self._queue.release(keys)
-        else:
+        if code == SUCCESS:
             self._queue.ack(keys)
-        self._wake.set()
+            self._refusals = 0
+            self._wake.set()
+            return
+        # Not stored by anyone: keep the readings, and wait before trying again.
+        self._queue.release(keys)
+        self.kept_back += len(keys)
+        self._refusals += 1
+        delay = RETRY.delay(self._refusals)
+        if self._loop is not None:
+            self._hold_until = max(self._hold_until, self._loop.time() + delay)
+        log_at = log.warning if code < 0x80 else log.error
+        log_at(
+            "broker did not take %d readings on %s (%s); kept, sent again in %.1f s",
+            len(keys),
+            self.telemetry_topic,
+            reason,
+            delay,
+        )
+
+    def _held_s(self) -> float:
+        """How long telemetry still waits after the broker last kept readings back."""
+        if self._loop is None:
+            return 0.0
+        return max(0.0, self._hold_until - self._loop.time())
 
     def _publish_ready(self, client: paho.Client) -> None:
+        if self._held_s() > 0:
+            return
         while self.connected and len(self._inflight) < self._max_inflight:
             batch = self._queue.take(self._batch_max)
             if not batch:
@@ -189,7 +226,9 @@ class Publisher:
                 ):
                     self._publish_status("online")  # the backlog figures, kept current
                 self._wake.clear()
-                await first_of(self._wake.wait(), stop.wait(), at_most_s=self._interval_s)
+                held = self._held_s()
+                wait_s = min(self._interval_s, held) if held > 0 else self._interval_s
+                await first_of(self._wake.wait(), stop.wait(), at_most_s=wait_s)
         finally:
             if self.connected:
                 info = self._publish_status("offline")

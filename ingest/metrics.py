@@ -20,8 +20,11 @@ class IngestMetrics:
         self.dead_letters = Counter(
             "coldtrail_ingest_dead_letters", "Payloads or readings dead-lettered", registry=r
         )
-        self.quarantined = Counter(
-            "coldtrail_ingest_quarantined", "Readings of unknown sensors held", registry=r
+        self.kept_aside = Counter(
+            "coldtrail_ingest_kept_aside",
+            "Readings kept aside (quarantined_readings), by the rule that kept them",
+            ("rule",),
+            registry=r,
         )
         self.batch_readings = Histogram(
             "coldtrail_ingest_batch_readings",

@@ -8,34 +8,35 @@ READING_COLUMNS = f"sensor_id, seq, ts, gateway, status, clock, {VALUES}"
 
 COPY_READINGS = f"COPY readings ({READING_COLUMNS}) FROM STDIN"
 
-CREATE_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_stage (
-    sensor_id text, seq bigint, ts timestamptz, gateway text, status reading_status,
-    clock clock_state, temperature_c double precision, humidity_pct double precision,
-    battery_pct double precision, latitude double precision, longitude double precision,
-    speed_kmh double precision, door_open boolean
-) ON COMMIT DELETE ROWS
-"""
-
-COPY_STAGE = f"COPY ingest_stage ({READING_COLUMNS}) FROM STDIN"
-
 NEW_BATCH = """
 WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)
 SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b
 """
 
-# The slow path, for a batch holding a reading already stored (a redelivery after a crash,
-# or the same message reaching two workers): each (sensor, seq) once, the rest skipped.
-MERGE_STAGE = f"""
-WITH ins AS (
-    INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, {VALUES}, batch_id)
-    SELECT DISTINCT ON (sensor_id, seq) sensor_id, seq, ts, gateway, status, clock,
-           {VALUES}, %(batch_id)s
-    FROM ingest_stage ORDER BY sensor_id, seq
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+# Adds each sensor's sequence numbers of this batch (runs lo..hi) to those stored, and returns
+# for each sensor the numbers that were stored already: the only readings of the batch that
+# can be a resend. The rows stay locked to the end of the transaction, so two workers given
+# the same (sensor, seq) at once take turns and the second sees the first's.
+CLAIM_SEQS = """
+WITH b AS (
+    SELECT sensor_id, range_agg(int8range(lo, hi, '[]')) AS seqs
+    FROM unnest(%(sensors)s::text[], %(lo)s::bigint[], %(hi)s::bigint[]) AS b(sensor_id, lo, hi)
+    GROUP BY sensor_id
+), up AS (
+    INSERT INTO sensor_seqs AS cur (sensor_id, seqs)
+    SELECT sensor_id, seqs FROM b ORDER BY sensor_id
+    ON CONFLICT (sensor_id) DO UPDATE
+    SET seqs = cur.seqs + excluded.seqs, overlap = cur.seqs * excluded.seqs
+    RETURNING sensor_id, overlap
 )
-SELECT count(*) FROM ins
+SELECT sensor_id, overlap FROM up WHERE NOT isempty(overlap)
+"""
+
+# The stored readings of these (sensor, seq), whatever their time.
+STORED = f"""
+SELECT r.sensor_id, r.seq, r.ts, r.status::text, r.clock::text, {VALUES}
+FROM unnest(%(sensors)s::text[], %(seqs)s::bigint[]) AS s(sensor_id, seq)
+JOIN readings r ON r.sensor_id = s.sensor_id AND r.seq = s.seq
 """  # noqa: S608 - a constant column list
 
 # Each sensor's newest reading among those this batch stored; the stored latest moves
@@ -68,34 +69,34 @@ NOTIFY_RULES = "SELECT pg_notify('coldtrail_readings', %(batch_id)s::text)"
 
 DEAD_LETTER = "INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)"
 
-QUARANTINE = f"""
-INSERT INTO quarantined_readings (topic, gateway, sensor_id, seq, ts, status, clock, {VALUES},
-                                  reason)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-"""  # noqa: S608 - a constant column list
-
-KNOWN_SENSORS = "SELECT id FROM sensors"
-
-# Quarantined readings of sensors registered since: into readings as one ingest batch (so
-# rules judge them like any late reading), each marked released.
-RELEASE_QUARANTINE = f"""
-WITH rel AS (
-    UPDATE quarantined_readings q
-    SET released_at = now(), released_batch = %(batch_id)s
-    FROM sensors s
-    WHERE q.sensor_id = s.id AND q.released_at IS NULL
-    RETURNING q.sensor_id, q.seq, q.ts, q.gateway, q.status, q.clock, q.temperature_c,
-              q.humidity_pct, q.battery_pct, q.latitude, q.longitude, q.speed_kmh, q.door_open
-), ins AS (
-    INSERT INTO readings (sensor_id, seq, ts, gateway, status, clock, {VALUES}, batch_id)
-    SELECT DISTINCT ON (sensor_id, seq) sensor_id, seq, ts, gateway, status, clock,
-           {VALUES}, %(batch_id)s
-    FROM rel ORDER BY sensor_id, seq
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+# Readings kept aside, whole, with the rule that kept them.
+KEPT_ASIDE_COLUMNS = (
+    f"topic, site_id, gateway, sensor_id, seq, ts, status, clock, {VALUES}, rule, reason"
 )
-SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM ins)
+COPY_KEPT_ASIDE = f"COPY quarantined_readings ({KEPT_ASIDE_COLUMNS}) FROM STDIN"
+
+# What --release-quarantine looks at again: everything kept aside by a rule that master data
+# can satisfy later. A conflicting resend is never released: the first stays the record.
+PENDING = f"""
+SELECT id, topic, site_id, gateway, sensor_id, seq, ts, status::text, clock::text, {VALUES}
+FROM quarantined_readings
+WHERE released_at IS NULL AND rule <> 'conflicting_resend' AND id > %(after)s
+ORDER BY id LIMIT %(limit)s
 """  # noqa: S608 - a constant column list
+
+RELEASED = """
+UPDATE quarantined_readings SET released_at = now(), released_batch = %(batch_id)s
+WHERE id = ANY(%(ids)s)
+"""
+
+# A reading looked at again and still refused: it says why now (the rule may have changed,
+# e.g. an unknown sensor registered at another site).
+STILL_KEPT = """
+UPDATE quarantined_readings SET rule = %s::kept_aside_rule, reason = %s WHERE id = %s
+"""
+
+# One release at a time: two would each store what the other also found pending.
+RELEASE_LOCK = "SELECT pg_advisory_xact_lock(7300116712)"
 
 # Monthly partitions of readings (plain PostgreSQL), three months ahead of now.
 ENSURE_PARTITIONS = "SELECT coldtrail_ensure_partitions(now(), now() + interval '3 months')"

@@ -10,13 +10,12 @@ A crash before the commit leaves the messages unacknowledged, so the broker rede
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -29,7 +28,9 @@ from coldtrail.errors import PayloadError, StoreError
 from coldtrail.ingest import queries as q
 from coldtrail.ingest.copytext import copy_lines
 from coldtrail.ingest.metrics import IngestMetrics
-from coldtrail.messages import ReadingDoc, parse_telemetry_docs, telemetry_filter
+from coldtrail.ingest.store import Envelope, Outcome, Store
+from coldtrail.ingest.trust import Rule
+from coldtrail.messages import MAX_PAYLOAD_BYTES, parse_telemetry_docs, telemetry_filter
 from coldtrail.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 PARTITION_CHECK_S = 6 * 3600.0
 """How often a worker makes sure the months ahead have their partitions (they are made three
 months ahead, so any one worker doing it now and then is plenty)."""
-DeadLetter = tuple[str, bytes, str]  # topic, payload, reason
+KEPT_PAYLOAD_BYTES = 64 * 1024
+"""How much of a payload over the size limit its dead letter keeps."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,11 @@ class Inbound:
 @dataclass(frozen=True)
 class Parsed:
     message: Inbound
-    gateway: str
-    readings: list[ReadingDoc]
-    dead: list[DeadLetter]
-    lines: list[str] = field(default_factory=list)
-    """Each reading as a COPY line, made on paho's thread while the database works."""
+    envelope: Envelope
+
+    @property
+    def readings(self) -> int:
+        return len(self.envelope.readings)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Batch:
 
     def add(self, item: Parsed) -> None:
         self.items.append(item)
-        self.readings += len(item.readings)
+        self.readings += item.readings
 
 
 @dataclass
@@ -79,9 +81,14 @@ class IngestStats:
     duplicates: int = 0
     dead_letters: int = 0
     quarantined: int = 0
+    """Readings kept aside, whatever the rule (``kept_aside`` has them by rule)."""
+    kept_aside: Counter[Rule] = field(default_factory=Counter)
     batches: int = 0
-    slow_batches: int = 0
-    """Batches that held an already stored reading and went through the merge path."""
+    suspects: int = 0
+    """Readings whose (sensor, seq) was stored already, looked up to tell a duplicate from a
+    conflicting resend."""
+    callback_errors: int = 0
+    """Exceptions caught on paho's thread (each message's became a dead letter)."""
     commit_s: float = 0.0
     """Time spent writing and committing batches, retries included."""
 
@@ -98,6 +105,7 @@ class IngestWorker:
         batch_max_readings: int = 5000,
         flush_s: float = 0.2,
         max_future_s: float = 300.0,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         metrics_bind: tuple[str, int] | None = None,
     ) -> None:
         self._url = database_url
@@ -107,13 +115,13 @@ class IngestWorker:
         self._subscription = f"$share/{share_group}/{self._filter}" if share_group else self._filter
         self._batch_max = batch_max_readings
         self._flush_s = flush_s
-        self._max_future = timedelta(seconds=max_future_s)
+        self._max_payload = max_payload_bytes
+        self._store = Store(max_future_s=max_future_s)
         # Messages are parsed on paho's thread as they arrive, so validation overlaps the
         # database's work on the previous batch.
         self._inbox: queue.Queue[Parsed] = queue.Queue()
         self._subscribed = threading.Event()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._known: set[str] = set()
         self._partitions_due = 0.0
         self.stats = IngestStats()
         self.metrics = IngestMetrics()
@@ -125,12 +133,16 @@ class IngestWorker:
         """Set once the broker has granted the subscription."""
         return self._subscribed
 
-    # paho thread
+    # paho thread: nothing raised here may reach paho, whose network thread it would end.
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("broker refused ingest %s: %s", self._client_id, rc)
-            return
-        client.subscribe(self._subscription, qos=1)
+        try:
+            if rc.is_failure:
+                log.error("broker refused ingest %s: %s", self._client_id, rc)
+                return
+            client.subscribe(self._subscription, qos=1)
+        except Exception:
+            self.stats.callback_errors += 1
+            log.exception("ingest %s could not subscribe after connecting", self._client_id)
 
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any
@@ -141,12 +153,27 @@ class IngestWorker:
             self._subscribed.set()
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        inbound = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic())
-        self._inbox.put(self.parse(inbound))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # the broker checks topics; this is the last guard
+            topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        inbound = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic())
+        try:
+            parsed = self.parse(inbound, self._max_payload)
+        except Exception as exc:
+            self.stats.callback_errors += 1
+            log.exception("ingest could not read a message on %s", topic)
+            reason = f"ingest could not read it: {type(exc).__name__}: {exc}"
+            parsed = Parsed(inbound, _dead_envelope(inbound, reason))
+        # Always handed on, even as a dead letter: a message never acknowledged would hold
+        # a place in the broker's in-flight window for good.
+        self._inbox.put(parsed)
 
     # worker thread
     def run(self, stop: threading.Event) -> None:
         client = mqtt.make_client(self._options, self._client_id, persistent=True, manual_ack=True)
+        # The callbacks guard themselves; this keeps paho's thread alive should one not.
+        client.suppress_exceptions = True
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -219,18 +246,30 @@ class IngestWorker:
             self._conn.close()
 
     @staticmethod
-    def parse(msg: Inbound) -> Parsed:
+    def parse(msg: Inbound, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Parsed:
         """Readings to store and dead letters to keep; never raises on bad input."""
+        if len(msg.payload) > max_payload_bytes:
+            reason = (
+                f"payload of {len(msg.payload)} bytes: the limit is {max_payload_bytes}"
+                f" (its first {KEPT_PAYLOAD_BYTES} bytes kept here)"
+            )
+            return Parsed(msg, _dead_envelope(msg, reason, msg.payload[:KEPT_PAYLOAD_BYTES]))
         try:
             gateway, readings, bad = parse_telemetry_docs(msg.payload)
         except PayloadError as exc:
-            return Parsed(msg, "", [], [(msg.topic, msg.payload, exc.reason)])
+            return Parsed(msg, _dead_envelope(msg, exc.reason))
         levels = msg.topic.split("/")
-        if len(levels) >= 5 and levels[3] != gateway:
+        # The subscription's filter makes it {root}/v1/{site}/{gateway}/telemetry.
+        if len(levels) != 5:
+            return Parsed(msg, _dead_envelope(msg, f"not a telemetry topic: {msg.topic!r}"))
+        if levels[3] != gateway:
             reason = f"gateway {gateway!r} does not match topic {levels[3]!r}"
-            return Parsed(msg, "", [], [(msg.topic, msg.payload, reason)])
+            return Parsed(msg, _dead_envelope(msg, reason))
         dead = [(msg.topic, raw.encode(), reason) for raw, reason in bad]
-        return Parsed(msg, gateway, readings, dead, copy_lines(readings, gateway))
+        return Parsed(
+            msg,
+            Envelope(msg.topic, levels[2], gateway, readings, copy_lines(readings, gateway), dead),
+        )
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
@@ -238,9 +277,6 @@ class IngestWorker:
             self._conn = psycopg.connect(
                 self._url, application_name=f"coldtrail-ingest/{self._client_id}"[:63]
             )
-            self._conn.execute(q.CREATE_STAGE)
-            self._conn.commit()
-            self._known = set()
         if time.monotonic() >= self._partitions_due:
             created = self._conn.execute(q.ENSURE_PARTITIONS).fetchone()
             self._conn.commit()
@@ -270,135 +306,58 @@ class IngestWorker:
 
     def _commit(self, items: list[Parsed]) -> None:
         conn = self._connection()
-        sorted_ = self._sort(conn, items)
         try:
-            self._write(conn, sorted_)
+            self._count(self._store.write(conn, [item.envelope for item in items]))
         except psycopg.OperationalError:
             raise
-        except psycopg.Error as exc:
+        except Exception as exc:
             conn.rollback()
             if len(items) > 1:
                 log.warning("batch refused (%s); writing its messages one by one", exc)
                 for item in items:
                     self._commit([item])
-            else:
-                # A message the database refuses on its own: keep it, with the reason.
-                m = items[0].message
-                reason = f"database refused: {exc}"
-                self._write(conn, Sorted(dead=[(m.topic, m.payload, reason)]))
+                return
+            # A message that can't be written on its own: keep it, with the reason.
+            m = items[0].message
+            reason = f"could not be stored: {type(exc).__name__}: {exc}"
+            log.exception("message on %s %s", m.topic, reason)
+            self._count(self._store.write(conn, [_dead_envelope(m, reason)]))
 
-    def _sort(self, conn: psycopg.Connection[tuple[Any, ...]], items: list[Parsed]) -> Sorted:
-        """Which readings to store, which to quarantine (sensor not registered: kept whole,
-        for release once it is) and which to dead-letter (measured in the future)."""
-        if any(r["sensor"] not in self._known for item in items for r in item.readings):
-            self._known = {r[0] for r in conn.execute(q.KNOWN_SENSORS)}
-            conn.commit()
-        horizon = datetime.now(UTC) + self._max_future
-        out = Sorted()
-        for item in items:
-            out.dead.extend(item.dead)
-            for r, line in zip(item.readings, item.lines, strict=True):
-                if r["ts"] > horizon:
-                    reason = f"measured in the future: {r['ts'].isoformat()} is after {horizon}"
-                    out.dead.append((item.message.topic, _reading_json(r), reason))
-                elif r["sensor"] in self._known:
-                    out.lines.append(line)
-                else:
-                    out.quarantine.append((item.message.topic, item.gateway, r))
-        return out
-
-    def _write(self, conn: psycopg.Connection[tuple[Any, ...]], batch: Sorted) -> None:
-        stored = offered = 0
-        slow = False
-        with conn.transaction():
-            if batch.lines:
-                row = conn.execute(q.NEW_BATCH).fetchone()
-                assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
-                batch_id = row[0]
-                data = "".join(batch.lines).encode()
-                offered = len(batch.lines)
-                try:
-                    # The usual case: nothing in the batch is stored yet, and COPY straight
-                    # into readings is as fast as the database takes rows.
-                    with conn.transaction(), conn.cursor().copy(q.COPY_READINGS) as copy:
-                        copy.write(data)
-                    stored = offered
-                except psycopg.errors.UniqueViolation:
-                    # A redelivery or a second worker got there first: the savepoint is
-                    # rolled back; the merge skips what is already stored.
-                    slow = True
-                    with conn.cursor().copy(q.COPY_STAGE) as copy:
-                        copy.write(data)
-                    merged = conn.execute(q.MERGE_STAGE, {"batch_id": batch_id}).fetchone()
-                    stored = merged[0] if merged else 0
-                conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id})
-                conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
-                if stored:
-                    conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
-            if batch.quarantine:
-                conn.cursor().executemany(
-                    q.QUARANTINE,
-                    [
-                        (topic, gateway, r["sensor"], r["seq"], r["ts"], r.get("status", "ok"),
-                         r.get("clock", "ok"), r.get("temperature_c"), r.get("humidity_pct"),
-                         r.get("battery_pct"), r.get("latitude"), r.get("longitude"),
-                         r.get("speed_kmh"), r.get("door_open"),
-                         f"unknown sensor {r['sensor']!r}")
-                        for topic, gateway, r in batch.quarantine
-                    ],
-                )  # fmt: skip
-            if batch.dead:
-                conn.cursor().executemany(q.DEAD_LETTER, batch.dead)
+    def _count(self, out: Outcome) -> None:
         self.stats.batches += 1
-        self.stats.slow_batches += slow
-        self.stats.readings_stored += stored
-        self.stats.duplicates += offered - stored
-        self.stats.dead_letters += len(batch.dead)
-        self.stats.quarantined += len(batch.quarantine)
-        self.metrics.stored.inc(stored)
-        self.metrics.duplicates.inc(offered - stored)
-        self.metrics.dead_letters.inc(len(batch.dead))
-        self.metrics.quarantined.inc(len(batch.quarantine))
-        if batch.dead:
-            log.warning("%d dead letters, first: %s", len(batch.dead), batch.dead[0][2])
-        if batch.quarantine:
+        self.stats.readings_stored += out.stored
+        self.stats.duplicates += out.duplicates
+        self.stats.dead_letters += out.dead
+        self.stats.suspects += out.suspects
+        kept = sum(out.kept_aside.values())
+        self.stats.quarantined += kept
+        self.stats.kept_aside.update(out.kept_aside)
+        self.metrics.stored.inc(out.stored)
+        self.metrics.duplicates.inc(out.duplicates)
+        self.metrics.dead_letters.inc(out.dead)
+        for rule, n in out.kept_aside.items():
+            self.metrics.kept_aside.labels(rule).inc(n)
+        if out.dead:
+            log.warning("%d dead letters", out.dead)
+        if kept:
             log.warning(
-                "%d readings quarantined, first: unknown sensor %r",
-                len(batch.quarantine),
-                batch.quarantine[0][2]["sensor"],
+                "%d readings kept aside: %s",
+                kept,
+                ", ".join(f"{n} {rule}" for rule, n in sorted(out.kept_aside.items())),
             )
 
 
-@dataclass
-class Sorted:
-    lines: list[str] = field(default_factory=list)
-    """COPY lines of the readings to store."""
-    quarantine: list[tuple[str, str, ReadingDoc]] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-
-
-def _reading_json(r: ReadingDoc) -> bytes:
-    return json.dumps(r, default=str).encode()
+def _dead_envelope(msg: Inbound, reason: str, payload: bytes | None = None) -> Envelope:
+    dead = [(msg.topic, msg.payload if payload is None else payload, reason)]
+    return Envelope(msg.topic, "", "", [], [], dead)
 
 
 def release_quarantine(database_url: str) -> tuple[int, int]:
-    """Move the quarantined readings of sensors registered since into readings, as one ingest
-    batch the rules engine picks up. Returns (released, newly stored): a reading that was
-    meanwhile stored by another path counts as released but not stored again."""
+    """Store the kept-aside readings that pass the rules now (a sensor registered or placed
+    since), as ingest batches the rules engine picks up. Returns (released, newly stored): a
+    reading that was meanwhile stored by another path counts as released but not stored
+    again. Conflicting resends are never released."""
     with psycopg.connect(database_url, application_name="coldtrail-ingest") as conn:
-        row = conn.execute(q.NEW_BATCH).fetchone()
-        assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
-        batch_id = row[0]
-        counts = conn.execute(q.RELEASE_QUARANTINE, {"batch_id": batch_id}).fetchone()
-        assert counts is not None  # noqa: S101 - an aggregate returns a row
-        released, stored = int(counts[0]), int(counts[1])
-        if released == 0:
-            conn.rollback()  # no empty batch left behind
-            return 0, 0
-        conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id})
-        conn.execute(q.FINISH_BATCH, {"n": stored, "batch_id": batch_id})
-        if stored:
-            conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
-        conn.commit()
-    log.info("released %d quarantined readings (%d stored)", released, stored)
+        released, stored = Store().release(conn)
+    log.info("released %d kept-aside readings (%d stored)", released, stored)
     return released, stored

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 
 from coldtrail.api import examples, models
 from coldtrail.clock import ManualClock
+from coldtrail.erp import gateways
 from coldtrail.erp.capa import NewCapa, Step, add_action, add_evidence, advance, open_capa
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
@@ -130,13 +131,25 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
         (T0 - 25 * m, T0 - 20 * m),
     )
     conn.execute("UPDATE outbox_deliveries SET dead_at = %s", (T0,))
+    gateways.register(conn, "gw-1", "s1", "Cold room gateway")
+    conn.execute(
+        "INSERT INTO quarantined_readings (topic, site_id, gateway, sensor_id, seq, ts, status,"
+        " clock, temperature_c, rule, reason) VALUES ('coldtrail/v1/s1/gw-1/telemetry', 's1',"
+        " 'gw-1', 'S9', 1, %s, 'ok', 'ok', 4.5, 'unknown_sensor', 'unknown sensor S9')",
+        (T0 - m,),
+    )
+    conn.execute(
+        "INSERT INTO dead_letters (topic, payload, reason) VALUES"
+        " ('coldtrail/v1/s1/gw-1/telemetry', %s, 'not JSON: Expecting value')",
+        (b"{",),
+    )
     event = conn.execute("SELECT event_id FROM outbox_events").fetchone()
     assert event is not None
     return {
         "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
         "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
         "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0], "alarm_id": 1,
-        "username": "locked1", "sensor_id": "S1", "site_id": "s1",
+        "username": "locked1", "sensor_id": "S1", "site_id": "s1", "gateway_id": "gw-1",
     }  # fmt: skip
 
 
@@ -293,6 +306,10 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         OVERSIGHT, {"json": {"since": "2026-11-22T08:00:00Z", "until": SOON}}
     ),
     ("POST", "/api/v1/outbox/dead/{destination}/{event_id}/retry"): (ADMIN, {}),
+    ("GET", "/api/v1/gateways"): (ADMIN, {}),
+    ("GET", "/api/v1/gateways/{gateway_id}"): (ADMIN, {}),
+    ("PUT", "/api/v1/gateways/{gateway_id}"): (ADMIN, {"json": {"disabled": False}}),
+    ("GET", "/api/v1/kept-aside"): (ADMIN, {"params": {"gateway": "gw-1"}}),
 }  # fmt: skip
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from coldtrail.erp.masterdata import upsert_sensor
+from coldtrail.erp.masterdata import assign_sensor, upsert_sensor
 from coldtrail.ingest.worker import release_quarantine
 from coldtrail.messages import ClockState, Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
@@ -115,10 +115,16 @@ def test_bad_readings_are_dead_lettered_and_unknown_sensors_quarantined_until_re
     ).fetchall()
     assert held == [("NOPE", 1, 4.0, "unknown sensor 'NOPE'")]
 
-    # Registered later: released into readings as one batch the rules will judge.
+    # Registered and placed later: released into readings as one batch the rules will judge.
     assert release_quarantine(db_url) == (0, 0)  # still unknown: stays held
     upsert_sensor(conn, "NOPE", "xy-md02", "SN-NOPE")
-    conn.commit()
+    assert release_quarantine(db_url) == (0, 0)  # registered, but placed nowhere yet
+    assert conn.execute("SELECT rule::text, reason FROM quarantined_readings").fetchone() == (
+        "not_at_site",
+        "a gateway reports only for sensors placed at its site: 'NOPE' was nowhere at "
+        "2026-11-22T10:00:00+00:00, not at site 's1'",
+    )
+    assign_sensor(conn, "NOPE", "CR", T0)
     assert release_quarantine(db_url) == (1, 1)
     assert release_quarantine(db_url) == (0, 0)
     assert conn.execute(

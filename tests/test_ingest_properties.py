@@ -80,7 +80,7 @@ def _offered(payload: bytes) -> int | None:
 @settings(max_examples=400, deadline=None)
 @given(payloads)
 def test_parser_never_raises_and_accounts_for_every_reading(payload: bytes) -> None:
-    parsed = IngestWorker.parse(Inbound(TOPIC, payload, 1, 1))
+    parsed = IngestWorker.parse(Inbound(TOPIC, payload, 1, 1)).envelope
     if parsed.readings or (parsed.dead and parsed.dead[0][1] != payload):
         # The envelope was accepted: each reading is either valid or dead-lettered alone.
         assert len(parsed.readings) + len(parsed.dead) == _offered(payload)
@@ -142,8 +142,8 @@ def test_every_payload_is_stored_skipped_quarantined_or_dead_lettered_in_the_dat
     @given(st.lists(payloads, min_size=1, max_size=5))
     def check(batch: list[bytes]) -> None:
         items = [IngestWorker.parse(Inbound(TOPIC, p, i, 1)) for i, p in enumerate(batch)]
-        offered = sum(len(i.readings) for i in items)
-        dead = sum(len(i.dead) for i in items)
+        offered = sum(len(i.envelope.readings) for i in items)
+        dead = sum(len(i.envelope.dead) for i in items)
         before = (table("readings"), table("quarantined_readings"), table("dead_letters"))
         stats = (worker.stats.readings_stored, worker.stats.duplicates)
         worker._commit(items)

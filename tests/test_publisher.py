@@ -127,12 +127,48 @@ async def test_readings_leave_the_queue_only_after_puback(
     for seq in (1, 2, 3):
         q.put(Reading(sensor="S1", seq=seq, ts=T0, temperature_c=5.0))
     pub = _publisher(mqtt_options, topic_root, q)
+    watcher, seen = _watch(mqtt_options, pub.telemetry_topic)
     stop = asyncio.Event()
     task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
     try:
         await asyncio.wait_for(pub.wait_connected(), 10)
         await async_wait_for(lambda: len(q) == 0, what="PUBACK")
         assert pub.inflight_messages == 0
+        assert seen.get(timeout=10)
+    finally:
+        stop.set()
+        await task
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+async def test_readings_nobody_subscribes_to_stay_queued_until_someone_does(
+    mqtt_options: mqtt.MqttOptions, topic_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MQTT 5 PUBACK 16, "no matching subscribers": the broker took the message but nobody
+    will store it (ingest not subscribed yet, e.g. a broker restarted without its shared
+    subscription). The readings stay queued, are sent again after a backoff, and leave the
+    queue once a subscriber has them."""
+    q = MemoryQueue()
+    for seq in (1, 2, 3):
+        q.put(Reading(sensor="S1", seq=seq, ts=T0, temperature_c=5.0))
+    pub = _publisher(mqtt_options, topic_root, q)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pub.run(f"edge-{topic_root}", stop))
+    try:
+        await asyncio.wait_for(pub.wait_connected(), 10)
+        await async_wait_for(
+            lambda: "No matching subscribers" in caplog.text, what="a PUBACK with reason 16"
+        )
+        assert len(q) == 3
+        watcher, seen = _watch(mqtt_options, pub.telemetry_topic)
+        try:
+            body = json.loads((await asyncio.to_thread(seen.get, True, 70))[0])
+            assert [r["seq"] for r in body["readings"]] == [1, 2, 3]
+            await async_wait_for(lambda: len(q) == 0, what="PUBACK success")
+        finally:
+            watcher.disconnect()
+            watcher.loop_stop()
     finally:
         stop.set()
         await task

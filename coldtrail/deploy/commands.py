@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from coldtrail.errors import ConfigError
+from coldtrail.errors import ConfigError, TransportError
 from coldtrail.settings import Settings
 
 
@@ -15,49 +15,98 @@ def _print(doc: object) -> None:
     print(json.dumps(doc, default=str, ensure_ascii=False))
 
 
+def _broker(settings: Settings, commands: list[dict[str, object]]) -> str:
+    """Send a gateway change to the running broker as its admin, when one is set up; says
+    what happened, for the command's output (the change is in the database either way)."""
+    from coldtrail.deploy import dynsec
+    from coldtrail.services import admin_mqtt_options
+
+    options = admin_mqtt_options(settings)
+    if options is None:
+        return (
+            "not told: set COLDTRAIL_MQTT_URL and COLDTRAIL_MQTT_ADMIN_PASSWORD, or run "
+            "`coldtrail mosquitto-auth` and restart the broker"
+        )
+    try:
+        dynsec.send(options, commands)
+    except TransportError as exc:
+        return f"not told ({exc}): run `coldtrail mosquitto-auth` and restart the broker"
+    return "updated"
+
+
 def cmd_gateway_add(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
+    from coldtrail.deploy import dynsec
+    from coldtrail.deploy.mosquitto import GatewayAccount
     from coldtrail.erp import gateways
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         password = gateways.register(conn, args.gateway, args.site, args.name or args.gateway)
+    account = GatewayAccount(args.gateway, args.site, "")
+    broker = _broker(settings, dynsec.add_gateway(settings.mqtt_topic_root, account, password))
     _print(
         {
             "gateway": args.gateway,
             "site": args.site,
             "mqtt_username": args.gateway,
+            "mqtt_client_id": args.gateway,
             "mqtt_password": password,
             "topic": f"{settings.mqtt_topic_root}/v1/{args.site}/{args.gateway}/telemetry",
-            "note": "the password is shown once; run `coldtrail mosquitto-auth` and reload "
-            "the broker (SIGHUP) for it to take effect",
+            "broker": broker,
+            "note": "the password is shown once; the gateway connects with its id as both "
+            "user name and client id",
         }
     )
 
 
 def cmd_gateway_rotate(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
+    from coldtrail.deploy import dynsec
     from coldtrail.erp import gateways
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         password = gateways.rotate(conn, args.gateway)
-    _print({"gateway": args.gateway, "mqtt_password": password})
+    broker = _broker(settings, dynsec.set_password(args.gateway, password))
+    _print({"gateway": args.gateway, "mqtt_password": password, "broker": broker})
 
 
 def cmd_gateway_enable(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
+    from coldtrail.deploy import dynsec
     from coldtrail.erp import gateways
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         gateways.set_disabled(conn, args.gateway, args.disabled)
-    _print({"gateway": args.gateway, "disabled": args.disabled})
+    broker = _broker(settings, dynsec.set_disabled(args.gateway, args.disabled))
+    _print({"gateway": args.gateway, "disabled": args.disabled, "broker": broker})
 
 
-def cmd_gateway_list(settings: Settings, _: argparse.Namespace) -> None:
+def cmd_gateway_move(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.deploy import dynsec
+    from coldtrail.erp import gateways
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        old = gateways.move(conn, args.gateway, args.site)
+    root = settings.mqtt_topic_root
+    broker = _broker(settings, dynsec.move_gateway(root, args.gateway, old, args.site))
+    _print(
+        {
+            "gateway": args.gateway,
+            "site": args.site,
+            "was": old,
+            "topic": f"{root}/v1/{args.site}/{args.gateway}/telemetry",
+            "broker": broker,
+        }
+    )
+
+
+def cmd_gateway_list(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
     from coldtrail.erp import gateways
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
-        found = gateways.list_all(conn)
+        found = gateways.list_all(conn, args.gateway)
     _print([dataclasses.asdict(g) for g in found])
 
 
@@ -72,32 +121,33 @@ def cmd_mosquitto_auth(settings: Settings, args: argparse.Namespace) -> None:
             ("ingest", settings.mqtt_ingest_password),
             ("outbox", settings.mqtt_outbox_password),
             ("api", settings.mqtt_api_password),
+            ("admin", settings.mqtt_admin_password),
         )
         if secret is not None
     }
     if not passwords:
         raise ConfigError(
-            "no service account: set COLDTRAIL_MQTT_INGEST_PASSWORD (and _OUTBOX_, _API_)"
+            "no service account: set COLDTRAIL_MQTT_INGEST_PASSWORD (and _OUTBOX_, _API_, _ADMIN_)"
         )
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
-        gws = gateways.enabled_accounts(conn)
+        gws = gateways.accounts(conn)
     root = settings.mqtt_topic_root
     accounts = mosquitto.service_accounts(root, passwords)
     accounts += [mosquitto.gateway_account(root, gw) for gw in gws]
     try:
-        passwd = mosquitto.render_passwd(accounts)
-        acl = mosquitto.render_acl(accounts)
+        config = mosquitto.render_dynsec(accounts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     args.out.mkdir(parents=True, exist_ok=True)
-    changed = mosquitto.write_atomically(args.out / "passwd", passwd)
-    changed |= mosquitto.write_atomically(args.out / "acl", acl)
+    path = args.out / mosquitto.DYNSEC_FILE
+    # The broker's own user must write it too: the plugin keeps live changes in it.
+    changed = mosquitto.write_atomically(path, config, mode=0o660)
     _print(
         {
-            "passwd": str(args.out / "passwd"),
-            "acl": str(args.out / "acl"),
+            "dynamic_security": str(path),
             "services": sorted(passwords),
-            "gateways": len(gws),
+            "gateways": sum(not g.disabled for g in gws),
+            "disabled_gateways": sum(g.disabled for g in gws),
             "changed": changed,
         }
     )
@@ -149,18 +199,30 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         p = gw_sub.add_parser(name, help=f"{name} a gateway's MQTT account")
         p.add_argument("gateway")
         p.set_defaults(func=cmd_gateway_enable, disabled=disabled)
-    gw_sub.add_parser(
-        "list", help="registered gateways, with when each was last heard"
-    ).set_defaults(func=cmd_gateway_list)
+    move = gw_sub.add_parser(
+        "move", help="move a gateway to another site: it reports for the sensors placed there"
+    )
+    move.add_argument("gateway")
+    move.add_argument("--site", required=True)
+    move.set_defaults(func=cmd_gateway_move)
+    ls = gw_sub.add_parser(
+        "list",
+        help="registered gateways: site, when last heard, sensors placed at their site, and "
+        "what ingest kept aside from them or dead-lettered over the last day",
+    )
+    ls.add_argument("gateway", nargs="?", default=None)
+    ls.set_defaults(func=cmd_gateway_list)
 
     auth = sub.add_parser(
         "mosquitto-auth",
-        help="write Mosquitto's password and ACL files from the registered gateways",
-        description="Service accounts (coldtrail-ingest, -outbox, -api) get the passwords in "
-        "COLDTRAIL_MQTT_{INGEST,OUTBOX,API}_PASSWORD; each enabled gateway may publish only "
-        "under its own topic. Files are replaced atomically; reload Mosquitto with SIGHUP.",
+        help="write the broker's dynamic-security file from the registered gateways",
+        description="Service accounts (coldtrail-ingest, -outbox, -api, -admin) get the "
+        "passwords in COLDTRAIL_MQTT_{INGEST,OUTBOX,API,ADMIN}_PASSWORD; each gateway may "
+        "connect only as itself, publish only under its own topics and subscribe to nothing. "
+        "The file is replaced atomically and read when the broker starts; with an admin "
+        "account, `coldtrail gateways` changes a running broker directly.",
     )
-    auth.add_argument("--out", type=Path, required=True, help="folder for passwd and acl")
+    auth.add_argument("--out", type=Path, required=True, help="folder for dynamic-security.json")
     auth.set_defaults(func=cmd_mosquitto_auth)
 
     tls = sub.add_parser("tls", help="TLS certificates for the broker")
