@@ -104,7 +104,7 @@ def main() -> None:
     url = make_database(name)
     received: dict[str, float] = {}
     try:
-        _register(url, SENSORS)
+        _register(url, SENSORS, place=False)
         _places(url)
         root = f"bench{uuid.uuid4().hex[:8]}"
         options = mqtt.MqttOptions(endpoint=MqttEndpoint.parse(MQTT), protocol="5")

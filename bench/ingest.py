@@ -33,13 +33,24 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BROKER_BACKLOG = 400
 
 
-def _register(url: str, sensors: int) -> None:
-    with (
-        psycopg.connect(url) as conn,
-        conn.cursor().copy("COPY sensors (id, model, serial) FROM STDIN") as copy,
-    ):
-        for i in range(sensors):
-            copy.write_row((f"S{i:05d}", "xy-md02", f"SN{i:05d}"))
+def _register(url: str, sensors: int, *, place: bool = True) -> None:
+    """Register the fleet's sensors; with ``place``, in a cold room of site ``bench`` (the
+    topic's), from long before the readings: ingest stores only readings of sensors placed at
+    the gateway's site."""
+    with psycopg.connect(url) as conn:
+        with conn.cursor().copy("COPY sensors (id, model, serial) FROM STDIN") as copy:
+            for i in range(sensors):
+                copy.write_row((f"S{i:05d}", "xy-md02", f"SN{i:05d}"))
+        if place:
+            conn.execute("INSERT INTO sites (id, name) VALUES ('bench', 'Bench')")
+            conn.execute(
+                "INSERT INTO locations (id, site_id, kind, name) "
+                "VALUES ('BENCH-CR', 'bench', 'cold_room', 'Cold room')"
+            )
+            conn.execute(
+                "INSERT INTO sensor_assignments (sensor_id, location_id, valid) "
+                "SELECT id, 'BENCH-CR', tstzrange('2000-01-01', NULL) FROM sensors"
+            )
 
 
 def _readings(n: int, sensors: int) -> list[Reading]:

@@ -13,25 +13,6 @@ WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)
 SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b
 """
 
-# Adds each sensor's sequence numbers of this batch (runs lo..hi) to those stored, and returns
-# for each sensor the numbers that were stored already: the only readings of the batch that
-# can be a resend. The rows stay locked to the end of the transaction, so two workers given
-# the same (sensor, seq) at once take turns and the second sees the first's.
-CLAIM_SEQS = """
-WITH b AS (
-    SELECT sensor_id, range_agg(int8range(lo, hi, '[]')) AS seqs
-    FROM unnest(%(sensors)s::text[], %(lo)s::bigint[], %(hi)s::bigint[]) AS b(sensor_id, lo, hi)
-    GROUP BY sensor_id
-), up AS (
-    INSERT INTO sensor_seqs AS cur (sensor_id, seqs)
-    SELECT sensor_id, seqs FROM b ORDER BY sensor_id
-    ON CONFLICT (sensor_id) DO UPDATE
-    SET seqs = cur.seqs + excluded.seqs, overlap = cur.seqs * excluded.seqs
-    RETURNING sensor_id, overlap
-)
-SELECT sensor_id, overlap FROM up WHERE NOT isempty(overlap)
-"""
-
 # The stored readings of these (sensor, seq), whatever their time.
 STORED = f"""
 SELECT r.sensor_id, r.seq, r.ts, r.status::text, r.clock::text, {VALUES}
@@ -39,23 +20,48 @@ FROM unnest(%(sensors)s::text[], %(seqs)s::bigint[]) AS s(sensor_id, seq)
 JOIN readings r ON r.sensor_id = s.sensor_id AND r.seq = s.seq
 """  # noqa: S608 - a constant column list
 
-# Each sensor's newest reading among those this batch stored; the stored latest moves
-# forward, never back. (A reading skipped as already stored moved it when it was stored.)
+# Each sensor's newest reading among those this batch stored, and its sequence numbers, in one
+# write of the sensor's row, computed by the database from the batch's rows (the worker's
+# thread is the busier one): the stored latest moves forward, never back; the
+# numbers are added, and those stored already are returned. The rows stay locked to the end of
+# the transaction, so two workers given the same (sensor, seq) at once take turns, and the
+# second sees the first's numbers.
+_LATEST = "seq, ts, received_at, gateway, status, clock, " + VALUES
+_NEWER = "(excluded.ts, excluded.seq) > (cur.ts, cur.seq)"
 UPDATE_LATEST = f"""
-INSERT INTO sensor_latest AS cur (sensor_id, seq, ts, received_at, gateway, status, clock,
-                                  {VALUES})
-SELECT DISTINCT ON (sensor_id) sensor_id, seq, ts, received_at, gateway, status, clock, {VALUES}
-FROM readings WHERE batch_id = %(batch_id)s
-ORDER BY sensor_id, ts DESC, seq DESC
-ON CONFLICT (sensor_id) DO UPDATE SET
-    seq = excluded.seq, ts = excluded.ts, received_at = excluded.received_at,
-    gateway = excluded.gateway, status = excluded.status, clock = excluded.clock,
-    temperature_c = excluded.temperature_c, humidity_pct = excluded.humidity_pct,
-    battery_pct = excluded.battery_pct, latitude = excluded.latitude,
-    longitude = excluded.longitude, speed_kmh = excluded.speed_kmh,
-    door_open = excluded.door_open
-WHERE (excluded.ts, excluded.seq) > (cur.ts, cur.seq)
-"""  # noqa: S608 - a constant column list
+WITH n AS (
+    SELECT DISTINCT ON (sensor_id) sensor_id, {_LATEST},
+           range_agg(int8range(seq, seq, '[]')) OVER w AS seqs, count(*) OVER w AS n
+    FROM readings WHERE batch_id = %(batch_id)s
+    WINDOW w AS (PARTITION BY sensor_id)
+    ORDER BY sensor_id, ts DESC, seq DESC
+), up AS (
+    INSERT INTO sensor_latest AS cur (sensor_id, {_LATEST}, seqs)
+    SELECT sensor_id, {_LATEST}, seqs FROM n ORDER BY sensor_id
+    ON CONFLICT (sensor_id) DO UPDATE SET
+        {
+    ", ".join(
+        f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE cur.{c} END" for c in _LATEST.split(", ")
+    )
+},
+        seqs = cur.seqs + excluded.seqs,
+        overlap = cur.seqs * excluded.seqs
+    RETURNING sensor_id, overlap
+)
+-- A number stored already, or one the batch holds twice (fewer numbers than readings).
+SELECT up.sensor_id, NOT isempty(up.overlap), n.n > (SELECT sum(upper(r) - lower(r))
+                                                   FROM unnest(n.seqs) r)
+FROM up JOIN n USING (sensor_id)
+WHERE NOT isempty(up.overlap)
+   OR n.n > (SELECT sum(upper(r) - lower(r)) FROM unnest(n.seqs) r)
+"""  # noqa: S608 - constant column lists
+
+# The careful path: the batch's sensors locked (in one order, as UPDATE_LATEST locks them)
+# and their stored numbers read, before anything of the batch is written.
+LOCK_SEQS = """
+SELECT sensor_id, seqs FROM sensor_latest WHERE sensor_id = ANY(%(sensors)s::text[])
+ORDER BY sensor_id FOR UPDATE
+"""
 
 FINISH_BATCH = """
 UPDATE ingest_batches

@@ -6,11 +6,14 @@ One transaction per batch decides and writes everything about it:
 2. each reading is stored, kept aside (a rule refuses it), or dead-lettered (measured in the
    future); a second copy of a (sensor, seq) within the batch is a duplicate if identical and
    a conflicting resend if not;
-3. the batch's sequence numbers are claimed (``CLAIM_SEQS``), which names the few readings that
-   may repeat a stored one; only those are looked up, and an identical one is skipped, a
-   disagreeing one kept aside as a ``conflicting resend``: the first stays the record;
-4. the rest is COPYed straight into ``readings``, the latest values and the batch row kept,
-   and the rules engine told.
+3. the readings are COPYed straight into ``readings``; the statement that then keeps each
+   sensor's latest value also adds the batch's sequence numbers to the sensor's and names the
+   sensors with any that were stored already, or that the batch holds twice
+   (``UPDATE_LATEST``). Usually there is none, and that is all. If
+   there is (a resend, a second worker), the writes are undone, the sensors locked, and only
+   those readings looked up: an identical one is skipped, a disagreeing one kept aside as a
+   ``conflicting resend`` (the first stays the record); then the rest is written again;
+4. the batch row is kept and the rules engine told.
 
 The same code releases kept-aside readings (:meth:`Store.release`), so a released reading
 meets every rule a new one meets.
@@ -28,9 +31,10 @@ from typing import Any
 import psycopg
 from psycopg.types.multirange import Multirange
 
+from coldtrail.errors import StoreError
 from coldtrail.ingest import queries as q
 from coldtrail.ingest.copytext import copy_lines
-from coldtrail.ingest.trust import PLACEMENTS, VERSION, Refusal, Rule, Trust, placed
+from coldtrail.ingest.trust import VERSION, Refusal, Rule, Trust, placed
 from coldtrail.messages import ReadingDoc
 
 log = logging.getLogger(__name__)
@@ -46,14 +50,14 @@ _VALUE_KEYS = (
     "speed_kmh",
     "door_open",
 )
-_ = PLACEMENTS  # re-exported for the trust tests
 
 
 @dataclass
 class Envelope:
     """One message's readings as the store takes them. ``lines`` holds each reading as a
-    COPY line (made on paho's thread while the database works); ``origins``, when releasing,
-    the kept-aside row of each reading."""
+    COPY line and ``checked`` the rules' verdict on them, both made on paho's thread as the
+    message arrives (while the database works on the batch before); ``origins``, when
+    releasing, the kept-aside row of each reading."""
 
     topic: str
     site: str
@@ -62,6 +66,22 @@ class Envelope:
     lines: list[str]
     dead: list[DeadLetter] = field(default_factory=list)
     origins: list[int] | None = None
+    checked: Checked | None = None
+
+
+@dataclass
+class Checked:
+    """An envelope judged by the trust rules of ``version``. At commit the worker only
+    confirms the version; a change of master data in between has it judged again."""
+
+    version: int
+    ok: list[int] | None
+    """The readings that may be stored, by index; None for all of them (the usual case)."""
+    kept: list[tuple[int, Refusal]]
+    dead: list[DeadLetter]
+    """Readings measured in the future."""
+    data: bytes
+    """The COPY lines of the readings that may be stored, joined."""
 
 
 @dataclass
@@ -71,7 +91,8 @@ class Outcome:
     dead: int = 0
     kept_aside: Counter[Rule] = field(default_factory=Counter)
     suspects: int = 0
-    """Readings whose (sensor, seq) was stored already and had to be looked up."""
+    """Readings whose (sensor, seq) was stored already, or came twice in the batch, and had
+    to be looked at one by one."""
     batch_id: int | None = None
     settled: list[int] = field(default_factory=list)
     """Release: the kept-aside rows now stored (or found stored already)."""
@@ -79,12 +100,39 @@ class Outcome:
 
 @dataclass
 class _Plan:
-    store: list[tuple[Envelope, int]] = field(default_factory=list)
+    envelopes: Sequence[Envelope]
     kept: list[tuple[Envelope, int, Refusal]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     duplicates: list[tuple[Envelope, int]] = field(default_factory=list)
-    seqs: dict[str, dict[int, int]] = field(default_factory=dict)
-    """sensor -> seq -> index in ``store``."""
+    drop: dict[int, set[int]] = field(default_factory=dict)
+    """id(envelope) -> readings not to store after all (duplicates, conflicts)."""
+
+    def to_store(self) -> Iterable[tuple[Envelope, int]]:
+        for env in self.envelopes:
+            assert env.checked is not None  # noqa: S101 - judged before planning
+            dropped = self.drop.get(id(env), ())
+            ok = env.checked.ok if env.checked.ok is not None else range(len(env.readings))
+            yield from ((env, i) for i in ok if i not in dropped)
+
+    def data(self) -> bytes:
+        parts = []
+        for env in self.envelopes:
+            assert env.checked is not None  # noqa: S101 - judged before planning
+            dropped = self.drop.get(id(env))
+            if not dropped:
+                parts.append(env.checked.data)
+                continue
+            ok = env.checked.ok if env.checked.ok is not None else range(len(env.readings))
+            parts.append("".join(env.lines[i] for i in ok if i not in dropped).encode())
+        return b"".join(parts)
+
+    def count(self) -> int:
+        n = 0
+        for env in self.envelopes:
+            assert env.checked is not None  # noqa: S101 - judged before planning
+            ok = env.checked.ok
+            n += (len(env.readings) if ok is None else len(ok)) - len(self.drop.get(id(env), ()))
+        return n
 
 
 def _values(r: ReadingDoc) -> tuple[object, ...]:
@@ -115,13 +163,17 @@ def _conflict(r: ReadingDoc, why: str) -> Refusal:
     )
 
 
-def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
+_ATTEMPTS = 5
+"""Careful rewrites of one batch before giving up: each learns the numbers others stored in
+the meantime, so two suffice unless new sensors' first readings race."""
+
+
+def _to_store_seqs(plan: _Plan, sensors: set[str]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for env, i in plan.to_store():
+        r = env.readings[i]
+        if r["sensor"] in sensors:
+            out.setdefault(r["sensor"], set()).add(r["seq"])
     return out
 
 
@@ -142,72 +194,106 @@ class Store:
                 len(self.trust.gateways),
             )
 
+    # -------------------------------------------------------------------------- judging
+    def check(self, env: Envelope) -> Checked:
+        """Judge an envelope's readings by the rules held now; any thread may call it."""
+        trust = self.trust  # one snapshot: the worker may swap in a newer one meanwhile
+        readings = env.readings
+        refusal = trust.gateway_refusal(env.gateway, env.site)
+        if refusal is not None:
+            kept = [(i, refusal) for i in range(len(readings))]
+            return Checked(trust.version, [], kept, [], b"")
+        zone = readings[0]["ts"].tzinfo if readings else None
+        horizon = datetime.now(UTC) + self._max_future
+        if zone is not None:
+            horizon = horizon.astimezone(zone)
+        here = trust.sensors_at(env.site, zone)
+        bad: set[int] = set()
+        kept = []
+        dead: list[DeadLetter] = []
+        for i, r in enumerate(readings):
+            ts = r["ts"]
+            spans = here.get(r["sensor"])
+            if ts <= horizon and spans is not None and placed(spans, ts, ts):
+                continue
+            if ts > horizon:
+                reason = f"measured in the future: {ts.isoformat()} is after {horizon}"
+                dead.append((env.topic, _reading_json(r), reason))
+                bad.add(i)
+            else:
+                kept.append((i, trust.sensor_refusal(r["sensor"], ts, env.site)))
+                bad.add(i)
+        if not bad:
+            return Checked(trust.version, None, [], [], "".join(env.lines).encode())
+        ok = [i for i in range(len(readings)) if i not in bad]
+        data = "".join(env.lines[i] for i in ok).encode()
+        return Checked(trust.version, ok, kept, dead, data)
+
     # ------------------------------------------------------------------------- planning
     def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
-        plan = _Plan()
-        trust = self.trust
-        horizon = datetime.now(UTC) + self._max_future
-        store, seqs, kept = plan.store, plan.seqs, plan.kept
+        plan = _Plan(envelopes)
+        version = self.trust.version
         for env in envelopes:
             plan.dead.extend(env.dead)
-            refusal = trust.gateway_refusal(env.gateway, env.site)
-            if refusal is not None:
-                kept.extend((env, i, refusal) for i in range(len(env.readings)))
+            if env.checked is None or env.checked.version != version:
+                env.checked = self.check(env)
+            checked = env.checked
+            plan.dead.extend(checked.dead)
+            plan.kept.extend((env, i, refusal) for i, refusal in checked.kept)
+        return plan
+
+    def _settle(
+        self,
+        conn: Conn,
+        plan: _Plan,
+        suspects: dict[str, set[int]],
+        twice: set[str],
+        out: Outcome,
+        *,
+        recorded: bool = False,
+    ) -> None:
+        """Look one by one at the readings whose (sensor, seq) may be stored already
+        (``suspects``) or comes twice in the batch (sensors in ``twice``): the first copy in the
+        batch is compared with the record, later ones with the first; an identical copy is a
+        duplicate (skipped), another a conflicting resend (kept aside). With ``recorded``, the
+        suspects' numbers are known to be stored: one whose reading is not in the record
+        (removed by someone who could bypass its triggers) is kept aside too, never stored
+        again in its place."""
+        looked: dict[tuple[str, int], list[tuple[Envelope, int]]] = {}
+        for env, i in plan.to_store():
+            r = env.readings[i]
+            sensor = r["sensor"]
+            if sensor in twice or r["seq"] in suspects.get(sensor, ()):
+                looked.setdefault((sensor, r["seq"]), []).append((env, i))
+        out.suspects += sum(len(v) for v in looked.values())
+        asked = [key for key in looked if key[1] in suspects.get(key[0], ())]
+        stored: dict[tuple[str, int], tuple[datetime, tuple[object, ...]]] = {}
+        if asked:
+            params = {"sensors": [k[0] for k in asked], "seqs": [k[1] for k in asked]}
+            for row in conn.execute(q.STORED, params):
+                stored[(row[0], row[1])] = (row[2], tuple(row[3:]))
+        for key, copies in looked.items():
+            found = stored.get(key)
+            if found is None and recorded and key[1] in suspects.get(key[0], ()):
+                for env, i in copies:
+                    plan.drop.setdefault(id(env), set()).add(i)
+                    missing = "recorded as stored, but its reading is not in the record"
+                    plan.kept.append((env, i, _conflict(env.readings[i], missing)))
                 continue
-            here = trust.sensors_at(env.site)
-            for i, r in enumerate(env.readings):
-                ts = r["ts"]
-                sensor = r["sensor"]
-                if ts > horizon:
-                    reason = f"measured in the future: {ts.isoformat()} is after {horizon}"
-                    plan.dead.append((env.topic, _reading_json(r), reason))
-                    continue
-                spans = here.get(sensor)
-                if spans is None or not placed(spans, ts):
-                    kept.append((env, i, trust.sensor_refusal(sensor, ts, env.site)))
-                    continue
-                mine = seqs.get(sensor)
-                if mine is None:
-                    mine = seqs[sensor] = {}
-                at = mine.get(r["seq"])
-                if at is None:
-                    mine[r["seq"]] = len(store)
-                    store.append((env, i))
-                    continue
-                # The same (sensor, seq) twice in one batch.
-                first_env, first_i = store[at]
-                first = first_env.readings[first_i]
-                why = _differs(r, first["ts"], _values(first))
+            if found is None:
+                # Not in the record: the first copy is stored, the rest compared with it.
+                env, i = copies[0]
+                first = env.readings[i]
+                found = (first["ts"], _values(first))
+                copies = copies[1:]
+            for env, i in copies:
+                r = env.readings[i]
+                plan.drop.setdefault(id(env), set()).add(i)
+                why = _differs(r, *found)
                 if why is None:
                     plan.duplicates.append((env, i))
                 else:
-                    kept.append((env, i, _conflict(r, why)))
-        return plan
-
-    def _settle(self, conn: Conn, plan: _Plan, suspects: list[int], out: Outcome) -> set[int]:
-        """Look up the stored readings of the suspects (indexes into ``plan.store``); returns
-        those not to store: duplicates (skipped) and conflicts (kept aside)."""
-        out.suspects += len(suspects)
-        keys = [plan.store[k][0].readings[plan.store[k][1]] for k in suspects]
-        stored: dict[tuple[str, int], tuple[datetime, tuple[object, ...]]] = {}
-        for row in conn.execute(
-            q.STORED,
-            {"sensors": [r["sensor"] for r in keys], "seqs": [r["seq"] for r in keys]},
-        ):
-            stored[(row[0], row[1])] = (row[2], tuple(row[3:]))
-        drop: set[int] = set()
-        for k, r in zip(suspects, keys, strict=True):
-            found = stored.get((r["sensor"], r["seq"]))
-            if found is None:
-                continue  # recorded as claimed, but not in the record: this one is the first
-            drop.add(k)
-            env, i = plan.store[k]
-            why = _differs(r, *found)
-            if why is None:
-                plan.duplicates.append((env, i))
-            else:
-                plan.kept.append((env, i, _conflict(r, why)))
-        return drop
+                    plan.kept.append((env, i, _conflict(r, why)))
 
     # --------------------------------------------------------------------------- writing
     def write(
@@ -218,7 +304,7 @@ class Store:
         with conn.transaction():
             self.refresh(conn)
             plan = self._plan(envelopes)
-            if plan.store:
+            if plan.count():
                 self._store(conn, plan, out)
             if releasing:
                 self._mark_released(conn, plan, out)
@@ -237,55 +323,54 @@ class Store:
         row = conn.execute(q.NEW_BATCH).fetchone()
         assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
         batch_id = out.batch_id = int(row[0])
-        sensors, lo, hi = [], [], []
-        for sensor, mine in plan.seqs.items():
-            for a, b in _runs(mine):
-                sensors.append(sensor)
-                lo.append(a)
-                hi.append(b)
-        overlaps: dict[str, Multirange[int]] = {
-            sensor: overlap
-            for sensor, overlap in conn.execute(
-                q.CLAIM_SEQS, {"sensors": sensors, "lo": lo, "hi": hi}
+        # Optimistic: write, then learn from the latest-value statement whether a number was
+        # stored already or comes twice. If so (a resend, a second worker), all of it is
+        # undone, those sensors locked, their readings looked at one by one, and the rest
+        # written again; the statement checks once more, under the locks it then holds.
+        for _ in range(_ATTEMPTS):
+            with conn.transaction() as attempt:
+                self._copy(conn, plan, out)
+                flagged = conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id}).fetchall()
+                if flagged:
+                    raise psycopg.Rollback(attempt)
+            if not flagged:
+                break
+            sensors = {str(f[0]) for f in flagged}
+            locked: dict[str, Multirange[int]] = dict(
+                conn.execute(q.LOCK_SEQS, {"sensors": sorted(sensors)}).fetchall()
             )
-        }
-        drop: set[int] = set()
-        if overlaps:
-            suspects = [
-                plan.seqs[sensor][seq]
-                for sensor, overlap in overlaps.items()
-                for seq in plan.seqs[sensor]
-                if any(seq in rng for rng in overlap)
-            ]
-            drop = self._settle(conn, plan, suspects, out)
-        lines = [env.lines[i] for k, (env, i) in enumerate(plan.store) if k not in drop]
-        if lines:
-            data = "".join(lines).encode()
-            try:
-                with conn.transaction(), conn.cursor().copy(q.COPY_READINGS) as copy:
-                    copy.write(data)
-            except psycopg.errors.UniqueViolation:
-                # A reading stored without its number claimed (written by other means than
-                # ingest): look every one up, then store what is new.
-                rest = [k for k in range(len(plan.store)) if k not in drop]
-                drop |= self._settle(conn, plan, rest, out)
-                lines = [env.lines[i] for k, (env, i) in enumerate(plan.store) if k not in drop]
-                data = "".join(lines).encode()
-                if lines:
-                    with conn.cursor().copy(q.COPY_READINGS) as copy:
-                        copy.write(data)
-        out.stored = len(lines)
-        if out.stored:
-            conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id})
+            suspects = {
+                sensor: {s for s in seqs if any(s in rng for rng in locked.get(sensor, ()))}
+                for sensor, seqs in _to_store_seqs(plan, sensors).items()
+            }
+            suspects = {k: v for k, v in suspects.items() if v}
+            twice = {str(f[0]) for f in flagged if f[2]}
+            self._settle(conn, plan, suspects, twice, out, recorded=True)
+        else:
+            raise StoreError(f"sequence numbers kept changing under {_ATTEMPTS} attempts")
+        out.stored = plan.count()
         conn.execute(q.FINISH_BATCH, {"n": out.stored, "batch_id": batch_id})
         if out.stored:
             conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
-        if plan.store and any(env.origins is not None for env, _ in plan.store):
-            out.settled.extend(
-                env.origins[i]  # type: ignore[index]
-                for k, (env, i) in enumerate(plan.store)
-                if k not in drop
-            )
+        if any(env.origins is not None for env in plan.envelopes):
+            out.settled.extend(env.origins[i] for env, i in plan.to_store() if env.origins)
+
+    def _copy(self, conn: Conn, plan: _Plan, out: Outcome) -> None:
+        data = plan.data()
+        if not data:
+            return
+        try:
+            with conn.transaction(), conn.cursor().copy(q.COPY_READINGS) as copy:
+                copy.write(data)
+        except psycopg.errors.UniqueViolation:
+            # A reading stored without its number recorded (written by other means than
+            # ingest): look at every one, then store what is new.
+            every = {r["sensor"] for env, i in plan.to_store() for r in (env.readings[i],)}
+            self._settle(conn, plan, _to_store_seqs(plan, every), set(), out)
+            data = plan.data()
+            if data:
+                with conn.cursor().copy(q.COPY_READINGS) as copy:
+                    copy.write(data)
 
     def _mark_released(self, conn: Conn, plan: _Plan, out: Outcome) -> None:
         out.settled.extend(env.origins[i] for env, i in plan.duplicates if env.origins)

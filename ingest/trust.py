@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 import psycopg
@@ -61,6 +61,9 @@ class Trust:
     """Every registered sensor -> (site, location, span) of each placement, for reasons."""
     gateways: dict[str, tuple[str, bool]] = field(default_factory=dict)
     """Registered gateway -> (site, disabled)."""
+    _in_zone: dict[tuple[str, tzinfo], dict[str, tuple[Span, ...]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @classmethod
     def load(cls, conn: psycopg.Connection[tuple[Any, ...]], version: int) -> Trust:
@@ -93,8 +96,20 @@ class Trust:
             )
         return None
 
-    def sensors_at(self, site: str) -> dict[str, tuple[Span, ...]]:
-        return self.by_site.get(site, {})
+    def sensors_at(self, site: str, zone: tzinfo | None = None) -> dict[str, tuple[Span, ...]]:
+        """The placements at ``site``, their times in ``zone`` if given. Python compares two
+        datetimes sharing one tzinfo object without asking either for its offset, several
+        times faster; pydantic gives every reading of one offset the same object."""
+        spans = self.by_site.get(site, {})
+        if zone is None:
+            return spans
+        key = (site, zone)
+        found = self._in_zone.get(key)
+        if found is None:
+            found = {s: tuple((_in(a, zone), _in(b, zone)) for a, b in v) for s, v in spans.items()}
+            if len(self._in_zone) < 64:  # a gateway sending odd offsets gets no cache
+                self._in_zone[key] = found
+        return found
 
     def sensor_refusal(self, sensor: str, ts: datetime, site: str) -> Refusal:
         """Why a reading that :func:`placed` found not placed is refused (the slow path)."""
@@ -110,13 +125,23 @@ class Trust:
         )
 
 
-def placed(spans: tuple[Span, ...], ts: datetime) -> bool:
+def placed(spans: tuple[Span, ...], first: datetime, last: datetime) -> bool:
+    """Whether one placement covers every time from ``first`` to ``last``."""
     # The usual case: one placement, open-ended.
     for since, until in spans:
-        if (since is None or since <= ts) and (until is None or ts < until):
+        if (since is None or since <= first) and (until is None or last < until):
             return True
     return False
 
 
+def _in(t: datetime | None, zone: tzinfo) -> datetime | None:
+    if t is None:
+        return None
+    try:
+        return t.astimezone(zone)
+    except OverflowError:  # a bound at the end of the calendar: compared as it is
+        return t
+
+
 def _within(ts: datetime, span: Span) -> bool:
-    return placed((span,), ts)
+    return placed((span,), ts, ts)

@@ -160,6 +160,9 @@ class IngestWorker:
         inbound = Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.monotonic())
         try:
             parsed = self.parse(inbound, self._max_payload)
+            # Judged now, while the database works on the batch before; the worker confirms
+            # the rules' version at commit.
+            parsed.envelope.checked = self._store.check(parsed.envelope)
         except Exception as exc:
             self.stats.callback_errors += 1
             log.exception("ingest could not read a message on %s", topic)

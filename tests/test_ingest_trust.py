@@ -223,33 +223,38 @@ def test_a_resend_that_disagrees_is_kept_aside_and_the_first_stays_the_record(
     assert release_quarantine(db_url) == (0, 0)
 
 
-def test_two_workers_given_disagreeing_copies_at_once_store_one(db_url: str, conn: Conn) -> None:
-    """The claim on a sensor's sequence numbers is held to the end of the transaction: a
-    second worker waits, then sees the first's numbers and keeps its copy aside."""
+@pytest.mark.parametrize("minutes", [0, 3])
+def test_two_workers_given_disagreeing_copies_at_once_store_one(
+    db_url: str, conn: Conn, minutes: int
+) -> None:
+    """The first worker holds S1's row from the statement that records its numbers to its
+    commit; the second waits there (or, for the same time, on the readings' key), then sees
+    the first's numbers, undoes its writes and keeps its copy aside."""
     _two_sites(conn)
 
-    def envelope(temp: float) -> Envelope:
-        r: ReadingDoc = {"sensor": "S1", "seq": 7, "ts": T0, "temperature_c": temp}
+    def envelope(temp: float, at: int) -> Envelope:
+        r: ReadingDoc = {"sensor": "S1", "seq": 7, "ts": T0 + at * M, "temperature_c": temp}
         return Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
 
     first = psycopg.connect(db_url)
     second = psycopg.connect(db_url)
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def other() -> None:
+        outcome.append(Store().write(second, [envelope(9.0, minutes)]))
+        done.set()
+
     try:
         with first.transaction():
-            first.execute(q.CLAIM_SEQS, {"sensors": ["S1"], "lo": [7], "hi": [7]})
-            done = threading.Event()
-            outcome: list[Any] = []
-
-            def other() -> None:
-                outcome.append(Store().write(second, [envelope(9.0)]))
-                done.set()
-
+            row = first.execute(q.NEW_BATCH).fetchone()
+            assert row is not None
+            with first.cursor().copy(q.COPY_READINGS) as copy:
+                copy.write("".join(envelope(4.0, 0).lines).encode())
+            assert first.execute(q.UPDATE_LATEST, {"batch_id": row[0]}).fetchall() == []
             thread = threading.Thread(target=other)
             thread.start()
-            assert not done.wait(0.5)  # waiting on the first's claim
-            first.execute(q.NEW_BATCH)
-            with first.cursor().copy(q.COPY_READINGS) as copy:
-                copy.write("".join(envelope(4.0).lines).encode())
+            assert not done.wait(0.5)  # waiting on the first
         thread.join(10)
         assert done.is_set()
     finally:
@@ -258,6 +263,29 @@ def test_two_workers_given_disagreeing_copies_at_once_store_one(db_url: str, con
     (out,) = outcome
     assert (out.stored, out.kept_aside) == (0, {"conflicting_resend": 1})
     assert _stored(conn) == [("S1", 7, 4.0)]
+    assert conn.execute("SELECT seq, temperature_c FROM sensor_latest").fetchall() == [(7, 4.0)]
+
+
+def test_a_resend_whose_reading_was_removed_behind_the_records_back_is_kept_aside(
+    db_url: str, conn: Conn
+) -> None:
+    """A reading deleted with the triggers off leaves its number recorded: its resend is not
+    stored in its place (someone removed a record), it is kept aside and says why."""
+    _two_sites(conn)
+    r: ReadingDoc = {"sensor": "S1", "seq": 1, "ts": T0, "temperature_c": 4.0}
+    env = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
+    with psycopg.connect(db_url) as c:
+        Store().write(c, [env])
+    conn.execute("ALTER TABLE readings DISABLE TRIGGER readings_no_update_delete")
+    conn.execute("DELETE FROM readings")
+    conn.execute("ALTER TABLE readings ENABLE TRIGGER readings_no_update_delete")
+    again = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
+    with psycopg.connect(db_url) as c:
+        out = Store().write(c, [again])
+    assert (out.stored, out.kept_aside) == (0, {"conflicting_resend": 1})
+    reason = conn.execute("SELECT reason FROM quarantined_readings").fetchone()
+    assert reason is not None
+    assert "recorded as stored, but its reading is not in the record" in reason[0]
 
 
 @pytest.mark.parametrize("releasing", [False, True])

@@ -20,20 +20,19 @@ CREATE INDEX quarantined_readings_gateway ON quarantined_readings (gateway, rece
 CREATE INDEX dead_letters_received ON dead_letters (received_at);
 
 -- Which sequence numbers of each sensor are stored, as ranges (a sensor's history is one or a
--- few of them). Ingest adds each batch's numbers and learns, in the same statement and under
--- the row's lock, which of them were there already: only those are looked up in readings,
--- whose key must include ts and so can't hold (sensor, seq) unique by itself.
-CREATE TABLE sensor_seqs (
-    sensor_id  text PRIMARY KEY,
-    seqs       int8multirange NOT NULL,
-    -- The numbers of the last batch that were already stored: written by the statement that
-    -- adds a batch, read back through RETURNING.
-    overlap    int8multirange NOT NULL DEFAULT '{}'
-);
-ALTER TABLE sensor_seqs SET (fillfactor = 50);
-INSERT INTO sensor_seqs (sensor_id, seqs)
-SELECT sensor_id, range_agg(int8range(seq, seq, '[]')) FROM readings GROUP BY sensor_id;
-GRANT SELECT, INSERT, UPDATE ON sensor_seqs TO coldtrail_app;
+-- few of them), kept with its latest reading: the statement that moves the latest value after
+-- a batch adds the batch's numbers and returns, under the row's lock, those that were there
+-- already. Only such readings can repeat a stored one, and only they are looked up in
+-- readings, whose key must include ts and so can't hold (sensor, seq) unique by itself.
+-- Constant defaults: adding the columns rewrites nothing.
+ALTER TABLE sensor_latest
+    ADD COLUMN seqs int8multirange NOT NULL DEFAULT '{}',
+    -- The numbers of the last batch that were stored already (read back through RETURNING).
+    ADD COLUMN overlap int8multirange NOT NULL DEFAULT '{}';
+UPDATE sensor_latest l SET seqs = s.seqs
+FROM (SELECT sensor_id, range_agg(int8range(seq, seq, '[]')) AS seqs
+      FROM readings GROUP BY sensor_id) s
+WHERE s.sensor_id = l.sensor_id;
 
 -- Ingest keeps who may report what in memory and reloads it when this number moves: every
 -- change to sensors, placements, locations' sites or gateways moves it, in the transaction
