@@ -399,7 +399,8 @@ ORDER BY le.started_at
 HEALTH = Dashboard(
     uid="coldtrail-health",
     title="ColdTrail · Platform health",
-    description="Ingest rate, rules lag, dead letters, gateways not heard from.",
+    description="Ingest rate, rules lag, dead letters, readings kept aside and by whom, "
+    "gateways not heard from.",
     time_from="now-6h",
     refresh="30s",
     panels=(
@@ -459,6 +460,32 @@ FROM dead_letters WHERE $__timeFilter(received_at)
 ORDER BY received_at DESC LIMIT 100
 """,
             ("received_at", "topic", "reason", "bytes"),
+        ),
+        Panel(
+            "Readings kept aside, by rule",
+            "timeseries",
+            """
+SELECT $__timeGroupAlias(received_at, $__interval), rule::text AS metric, count(*) AS readings
+FROM quarantined_readings WHERE $__timeFilter(received_at)
+GROUP BY 1, 2 ORDER BY 1
+""",
+            ("time", "metric", "readings"),
+        ),
+        Panel(
+            "Who sent what was kept aside",
+            "table",
+            # A gateway reporting for sensors of another site, a disabled or misplaced gateway,
+            # conflicting resends: a misconfigured or stolen gateway shows here.
+            """
+SELECT gateway, site_id AS site, rule::text AS rule, count(*) AS readings,
+       count(*) FILTER (WHERE released_at IS NULL) AS still_kept,
+       max(received_at) AS last_at, (array_agg(reason ORDER BY id DESC))[1] AS last_reason
+FROM quarantined_readings WHERE $__timeFilter(received_at)
+GROUP BY gateway, site_id, rule
+ORDER BY still_kept DESC, last_at DESC LIMIT 100
+""",
+            ("gateway", "site", "rule", "readings", "still_kept", "last_at", "last_reason"),
+            width=24,
         ),
         Panel(
             "Gateways",

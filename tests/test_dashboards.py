@@ -92,6 +92,14 @@ def _fill(conn: Conn, db_url: str) -> None:
         "(%s, 'coldtrail/v1/s1/gw/telemetry', 'not json', 'payload is not JSON')",
         (END - timedelta(minutes=30),),
     )
+    # A reading of another site's sensor that the gateway was not allowed to report.
+    conn.execute(
+        "INSERT INTO quarantined_readings (received_at, topic, site_id, gateway, sensor_id, seq,"
+        " ts, status, clock, temperature_c, rule, reason) VALUES (%s,"
+        " 'coldtrail/v1/s1/gw/telemetry', 's1', 'gw', 'S-ELSEWHERE', 1, %s, 'ok', 'ok', 4.0,"
+        " 'not_at_site', 'a gateway reports only for sensors placed at its site')",
+        (END - timedelta(minutes=20), END - timedelta(minutes=21)),
+    )
     clock = ManualClock(END + timedelta(minutes=3))
     RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1")).process_pending(conn)
 

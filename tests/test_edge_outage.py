@@ -33,10 +33,10 @@ from tests.test_cli import COLDTRAIL
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 # These tests restart the broker. Mosquitto 2.0.11 restores a persistent session's plain
-# subscriptions after a restart but not its shared ones ($share/...): until ingest
-# re-subscribes, what edges publish is acknowledged and dropped. That is the broker's to fix
-# (README, "Running the broker"); these tests check the edge, so ingest subscribes plainly.
-PLAIN = ""
+# subscriptions after a restart but not its shared ones ($share/...), so ingest subscribes as
+# it does in production: until it has subscribed again, the broker's PUBACK says nobody took
+# the edges' readings (16), and the edges keep them.
+SHARED = "ingest"
 
 
 async def test_broker_down_for_a_stretch_then_every_reading_arrives_in_order(
@@ -69,7 +69,7 @@ async def test_broker_down_for_a_stretch_then_every_reading_arrives_in_order(
                     await c.poll_once()
                 clock.advance(60)
 
-        with RunningIngest(ingest_worker(db_url, options, topic_root, share_group=PLAIN)):
+        with RunningIngest(ingest_worker(db_url, options, topic_root, share_group=SHARED)):
             async with publishing(agent, f"edge-{topic_root}"):
                 await poll(3)
                 agent.publisher.wake()
@@ -158,7 +158,7 @@ def test_edge_killed_9_with_a_backlog_and_restarted_leaves_no_gap(
     edge: subprocess.Popen[bytes] | None = None
     with (
         subprocess.Popen(sim_cmd, env=env, stdout=out, stderr=out) as sim,
-        RunningIngest(ingest_worker(db_url, options, topic_root, share_group=PLAIN)),
+        RunningIngest(ingest_worker(db_url, options, topic_root, share_group=SHARED)),
     ):
         try:
             edge = subprocess.Popen(edge_cmd, env=env, stdout=out, stderr=out)
