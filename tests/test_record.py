@@ -38,6 +38,13 @@ SCHEMA = Path(
         Path(__file__).resolve().parent / "fixtures" / "epcis" / "EPCIS-JSON-Schema.json",
     )
 )
+SHIPPED_MINUTES = 180
+# Truck compartment TC carries two probes. S2 goes to 12 °C for minutes 60-79 (an excursion
+# the rules confirm after the 5-minute delay); S3 sends nothing for minutes 100-129 (lost)
+# and "unavailable" for minutes 140-150 (the probe answered without a value).
+HOT = range(60, 80)
+LOST = range(100, 130)
+UNAVAILABLE = range(140, 151)
 
 
 def _store(conn: Conn, sensor: str, rows: list[tuple[int, float | None]]) -> None:
