@@ -1,18 +1,18 @@
 """The database side of ingest: which readings may be stored, and the batch transaction.
 
-One transaction per batch decides and writes everything about it:
+Each message is judged as it arrives (:meth:`Store.check`, on paho's thread): each reading may
+be stored, is kept aside (a trust rule refuses it) or is dead-lettered (measured in the
+future). One transaction per batch then writes it:
 
-1. the trust rules (:mod:`coldtrail.ingest.trust`) are reloaded if the master data moved;
-2. each reading is stored, kept aside (a rule refuses it), or dead-lettered (measured in the
-   future); a second copy of a (sensor, seq) within the batch is a duplicate if identical and
-   a conflicting resend if not;
-3. the readings are COPYed straight into ``readings``; the statement that then keeps each
-   sensor's latest value also adds the batch's sequence numbers to the sensor's and names the
-   sensors with any that were stored already, or that the batch holds twice
-   (``UPDATE_LATEST``). Usually there is none, and that is all. If
-   there is (a resend, a second worker), the writes are undone, the sensors locked, and only
-   those readings looked up: an identical one is skipped, a disagreeing one kept aside as a
-   ``conflicting resend`` (the first stays the record); then the rest is written again;
+1. the trust rules (:mod:`coldtrail.ingest.trust`) are reloaded if the master data moved, and
+   the messages judged under older rules judged again;
+2. the readings are COPYed straight into ``readings``; the statement that then keeps each
+   sensor's latest value also adds the batch's sequence numbers to the sensor's, and names
+   the sensors with a number stored already or given twice in the batch (``UPDATE_LATEST``);
+3. usually there is none. If there is (a resend, a second worker), the writes are undone, those
+   sensors locked and their readings looked at one by one: an identical copy is skipped, a
+   disagreeing one kept aside as a ``conflicting resend`` (the first stays the record); then
+   the rest is written again and checked again;
 4. the batch row is kept and the rules engine told.
 
 The same code releases kept-aside readings (:meth:`Store.release`), so a released reading
