@@ -163,6 +163,22 @@ def _conflict(r: ReadingDoc, why: str) -> Refusal:
     )
 
 
+@dataclass
+class _Care:
+    """What an earlier attempt at a batch found: sensors to lock and look at first (a number
+    stored already, or given ``twice`` in the batch), or ``everything`` (a key collision)."""
+
+    sensors: set[str] = field(default_factory=set)
+    twice: set[str] = field(default_factory=set)
+    everything: bool = False
+
+
+class _Again(Exception):
+    def __init__(self, care: _Care) -> None:
+        super().__init__("the batch is written again, carefully")
+        self.care = care
+
+
 _ATTEMPTS = 5
 """Careful rewrites of one batch before giving up: each learns the numbers others stored in
 the meantime, so two suffice unless new sensors' first readings race."""
@@ -299,55 +315,61 @@ class Store:
     def write(
         self, conn: Conn, envelopes: Sequence[Envelope], *, releasing: bool = False
     ) -> Outcome:
-        """Decide and write one batch in one transaction (the caller's connection)."""
-        out = Outcome()
-        with conn.transaction():
-            self.refresh(conn)
-            plan = self._plan(envelopes)
-            if plan.count():
-                self._store(conn, plan, out)
-            if releasing:
-                self._mark_released(conn, plan, out)
-            elif plan.kept:
-                with conn.cursor().copy(q.COPY_KEPT_ASIDE) as copy:
-                    for env, i, refusal in plan.kept:
-                        copy.write_row(_kept_row(env, env.readings[i], refusal))
-            if plan.dead:
-                conn.cursor().executemany(q.DEAD_LETTER, [_clean_dead(d) for d in plan.dead])
-        out.duplicates += len(plan.duplicates)
-        out.dead = len(plan.dead)
-        out.kept_aside.update(refusal.rule for _, _, refusal in plan.kept)
-        return out
+        """Decide and write one batch in one transaction (the caller's connection).
 
-    def _store(self, conn: Conn, plan: _Plan, out: Outcome) -> None:
+        Optimistic: the readings are written, and the latest-value statement then says
+        whether a number was stored already or comes twice. If one was (a resend, a second
+        worker), or a reading collides on the key, the transaction is undone and done again
+        carefully: those sensors locked first, their readings looked at one by one, the rest
+        written, and the statement's check repeated under the locks it then holds."""
+        care = _Care()
+        for _ in range(_ATTEMPTS):
+            out = Outcome()
+            try:
+                with conn.transaction():
+                    self.refresh(conn)
+                    plan = self._plan(envelopes)
+                    if plan.count():
+                        self._store(conn, plan, out, care)
+                    if releasing:
+                        self._mark_released(conn, plan, out)
+                    elif plan.kept:
+                        with conn.cursor().copy(q.COPY_KEPT_ASIDE) as copy:
+                            for env, i, refusal in plan.kept:
+                                copy.write_row(_kept_row(env, env.readings[i], refusal))
+                    if plan.dead:
+                        dead = [_clean_dead(d) for d in plan.dead]
+                        conn.cursor().executemany(q.DEAD_LETTER, dead)
+            except _Again as again:
+                care.sensors |= again.care.sensors
+                care.twice |= again.care.twice
+                care.everything |= again.care.everything
+                continue
+            out.duplicates += len(plan.duplicates)
+            out.dead = len(plan.dead)
+            out.kept_aside.update(refusal.rule for _, _, refusal in plan.kept)
+            return out
+        raise StoreError(f"sequence numbers kept changing under {_ATTEMPTS} attempts")
+
+    def _store(self, conn: Conn, plan: _Plan, out: Outcome, care: _Care) -> None:
         row = conn.execute(q.NEW_BATCH).fetchone()
         assert row is not None  # noqa: S101 - INSERT ... RETURNING returns a row
         batch_id = out.batch_id = int(row[0])
-        # Optimistic: write, then learn from the latest-value statement whether a number was
-        # stored already or comes twice. If so (a resend, a second worker), all of it is
-        # undone, those sensors locked, their readings looked at one by one, and the rest
-        # written again; the statement checks once more, under the locks it then holds.
-        for _ in range(_ATTEMPTS):
-            with conn.transaction() as attempt:
-                self._copy(conn, plan, out)
-                flagged = conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id}).fetchall()
-                if flagged:
-                    raise psycopg.Rollback(attempt)
-            if not flagged:
-                break
-            sensors = {str(f[0]) for f in flagged}
-            locked: dict[str, Multirange[int]] = dict(
-                conn.execute(q.LOCK_SEQS, {"sensors": sorted(sensors)}).fetchall()
-            )
-            suspects = {
-                sensor: {s for s in seqs if any(s in rng for rng in locked.get(sensor, ()))}
-                for sensor, seqs in _to_store_seqs(plan, sensors).items()
-            }
-            suspects = {k: v for k, v in suspects.items() if v}
-            twice = {str(f[0]) for f in flagged if f[2]}
-            self._settle(conn, plan, suspects, twice, out, recorded=True)
-        else:
-            raise StoreError(f"sequence numbers kept changing under {_ATTEMPTS} attempts")
+        if care.sensors or care.everything:
+            self._carefully(conn, plan, out, care)
+        data = plan.data()
+        if data:
+            try:
+                with conn.cursor().copy(q.COPY_READINGS) as copy:
+                    copy.write(data)
+            except psycopg.errors.UniqueViolation:
+                # A reading stored without its number recorded (written by other means than
+                # ingest): every reading is looked at, the next time.
+                raise _Again(_Care(everything=True)) from None
+        flagged = conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id}).fetchall()
+        if flagged:
+            again = _Care({str(f[0]) for f in flagged}, {str(f[0]) for f in flagged if f[2]})
+            raise _Again(again)
         out.stored = plan.count()
         conn.execute(q.FINISH_BATCH, {"n": out.stored, "batch_id": batch_id})
         if out.stored:
@@ -355,22 +377,23 @@ class Store:
         if any(env.origins is not None for env in plan.envelopes):
             out.settled.extend(env.origins[i] for env, i in plan.to_store() if env.origins)
 
-    def _copy(self, conn: Conn, plan: _Plan, out: Outcome) -> None:
-        data = plan.data()
-        if not data:
-            return
-        try:
-            with conn.transaction(), conn.cursor().copy(q.COPY_READINGS) as copy:
-                copy.write(data)
-        except psycopg.errors.UniqueViolation:
-            # A reading stored without its number recorded (written by other means than
-            # ingest): look at every one, then store what is new.
+    def _carefully(self, conn: Conn, plan: _Plan, out: Outcome, care: _Care) -> None:
+        """Lock the sensors an earlier attempt found a problem with and settle their readings
+        before anything is written."""
+        if care.everything:
             every = {r["sensor"] for env, i in plan.to_store() for r in (env.readings[i],)}
             self._settle(conn, plan, _to_store_seqs(plan, every), set(), out)
-            data = plan.data()
-            if data:
-                with conn.cursor().copy(q.COPY_READINGS) as copy:
-                    copy.write(data)
+        if not care.sensors:
+            return
+        locked: dict[str, Multirange[int]] = dict(
+            conn.execute(q.LOCK_SEQS, {"sensors": sorted(care.sensors)}).fetchall()
+        )
+        suspects = {
+            sensor: {s for s in seqs if any(s in rng for rng in locked.get(sensor, ()))}
+            for sensor, seqs in _to_store_seqs(plan, care.sensors).items()
+        }
+        suspects = {k: v for k, v in suspects.items() if v}
+        self._settle(conn, plan, suspects, care.twice, out, recorded=True)
 
     def _mark_released(self, conn: Conn, plan: _Plan, out: Outcome) -> None:
         out.settled.extend(env.origins[i] for env, i in plan.duplicates if env.origins)
