@@ -21,13 +21,17 @@ JOIN readings r ON r.sensor_id = s.sensor_id AND r.seq = s.seq
 """  # noqa: S608 - a constant column list
 
 # Each sensor's newest reading among those this batch stored, and its sequence numbers, in one
-# write of the sensor's row, computed by the database from the batch's rows (the worker's
-# thread is the busier one): the stored latest moves forward, never back; the
-# numbers are added, and those stored already are returned. The rows stay locked to the end of
-# the transaction, so two workers given the same (sensor, seq) at once take turns, and the
-# second sees the first's numbers.
+# write of the sensor's row, worked out by the database from the batch's rows (the worker's
+# Python thread is the busier side). The stored latest moves forward, never back; the numbers
+# are added, and the sensors with a number stored already, or given twice, are returned. The
+# rows stay locked to the end of the transaction, so two workers given the same (sensor, seq)
+# at once take turns, and the second sees the first's numbers.
 _LATEST = "seq, ts, received_at, gateway, status, clock, " + VALUES
 _NEWER = "(excluded.ts, excluded.seq) > (cur.ts, cur.seq)"
+# The row is written at every batch (its numbers change); its latest values only move forward.
+_KEEP_NEWER = ", ".join(
+    f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE cur.{c} END" for c in _LATEST.split(", ")
+)
 UPDATE_LATEST = f"""
 WITH g AS (
     SELECT sensor_id, range_agg(int8range(seq, seq, '[]')) AS seqs, count(*) AS n
@@ -42,8 +46,7 @@ WITH g AS (
     INSERT INTO sensor_latest AS cur (sensor_id, {_LATEST}, seqs)
     SELECT n.*, g.seqs FROM n JOIN g USING (sensor_id) ORDER BY sensor_id
     ON CONFLICT (sensor_id) DO UPDATE SET
-        {", ".join(f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE cur.{c} END"
-                   for c in _LATEST.split(", "))},
+        {_KEEP_NEWER},
         seqs = cur.seqs + excluded.seqs,
         overlap = CASE WHEN cur.seqs && excluded.seqs THEN cur.seqs * excluded.seqs
                        ELSE '{{}}' END
