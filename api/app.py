@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -30,6 +31,7 @@ from coldtrail.api import (
     record_routes,
     rules_routes,
     stream_routes,
+    web,
 )
 from coldtrail.api import queries as q
 from coldtrail.api.live import LiveBuilder, LiveSnapshots
@@ -165,6 +167,12 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         }
         code = codes.get(type(exc), status.HTTP_409_CONFLICT)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    # FastAPI's own handler quotes the input back, and a NaN or a lone surrogate in it made
+    # that answer unwritable: a 500 instead of the 422.
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": web.json_safe(list(exc.errors()))}, status_code=422)
 
     # Content that can't be read (a bad GS1 scan), or a value the database can't hold (a NUL
     # character, a number out of range): 422 in the shape FastAPI documents for every route.

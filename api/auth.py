@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,5 +51,10 @@ def _claims(token: str, secret: str) -> dict[str, Any] | None:
     except jwt.PyJWTError:
         return None
     if claims is None or not isinstance(claims.get("sub"), str):
+        return None
+    exp = claims.get("exp")
+    # Only someone holding the key can sign a token, but a number is what every check of
+    # expiry below relies on: "soon" would fail them, infinity or NaN would never expire.
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
         return None
     return claims

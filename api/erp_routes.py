@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Header, Path, Query, Response, UploadFile
 
-from coldtrail.api import etag, models
+from coldtrail.api import etag, models, web
 from coldtrail.clock import Clock
 from coldtrail.erp import audit, capa, holds, kpi, movements, outbox, products
 from coldtrail.erp.people import Role, User
@@ -355,13 +355,9 @@ def register(app: FastAPI, deps: Deps) -> None:
     )
     def get_capa_evidence(capa_id: int, evidence_id: int, conn: Db, _: Anyone) -> Response:
         meta, content = capa.evidence_content(conn, capa_id, evidence_id)
+        media_type, headers = web.download_headers(meta.filename, meta.media_type)
         return Response(
-            content,
-            media_type=meta.media_type,
-            headers={
-                "Content-Disposition": f'attachment; filename="{meta.filename}"',
-                "ETag": f'"{meta.sha256}"',
-            },
+            content, media_type=media_type, headers={**headers, "ETag": f'"{meta.sha256}"'}
         )
 
     # -------------------------------------------------------------- audit trail and KPIs

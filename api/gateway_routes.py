@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from coldtrail.api import models
 from coldtrail.api.erp_routes import ADMIN, PREFIX, Deps
 from coldtrail.deploy import dynsec
 from coldtrail.erp import gateways
@@ -28,13 +29,11 @@ Rule = Literal[
 ]
 
 
-class GatewayIn(BaseModel):
+class GatewayIn(models.RequestModel):
     """What an admin may change of a gateway: its site (it then reports for the sensors
     placed there, under that site's topic) and whether it may connect."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"site": "wh2", "disabled": False}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"site": "wh2", "disabled": False}]})
     site: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     disabled: bool | None = None
 

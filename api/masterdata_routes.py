@@ -7,10 +7,10 @@ when someone changed the record in between.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Response
-from pydantic import AwareDatetime
 
 from coldtrail.api import etag, models
 from coldtrail.api.erp_routes import ADMIN, EVERYONE, LOGISTICS, PREFIX, QA, Deps
@@ -23,9 +23,10 @@ from coldtrail.errors import NotFound, RuleViolation
 Ident = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 SensorIdent = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 IfMatch = Annotated[str | None, Header(description=etag.IF_MATCH_DESCRIPTION)]
-Since = Annotated[AwareDatetime | None, Query(alias="from", description="from (RFC 3339)")]
-Until = Annotated[AwareDatetime | None, Query(alias="to", description="until, excluded")]
+Since = Annotated[models.Instant | None, Query(alias="from", description="from (RFC 3339)")]
+Until = Annotated[models.Instant | None, Query(alias="to", description="until, excluded")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+MAX_PLACEMENT_AHEAD = timedelta(days=1)
 
 
 def register(app: FastAPI, deps: Deps) -> None:
@@ -166,6 +167,13 @@ def register(app: FastAPI, deps: Deps) -> None:
                 raise NotFound(f"no sensor {sensor_id}")
             if md.get_location(conn, body.location_id) is None:
                 raise NotFound(f"no location {body.location_id}")
+            if body.since > deps.clock.now() + MAX_PLACEMENT_AHEAD:
+                # A placement far ahead would hold the sensor there for good: every later
+                # placement must start after it.
+                raise RuleViolation(
+                    f"a placement starts at most {MAX_PLACEMENT_AHEAD.days} day ahead, not "
+                    f"{body.since.isoformat()}"
+                )
             open_since = [p.since for p in current.placements if p.until is None]
             if open_since and body.since <= open_since[0]:
                 raise RuleViolation(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import zoneinfo
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from coldtrail.erp.outbox import SINKS
 from coldtrail.erp.people import Role
@@ -26,6 +28,31 @@ STATE_RANK: tuple[LiveState, ...] = ("unassigned", "ok", "no_data", "offline", "
                                      "excursion")  # fmt: skip
 """From least to most severe: a place shows its worst probe's state (``unassigned``: no probe
 is placed there)."""
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic also takes a number as seconds since 1970: `?to=0.5` would be a time.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("a time in RFC 3339 with its offset, e.g. 2026-11-22T10:00:00Z")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+"""A point in time as the API takes it: RFC 3339 text with an offset, nothing else."""
+
+
+class RequestModel(BaseModel):
+    """A request body: a field the API does not know is refused (a client that sent it would
+    believe it set something), and so are NaN and infinities (no stored value may hold one)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Token(BaseModel):
@@ -196,13 +223,13 @@ class Excursion(BaseModel):
         return cls(**dict(zip(names, r, strict=True)))
 
 
-class Acknowledge(BaseModel):
+class Acknowledge(RequestModel):
     comment: str = Field(
         min_length=3, max_length=2000, description="what was seen and done; required"
     )
 
 
-class NewUser(BaseModel):
+class NewUser(RequestModel):
     username: str = Field(pattern=r"^[a-z0-9_.-]{1,64}$")
     full_name: str = Field(min_length=1, max_length=200)
     role: Role
@@ -218,7 +245,7 @@ class UserOut(BaseModel):
 # ------------------------------------------------------------------ ERP core
 
 
-class ProfileIn(BaseModel):
+class ProfileIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     temp_min_c: float | None = Field(default=None, ge=-100, le=100)
     temp_max_c: float | None = Field(default=None, ge=-100, le=100)
@@ -240,13 +267,13 @@ class ProfileIn(BaseModel):
     }  # fmt: skip
 
 
-class ProductIn(BaseModel):
+class ProductIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     profile_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     serialised: bool = False
 
 
-class LotIn(BaseModel):
+class LotIn(RequestModel):
     """Either the fields, or ``scan``: the GS1 element string or UDI as the scanner read it."""
 
     scan: str | None = Field(
@@ -262,18 +289,18 @@ class LotIn(BaseModel):
 MovementKind = Literal["receiving", "put_away", "transfer", "loading", "delivery", "return"]
 
 
-class MovementIn(BaseModel):
+class MovementIn(RequestModel):
     lot_id: int
     kind: MovementKind
     quantity: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
-    at: AwareDatetime = Field(description="when the goods moved")
+    at: Instant = Field(description="when the goods moved")
     from_location: str | None = None
     to_location: str | None = None
     shipment_id: str | None = None
     party: str | None = Field(default=None, max_length=200)
 
 
-class ShipmentIn(BaseModel):
+class ShipmentIn(RequestModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     vehicle_id: str
     origin_site: str
@@ -281,16 +308,16 @@ class ShipmentIn(BaseModel):
     route: str = Field(default="", max_length=2000)
 
 
-class At(BaseModel):
-    at: AwareDatetime
+class At(RequestModel):
+    at: Instant
 
 
-class HoldIn(BaseModel):
+class HoldIn(RequestModel):
     lot_id: int
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class SignatureIn(BaseModel):
+class SignatureIn(RequestModel):
     """21 CFR 11.200: both components again at every signing, with meaning and reason."""
 
     username: str
@@ -303,7 +330,7 @@ class DispositionIn(SignatureIn):
     disposition: Literal["release", "reject"]
 
 
-class CapaIn(BaseModel):
+class CapaIn(RequestModel):
     title: str = Field(min_length=1, max_length=300)
     description: str = Field(default="", max_length=20_000)
     owner: str
@@ -313,7 +340,7 @@ class CapaIn(BaseModel):
     )
 
 
-class CapaStepIn(BaseModel):
+class CapaStepIn(RequestModel):
     to_state: Literal["investigation", "actions", "effectiveness_check", "closed"]
     comment: str = Field(default="", max_length=5000)
     root_cause: str | None = Field(default=None, max_length=20_000)
@@ -324,22 +351,22 @@ class CapaStepIn(BaseModel):
     signature: SignatureIn | None = Field(default=None, description="required to close")
 
 
-class CapaActionIn(BaseModel):
+class CapaActionIn(RequestModel):
     description: str = Field(min_length=1, max_length=2000)
     owner: str
     due_date: date
 
 
-class OutcomeIn(BaseModel):
+class OutcomeIn(RequestModel):
     outcome: str = Field(min_length=1, max_length=2000)
 
 
-class LinkIn(BaseModel):
+class LinkIn(RequestModel):
     kind: Literal["excursion", "lot", "hold", "shipment"]
     ref: str = Field(min_length=1, max_length=200)
 
 
-class DestinationIn(BaseModel):
+class DestinationIn(RequestModel):
     kind: str = Field(description="a registered sink: webhook or mqtt")
     url: str = Field(min_length=1, max_length=2000)
     secret: str | None = Field(default=None, min_length=16, max_length=500)
@@ -371,11 +398,11 @@ class ChainCheckOut(BaseModel):
     reason: str | None
 
 
-class AlarmAckIn(BaseModel):
+class AlarmAckIn(RequestModel):
     comment: str = Field(min_length=1, max_length=2000, description="what was seen, what is done")
 
 
-class ContactIn(BaseModel):
+class ContactIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     channel: str = Field(description="a notifier: webhook (SMS gateways too) or smtp")
     target: str = Field(min_length=1, max_length=500, description="URL or e-mail address")
@@ -390,15 +417,15 @@ class ContactIn(BaseModel):
     ] | None = None  # fmt: skip
 
 
-class RangePatchIn(BaseModel):
+class RangePatchIn(RequestModel):
     temp_min_c: float | None = Field(default=None, ge=-100, le=100)
     temp_max_c: float | None = Field(default=None, ge=-100, le=100)
     alarm_delay_s: float | None = Field(default=None, ge=0, le=86_400)
 
 
-class ReplayIn(BaseModel):
-    since: AwareDatetime
-    until: AwareDatetime
+class ReplayIn(RequestModel):
+    since: Instant
+    until: Instant
     profiles: dict[str, RangePatchIn] = Field(default_factory=dict)
     locations: dict[str, RangePatchIn] = Field(default_factory=dict)
     sensors: list[str] | None = None
@@ -573,15 +600,26 @@ class RecordOut(BaseModel):
 # ---------------------------------------------------------------- master data
 
 
-class SiteIn(BaseModel):
+class SiteIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _a_known_zone(cls, value: str) -> str:
+        # The site's local time labels its reports and KPIs: a zone the database does not
+        # know would fail them later, far from this request.
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+        return value
 
     model_config = {"json_schema_extra": {"examples": [{"name": "Shanghai DC", "timezone":
                                                         "Asia/Shanghai"}]}}  # fmt: skip
 
 
-class LocationIn(BaseModel):
+class LocationIn(RequestModel):
     site_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     kind: Literal["cold_room", "ambient_store", "vehicle", "compartment"]
     name: str = Field(min_length=1, max_length=200)
@@ -597,7 +635,7 @@ class LocationIn(BaseModel):
     ]}}  # fmt: skip
 
 
-class SensorIn(BaseModel):
+class SensorIn(RequestModel):
     model: str = Field(min_length=1, max_length=64, description="logger profile name")
     serial: str = Field(min_length=1, max_length=128)
     kind: Literal["probe", "position", "door"] = Field(
@@ -611,9 +649,9 @@ class SensorIn(BaseModel):
                                                         "serial": "XY2024-00817"}]}}  # fmt: skip
 
 
-class PlacementIn(BaseModel):
+class PlacementIn(RequestModel):
     location_id: str
-    since: AwareDatetime = Field(description="from when the sensor measures there")
+    since: Instant = Field(description="from when the sensor measures there")
     position: str = Field(default="", max_length=200, description="e.g. 'rear door, top'")
 
     model_config = {"json_schema_extra": {"examples": [
@@ -621,7 +659,7 @@ class PlacementIn(BaseModel):
     ]}}  # fmt: skip
 
 
-class CertificateIn(BaseModel):
+class CertificateIn(RequestModel):
     certificate_no: str = Field(min_length=1, max_length=100)
     issuer: str = Field(min_length=1, max_length=200)
     calibrated_on: date

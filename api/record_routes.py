@@ -7,9 +7,8 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Response
-from pydantic import AwareDatetime
 
-from coldtrail.api import models
+from coldtrail.api import models, web
 from coldtrail.api import record as rec
 from coldtrail.api.erp_routes import EVERYONE, PREFIX, Deps
 from coldtrail.erp.people import User
@@ -44,7 +43,7 @@ def _send(record: rec.Record, fmt: rec.Format, name: str) -> Response:
         rec.render(record, fmt),
         media_type=rec.MEDIA_TYPES[fmt],
         headers={
-            "Content-Disposition": f'attachment; filename="{name}.{rec.SUFFIXES[fmt]}"',
+            "Content-Disposition": web.attachment(f"{name}.{rec.SUFFIXES[fmt]}"),
             "X-Data-SHA256": record.data_sha256,
         },
     )
@@ -79,8 +78,8 @@ def register(app: FastAPI, deps: Deps) -> None:
         location_id: str,
         conn: Db,
         _: Anyone,
-        since: Annotated[AwareDatetime, Query(alias="from", description="start, RFC 3339")],
-        until: Annotated[AwareDatetime, Query(alias="to", description="end (excluded), RFC 3339")],
+        since: Annotated[models.Instant, Query(alias="from", description="start, RFC 3339")],
+        until: Annotated[models.Instant, Query(alias="to", description="end (excluded), RFC 3339")],
         fmt: FormatQuery = "json",
     ) -> Response:
         """The location and its compartments over [from, to), at most 400 days."""

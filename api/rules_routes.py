@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Path, Query
 
 from coldtrail.api import models
 from coldtrail.api import queries as api_q
-from coldtrail.api.erp_routes import ADMIN, EVERYONE, OVERSIGHT, PREFIX, Deps
+from coldtrail.api.erp_routes import ADMIN, EVERYONE, OVERSIGHT, PREFIX, STOCK, Deps
 from coldtrail.erp.people import User
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
@@ -103,6 +103,8 @@ class BudgetOut:
 def register(app: FastAPI, deps: Deps) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
+    # Acknowledging stops an alarm's escalation: a write, which an auditor never makes.
+    Staff = Annotated[User, Depends(deps.allow(STOCK))]
     Oversight = Annotated[User, Depends(deps.allow(OVERSIGHT))]
     Admin = Annotated[User, Depends(deps.allow(ADMIN))]
     refusals: dict[int | str, dict[str, Any]] = {
@@ -164,7 +166,7 @@ def register(app: FastAPI, deps: Deps) -> None:
 
     @app.post(PREFIX + "/alarms/{alarm_id}/acknowledge", tags=["alarms"], responses=refusals)
     def acknowledge_alarm(
-        alarm_id: Annotated[int, Path(ge=1)], body: models.AlarmAckIn, conn: Db, user: Anyone
+        alarm_id: Annotated[int, Path(ge=1)], body: models.AlarmAckIn, conn: Db, user: Staff
     ) -> alarms.Alarm:
         return alarms.acknowledge(conn, alarm_id, user.username, body.comment, deps.clock.now())
 

@@ -26,6 +26,7 @@ from coldtrail.erp.products import Product, Profile, register_lot, upsert_produc
 from coldtrail.mqtt import MqttOptions
 from tests.conftest import (
     GTIN,
+    SECRET,
     T0,
     api_client,
     database_from,
@@ -297,7 +298,7 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("GET", "/api/v1/location-excursions"): (EVERYONE, {"params": {"state": "open"}}),
     ("GET", "/api/v1/location-excursions/{excursion_id}"): (EVERYONE, {}),
     ("GET", "/api/v1/alarms"): (EVERYONE, {"params": {"active": "true"}}),
-    ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): (EVERYONE, {"json": {"comment": "seen"}}),
+    ("POST", "/api/v1/alarms/{alarm_id}/acknowledge"): (WRITERS, {"json": {"comment": "seen"}}),
     ("POST", "/api/v1/alarm-contacts"): (
         ADMIN, {"json": {"name": "Night", "channel": "webhook", "target": "http://127.0.0.1:9/s"}}
     ),
@@ -312,6 +313,21 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("GET", "/api/v1/kept-aside"): (ADMIN, {"params": {"gateway": "gw-1"}}),
 }  # fmt: skip
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
+
+
+# POSTs that write nothing: an auditor may make them.
+READ_ONLY_POSTS = {("POST", "/api/v1/rules/replay")}
+
+
+def test_an_auditor_writes_nothing() -> None:
+    """Part 11: the auditor's role reads the record and checks it; every route that changes
+    something refuses it (the matrix test holds the routes to these roles)."""
+    writes = [
+        route
+        for route, (roles, _) in MATRIX.items()
+        if route[0] != "GET" and route not in READ_ONLY_POSTS and Role.AUDITOR in roles
+    ]
+    assert writes == []
 
 
 def test_every_route_is_in_the_matrix(client: Any) -> None:
@@ -691,7 +707,7 @@ def test_erp_refusals_are_4xx_with_a_reason(client: Any) -> None:
         ("POST", "/api/v1/movements", {"json": {"lot_id": 1, "kind": "receiving",
          "quantity": "1", "at": SOON, "to_location": "NOWHERE"}}, 404, "no record with"),
         ("POST", "/api/v1/movements", {"json": {"lot_id": 1, "kind": "receiving",
-         "quantity": "1", "at": "2026-11-22T10:00:00"}}, 422, "timezone"),
+         "quantity": "1", "at": "2026-11-22T10:00:00"}}, 422, "RFC 3339 with its offset"),
         ("POST", "/api/v1/shipments/SH2/arrive", {"json": {"at": "2026-11-22T08:00:00Z"}}, 409,
          "departed at"),
         ("POST", "/api/v1/capa/1/advance", {"json": {"to_state": "closed"}}, 409,
@@ -783,6 +799,9 @@ EXAMPLE_SETUP: dict[tuple[str, str], Callable[[Conn], None]] = {
 }
 
 
+TOKEN_PLACEHOLDER = "<a signed JWT: header.claims.signature, each base64url>"
+
+
 def _record_example(client: Any, route: tuple[str, str]) -> dict[str, Any]:
     method, path = route
     given = EXAMPLE_REQUESTS[route] if route in EXAMPLE_REQUESTS else MATRIX[route][1]
@@ -796,6 +815,10 @@ def _record_example(client: Any, route: tuple[str, str]) -> dict[str, Any]:
         example["request"] = kwargs["json"]
     if media == "application/json":
         example["response"] = resp.json()
+        if isinstance(example["response"], dict) and "access_token" in example["response"]:
+            # A real token, even expired and signed with the tests' key, does not belong in a
+            # published document: its shape does.
+            example["response"]["access_token"] = TOKEN_PLACEHOLDER
     elif media.startswith("text/"):
         example["response"] = resp.text[:TEXT_EXAMPLE_CHARS]
     return example  # a binary answer (a PDF, a photo) gets no example
@@ -972,3 +995,116 @@ def test_live_snapshots_serve_the_kept_document_while_the_next_is_built() -> Non
         assert snapshots.get(None, lambda now: b"never") == (b"first", T0)
         release.set()
         assert rebuilding.result(10) == (b"second", later)
+
+
+JSON_ROUTES = sorted(
+    route
+    for route, (_, given) in MATRIX.items()
+    if not callable(given) and "json" in given and isinstance(given["json"], dict)
+)
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES, ids=[f"{m} {p}" for m, p in JSON_ROUTES])
+def test_a_field_the_api_does_not_know_is_refused_by_name(
+    client: Any, route: tuple[str, str]
+) -> None:
+    """A client that sends a field the API ignores believes it set something (PUT /locations
+    dropped `alarm_delay_s` without a word): every request body refuses unknown fields."""
+    method, path = route
+    given = MATRIX[route][1]
+    assert isinstance(given, dict)
+    kwargs = dict(given)
+    body = {**kwargs.pop("json"), "no_such_field": 1}
+    url = kwargs.pop("url", None) or path.format(**client.ids)
+    resp = client.request(method, url, json=body, headers=_headers(client, Role.ADMIN), **kwargs)
+    assert resp.status_code == 422, resp.text
+    [error] = [e for e in resp.json()["detail"] if e["loc"][-1] == "no_such_field"]
+    assert error["msg"] == "Extra inputs are not permitted"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "msg"),
+    [
+        (b'{"name": "x", "temp_min_c": 2, "temp_max_c": 8, "mkt_max_c": NaN}', "mkt_max_c",
+         "Input should be a finite number"),
+        (b'{"name": "x", "temp_min_c": -Infinity, "temp_max_c": 8}', "temp_min_c",
+         "Input should be a finite number"),
+        (b'{"name": "x\\ud800", "temp_min_c": 2, "temp_max_c": 8}', "name",
+         "Input should be a valid string, unable to parse raw data as a unicode string"),
+    ],
+)  # fmt: skip
+def test_nan_infinity_and_a_lone_surrogate_in_a_body_are_a_422_not_a_500(
+    client: Any, body: bytes, field: str, msg: str
+) -> None:
+    headers = {**_headers(client, Role.ADMIN), "content-type": "application/json"}
+    resp = client.put("/api/v1/profiles/p9", content=body, headers=headers)
+    assert resp.status_code == 422, resp.text
+    [error] = resp.json()["detail"]
+    assert (error["loc"][-1], error["msg"]) == (field, msg)
+    assert client.get("/api/v1/profiles/p9", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-11-22T10:00:00", "yesterday"])
+def test_a_time_is_rfc_3339_with_its_offset_and_nothing_else(client: Any, value: str) -> None:
+    resp = client.get(
+        "/api/v1/movements", params={"from": value}, headers=_headers(client, Role.ADMIN)
+    )
+    assert resp.status_code == 422, resp.text
+    assert "RFC 3339" in str(resp.json()["detail"])
+
+
+def test_a_site_time_zone_must_be_one_the_world_uses(client: Any) -> None:
+    admin = _headers(client, Role.ADMIN)
+    bad = client.put("/api/v1/sites/s9", json={"name": "Mars", "timezone": "Mars/Olympus"},
+                     headers=admin)  # fmt: skip
+    assert bad.status_code == 422
+    assert "not an IANA time zone" in str(bad.json()["detail"])
+    good = client.put("/api/v1/sites/s9", json={"name": "上海", "timezone": "Asia/Shanghai"},
+                      headers=admin)  # fmt: skip
+    assert good.status_code == 200, good.text
+
+
+def test_a_placement_far_ahead_is_refused_so_it_cant_hold_the_sensor_for_good(
+    client: Any,
+) -> None:
+    admin = _headers(client, Role.ADMIN)
+    body = {"location_id": "CR", "since": "9999-12-31T00:00:00Z"}
+    resp = client.post("/api/v1/sensors/S1/placements", json=body, headers=admin)
+    assert resp.status_code == 409
+    assert "at most 1 day ahead" in resp.json()["detail"]
+
+
+def test_evidence_with_a_chinese_name_downloads_and_a_page_is_sent_as_bytes(client: Any) -> None:
+    qa = _headers(client, Role.QA)
+    url = f"/api/v1/capa/{client.ids['capa_id']}/evidence"
+    files = {
+        "report": ("报告 温度.pdf", b"%PDF-1.4\n", "application/pdf"),
+        "page": ("page.html", b"<script>alert(1)</script>", "text/html"),
+    }
+    got = {}
+    for key, (name, content, kind) in files.items():
+        up = client.post(url, files={"file": (name, content, kind)}, headers=qa)
+        assert up.status_code == 201, up.text
+        got[key] = client.get(f"{url}/{up.json()['id']}", headers=qa)
+    report, page = got["report"], got["page"]
+    assert report.status_code == 200
+    assert report.headers["content-type"] == "application/pdf"
+    assert report.headers["content-disposition"] == (
+        'attachment; filename="download.pdf"; '
+        "filename*=UTF-8''%E6%8A%A5%E5%91%8A%20%E6%B8%A9%E5%BA%A6.pdf"
+    )
+    assert report.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["content-type"] == "application/octet-stream"
+    assert page.content == b"<script>alert(1)</script>"
+
+
+@pytest.mark.parametrize("exp", ["soon", float("inf"), float("nan"), True, None])
+def test_a_token_whose_expiry_is_not_a_number_is_refused(client: Any, exp: Any) -> None:
+    import jwt
+
+    claims: dict[str, Any] = {"sub": "admin", "role": "admin", "exp": exp}
+    if exp is None:
+        del claims["exp"]
+    forged = jwt.encode(claims, SECRET, algorithm="HS256")
+    resp = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {forged}"})
+    assert resp.status_code == 401
