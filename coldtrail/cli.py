@@ -422,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = (
+            Settings.model_construct() if getattr(args, "settings_free", False) else load_settings()
+        )
         _setup_logging(settings.log_level, settings.log_format)
         args.func(settings, args)
     except ColdTrailError as exc:

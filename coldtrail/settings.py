@@ -5,6 +5,7 @@ Built once at start-up by the command line and passed down; nothing here is a si
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -13,6 +14,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coldtrail.errors import ConfigError
+from coldtrail.redact import redact_url
 
 TOPIC_ROOT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MqttProtocol = Literal["5", "3.1.1"]
@@ -29,15 +31,16 @@ class MqttEndpoint:
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
         parts = urlsplit(url)
+        shown = redact_url(url)  # an error names the URL, never its password
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+            raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {shown!r}")
         if not parts.hostname:
-            raise ConfigError(f"MQTT URL has no host: {url!r}")
+            raise ConfigError(f"MQTT URL has no host: {shown!r}")
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"MQTT URL has a bad port: {url!r}") from exc
+        except ValueError:
+            raise ConfigError(f"MQTT URL has a bad port: {shown!r}") from None
         return cls(
             host=parts.hostname,
             port=port,
@@ -105,9 +108,35 @@ class Settings(BaseSettings):
 
     @field_validator("secret_key")
     @classmethod
-    def _secret_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("COLDTRAIL_SECRET_KEY must be at least 32 characters")
+    def _secret_key_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        _not_a_placeholder(key)
+        if len(key) < 32:
+            raise ValueError("must be at least 32 characters")
+        if len(set(key)) < MIN_DISTINCT_KEY_CHARACTERS:
+            raise ValueError(
+                f"uses fewer than {MIN_DISTINCT_KEY_CHARACTERS} different characters: generate "
+                "one (`openssl rand -base64 32`)"
+            )
+        return value
+
+    @field_validator(
+        "admin_password",
+        "mqtt_ingest_password",
+        "mqtt_outbox_password",
+        "mqtt_api_password",
+        "mqtt_admin_password",
+    )
+    @classmethod
+    def _password_set_for_real(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        password = value.get_secret_value()
+        _not_a_placeholder(password)
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"must be at least {MIN_PASSWORD_LENGTH} characters")
         return value
 
     @field_validator("api_bind", "ingest_metrics_bind")
@@ -146,9 +175,29 @@ class Settings(BaseSettings):
         return MqttEndpoint.parse(self.mqtt_url)
 
 
+PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|placeholder", re.IGNORECASE)
+"""What an example file's values look like (deploy/env.example says ``change-me-...``)."""
+MIN_DISTINCT_KEY_CHARACTERS = 12
+MIN_PASSWORD_LENGTH = 12
+
+
+def _not_a_placeholder(value: str) -> None:
+    if PLACEHOLDER.search(value):
+        raise ValueError(
+            "still holds the example's placeholder: generate the secrets "
+            "(`coldtrail env-init --out .env`, or `openssl rand -base64 32` each)"
+        )
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate settings, turning pydantic's error into a :class:`ConfigError`."""
+    """Read and validate settings, turning pydantic's error into a :class:`ConfigError`: one
+    line naming each setting and what is wrong, never the value (it may be a secret)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from exc
+        problems = "; ".join(
+            f"COLDTRAIL_{'.'.join(str(p) for p in e['loc']).upper()}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -153,6 +153,36 @@ def cmd_mosquitto_auth(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_env_init(_: Settings, args: argparse.Namespace) -> None:
+    """A deployment's ``.env`` from the example, each placeholder replaced by a new random
+    secret. The file is written once (mode 600); the secrets are never printed."""
+    import os
+    import secrets
+
+    from coldtrail.settings import PLACEHOLDER
+
+    if not args.example.is_file():
+        raise ConfigError(f"no example file at {args.example}")
+    generated: list[str] = []
+    lines = []
+    for line in args.example.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#") and PLACEHOLDER.search(value):
+            # URL-safe: the values end up in URLs (the compose file's database and MQTT URLs).
+            value = secrets.token_urlsafe(48 if "SECRET_KEY" in key else 32)
+            generated.append(key.strip())
+        lines.append(f"{key}{sep}{value}")
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{args.out} exists: not overwritten (its secrets may be in use)"
+        ) from None
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _print({"written": str(args.out), "generated": generated})
+
+
 def cmd_tls_self_signed(_: Settings, args: argparse.Namespace) -> None:
     from coldtrail.deploy.tls import self_signed
 
@@ -224,6 +254,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     auth.add_argument("--out", type=Path, required=True, help="folder for dynamic-security.json")
     auth.set_defaults(func=cmd_mosquitto_auth)
+
+    env = sub.add_parser(
+        "env-init",
+        help="write a deployment's .env from the example, every placeholder a new secret",
+    )
+    env.add_argument("--out", type=Path, default=Path(".env"))
+    env.add_argument("--example", type=Path, default=Path("deploy/env.example"))
+    # Needs no settings: it makes them (an unedited .env must not stop it).
+    env.set_defaults(func=cmd_env_init, settings_free=True)
 
     tls = sub.add_parser("tls", help="TLS certificates for the broker")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)
