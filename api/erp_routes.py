@@ -19,6 +19,7 @@ from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
+from coldtrail.redact import redact_url
 
 PREFIX = "/api/v1"
 EVERYONE = frozenset(Role)
@@ -435,8 +436,9 @@ def _destination(d: outbox.Destination) -> models.DestinationOut:
     return models.DestinationOut(
         name=d.name,
         kind=d.kind,
-        url=d.url,
-        signed=d.secret is not None,
+        url=redact_url(d.url),  # a webhook's key in its query is the receiver's secret
+        # An MQTT destination's secret is its broker password, not a signing key.
+        signed=d.kind == "webhook" and d.secret is not None,
         kinds=list(d.kinds) if d.kinds is not None else None,
         enabled=d.enabled,
     )

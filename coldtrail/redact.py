@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 HIDDEN = "***"
 # Query parameters that carry a credential, by name (case-insensitive, anywhere in the name).
@@ -37,3 +37,17 @@ def redact_text(text: str, *urls: str) -> str:
         if url:
             text = text.replace(url, redact_url(url))
     return text
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password, and the password (None if it had none): a credential
+    is kept apart from the URL, which is stored, audited and shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    netloc = f"{user}@{host}" if user else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), unquote(
+        parts.password
+    )

@@ -10,6 +10,7 @@ written: a failing delivery holds back the later ones until it succeeds or is gi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ from coldtrail.errors import (
     TransportError,
 )
 from coldtrail.mqtt import MqttOptions, connect, make_client
+from coldtrail.redact import redact_text, redact_url, split_password
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.settings import TOPIC_ROOT_PATTERN, MqttEndpoint, MqttProtocol
 
@@ -194,13 +196,20 @@ class WebhookSink:
             with self._opener.open(request, timeout=self._timeout_s) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
+            # The receiver's body is not kept: it may echo what it was sent, or its own
+            # secrets, into the log and the stored error.
             with exc:  # an HTTPError holds the response's socket open until closed
-                detail = exc.read(200).decode(errors="replace")
+                exc.read(200)
+            shown = redact_url(self._dest.url)
             if 300 <= exc.code < 400:
-                detail = f"redirected to {exc.headers.get('Location')}, not followed. {detail}"
-            raise DeliveryError(f"HTTP {exc.code} from {self._dest.url}: {detail}") from exc
+                where = redact_url(str(exc.headers.get("Location")))
+                raise DeliveryError(
+                    f"HTTP {exc.code} from {shown}: redirected to {where}, not followed"
+                ) from exc
+            raise DeliveryError(f"HTTP {exc.code} from {shown}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise DeliveryError(f"{self._dest.url} unreachable: {exc}") from exc
+            reason = redact_text(str(exc), self._dest.url)
+            raise DeliveryError(f"{redact_url(self._dest.url)} unreachable: {reason}") from exc
 
     def close(self) -> None:
         return None
@@ -241,7 +250,12 @@ class MqttSink:
                 f"MQTT destination URL: protocol must be one of {sorted(MQTT_PROTOCOLS)}, "
                 f"got {asked}"
             )
-        self._options = MqttOptions(MqttEndpoint.parse(destination.url), protocol=protocol)
+        endpoint = MqttEndpoint.parse(destination.url)
+        if endpoint.password is None and destination.secret:
+            # The broker password lives in the destination's secret, not in its URL (which is
+            # audited and shown).
+            endpoint = dataclasses.replace(endpoint, password=destination.secret)
+        self._options = MqttOptions(endpoint, protocol=protocol)
         root = parts.path.strip("/")
         if root and not re.fullmatch(TOPIC_ROOT_PATTERN, root):
             raise ConfigError(f"MQTT destination topic root {root!r} is not a plain topic level")
@@ -304,6 +318,13 @@ SINKS: dict[str, SinkFactory] = {
 
 
 def add_destination(conn: Conn, actor: str, dest: Destination) -> Destination:
+    url, password = split_password(dest.url)
+    if password is not None:
+        # A password in the URL goes to the secret: the URL is audited and shown, the
+        # secret is neither.
+        if dest.secret and dest.secret != password:
+            raise RuleViolation("give the password once: in the URL or as the secret, not both")
+        dest = dataclasses.replace(dest, url=url, secret=password)
     factory = SINKS.get(dest.kind)
     if factory is None:
         raise RuleViolation(f"unknown destination kind {dest.kind!r}; known: {sorted(SINKS)}")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from coldtrail.errors import ConfigError, TransportError
+from coldtrail.redact import redact_text, redact_url
 
 
 class NotifyError(TransportError):
@@ -65,7 +66,7 @@ class WebhookNotifier:
 
     def send(self, target: str, notice: Notice) -> None:
         if not target.startswith(("http://", "https://")):
-            raise NotifyError(f"webhook target must be an http(s) URL: {target}")
+            raise NotifyError(f"webhook target must be an http(s) URL: {redact_url(target)}")
         body = json.dumps(notice.document()).encode()
         request = urllib.request.Request(  # noqa: S310 - scheme checked above
             target,
@@ -77,9 +78,10 @@ class WebhookNotifier:
             with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310
                 resp.read()
         except urllib.error.HTTPError as exc:
-            raise NotifyError(f"HTTP {exc.code} from {target}") from exc
+            raise NotifyError(f"HTTP {exc.code} from {redact_url(target)}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise NotifyError(f"{target} unreachable: {exc}") from exc
+            reason = redact_text(str(exc), target)
+            raise NotifyError(f"{redact_url(target)} unreachable: {reason}") from exc
 
 
 class SmtpNotifier:
@@ -88,7 +90,10 @@ class SmtpNotifier:
             raise ConfigError("e-mail alarms need COLDTRAIL_SMTP_URL")
         parts = urlsplit(settings.smtp_url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ConfigError(f"SMTP URL must be smtp://host:port or smtps://..., got {parts}")
+            raise ConfigError(
+                "SMTP URL must be smtp://host:port or smtps://..., got "
+                f"{redact_url(settings.smtp_url)!r}"
+            )
         self._tls = parts.scheme == "smtps"
         self._host = parts.hostname
         self._port = parts.port or (465 if self._tls else 25)

@@ -417,6 +417,12 @@ def test_an_event_the_broker_refuses_is_not_delivered(
         assert failed.value.delivered == 0
         allowed.deliver([event])
         topic, payload = api.messages.get(timeout=10)
+        # As stored since migration 0013: the password in the secret, not in the URL.
+        bare = f"mqtt://coldtrail-outbox@127.0.0.1:{broker.plain_port}"
+        stored = MqttSink(Destination("bus", "mqtt", bare, SERVICE_PW["outbox"]), SystemClock())
+        stored.deliver([event])
+        assert api.messages.get(timeout=10)[0] == "coldtrail/v1/events/alarm/raised"
+        stored.close()
     finally:
         allowed.close()
         refused.close()

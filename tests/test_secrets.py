@@ -7,7 +7,9 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from coldtrail import cli
@@ -134,3 +136,150 @@ def test_urls_lose_their_credentials_before_they_are_shown(url: str, shown: str)
     assert (
         redact_text(f"could not reach {url}: refused", url) == f"could not reach {shown}: refused"
     )
+
+
+# -------------------------------------------------------------- credentials in stored URLs
+
+
+def test_an_mqtt_destinations_password_goes_to_its_secret_never_to_the_trail_or_the_api(
+    db_url: str, clock: Any
+) -> None:
+    """The review's high finding: an auditor read the outbox's broker password from the
+    audit trail, then published forged events. The URL is kept without it now."""
+    from tests.conftest import api_client, token
+
+    url = "mqtt://coldtrail-outbox:S3cret-Pass-42@broker:1883/fleet?protocol=3.1.1"
+    with api_client(db_url, clock) as c:
+        admin = token(c, "admin", "admin-password-123")
+        put = c.put("/api/v1/outbox/destinations/bus", json={"kind": "mqtt", "url": url},
+                    headers=admin)  # fmt: skip
+        assert put.status_code == 200, put.text
+        listed = c.get("/api/v1/outbox/destinations", headers=admin).text
+        trail = c.get("/api/v1/audit", params={"record_type": "outbox_destinations"},
+                      headers=admin).text  # fmt: skip
+    assert "S3cret-Pass-42" not in listed + trail
+    assert "coldtrail-outbox@broker:1883/fleet" in listed
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT url, secret FROM outbox_destinations").fetchone()
+    assert row == ("mqtt://coldtrail-outbox@broker:1883/fleet?protocol=3.1.1", "S3cret-Pass-42")
+
+
+def test_a_webhook_key_in_its_url_is_shown_as_stars_in_the_trail_the_api_and_its_errors(
+    db_url: str, clock: Any
+) -> None:
+    from coldtrail.erp.outbox import DeliveryError, Destination, WebhookSink
+    from tests.conftest import api_client, token
+
+    url = "http://127.0.0.1:9/hook?apikey=K3y-Of-The-Receiver&site=wh1"
+    with api_client(db_url, clock) as c:
+        admin = token(c, "admin", "admin-password-123")
+        put = c.put("/api/v1/outbox/destinations/erp", json={"kind": "webhook", "url": url},
+                    headers=admin)  # fmt: skip
+        assert put.status_code == 200, put.text
+        shown = c.get("/api/v1/outbox/destinations", headers=admin).text
+        trail = c.get("/api/v1/audit", params={"record_type": "outbox_destinations"},
+                      headers=admin).text  # fmt: skip
+        contact = c.post("/api/v1/alarm-contacts", headers=admin, json={
+            "name": "Pager", "channel": "webhook", "target": url})  # fmt: skip
+        assert contact.status_code == 201, contact.text
+        contacts = c.get("/api/v1/audit", params={"record_type": "alarm_contacts"},
+                         headers=admin).text  # fmt: skip
+    for text in (shown, trail, contacts):
+        assert "K3y-Of-The-Receiver" not in text
+        assert "apikey=***&site=wh1" in text
+    # Nothing listens on port 9: the error names the receiver without its key.
+    sink = WebhookSink(Destination("erp", "webhook", url), clock)
+    with pytest.raises(DeliveryError) as failed:
+        sink.deliver([_event()])
+    assert "K3y-Of-The-Receiver" not in str(failed.value)
+    assert "apikey=***" in str(failed.value)
+
+
+def test_a_receivers_answer_is_not_kept_in_the_error(clock: Any) -> None:
+    """A receiver's error page may echo what it was sent, or its own secrets: the stored
+    error keeps its status only."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from coldtrail.erp.outbox import DeliveryError, Destination, WebhookSink
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"internal error; db password=hunter22")
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook?token=T0ken-9"
+        sink = WebhookSink(Destination("erp", "webhook", url), clock)
+        with pytest.raises(DeliveryError) as failed:
+            sink.deliver([_event()])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(failed.value) == f"HTTP 500 from {url.replace('T0ken-9', '***')}"
+
+
+def test_an_alarm_webhooks_error_names_it_without_its_key() -> None:
+    from coldtrail.rules.notifiers import NotifierSettings, NotifyError, WebhookNotifier
+
+    notifier = WebhookNotifier(NotifierSettings(timeout_s=2))
+    with pytest.raises(NotifyError) as failed:
+        notifier.send("http://127.0.0.1:9/page?api_key=Pag3r-K3y", _notice())
+    assert "Pag3r-K3y" not in str(failed.value)
+    assert "api_key=***" in str(failed.value)
+
+
+def _event() -> Any:
+    import uuid
+    from datetime import UTC, datetime
+
+    from coldtrail.erp.outbox import Event
+
+    return Event(1, uuid.uuid4(), "alarm.raised", "alarm/1", {"n": 1}, datetime.now(UTC))
+
+
+def _notice() -> Any:
+    from datetime import UTC, datetime
+
+    from coldtrail.rules.notifiers import Notice
+
+    now = datetime.now(UTC)
+    return Notice(1, "offline", 0, "S1 offline", "S1", "CR", now, None, now)
+
+
+def test_upgrading_moves_an_mqtt_password_out_of_its_url_without_auditing_it(
+    empty_db_url: str,
+) -> None:
+    from coldtrail import db
+
+    db.upgrade(empty_db_url, target=12)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO outbox_destinations (name, kind, url) VALUES"
+            " ('bus', 'mqtt', 'mqtt://coldtrail-outbox:Old-Pass-7@broker:1883'),"
+            " ('erp', 'webhook', 'https://erp.example.com/in?key=abc')"
+        )
+        before = conn.execute("SELECT max(id) FROM audit_log").fetchone()
+    db.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        rows = conn.execute(
+            "SELECT name, url, secret, url_shown FROM outbox_destinations ORDER BY name"
+        ).fetchall()
+        new_trail = conn.execute(
+            "SELECT old_value::text || new_value::text FROM audit_log WHERE id > %s",
+            (before[0] if before else 0,),
+        ).fetchall()
+    assert rows == [
+        ("bus", "mqtt://coldtrail-outbox@broker:1883", "Old-Pass-7",
+         "mqtt://coldtrail-outbox@broker:1883"),
+        ("erp", "https://erp.example.com/in?key=abc", None, "https://erp.example.com/in?key=***"),
+    ]  # fmt: skip
+    assert new_trail  # the move is on record ...
+    assert all("Old-Pass-7" not in r[0] for r in new_trail)  # ... without the password
