@@ -6,6 +6,7 @@ inside create_app at run time.
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from coldtrail.api import (
 from coldtrail.api import queries as q
 from coldtrail.api.live import LiveBuilder, LiveSnapshots
 from coldtrail.api.stream import StreamHub
+from coldtrail.api.throttle import Throttle
 from coldtrail.clock import Clock, SystemClock
 from coldtrail.erp import audit, people
 from coldtrail.erp.people import Role, User
@@ -55,6 +57,12 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 ALL_ROLES = frozenset(Role)
 POOL_SIZE = 8
+USERNAME = re.compile(r"[a-z0-9_.-]{1,64}")
+"""What a user name may be (the users table's CHECK)."""
+GUESSES_PER_MINUTE = 10.0
+GUESS_BURST = 10
+"""Password attempts (logins and signatures) one client address may make: 10 at once, then
+10 a minute."""
 
 
 WRITERS = frozenset({Role.ADMIN, Role.LOGISTICS, Role.QA})
@@ -78,6 +86,8 @@ class ApiConfig:
     """A live document younger than this is served again instead of built anew (0: never)."""
     mqtt_admin: MqttOptions | None = None
     """The broker as its admin account: gateway changes reach a running broker at once."""
+    guesses_per_minute: float = GUESSES_PER_MINUTE
+    guess_burst: int = GUESS_BURST
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -148,6 +158,19 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     app.openapi = openapi_with_examples  # type: ignore[method-assign]
     oauth2 = OAuth2PasswordBearer(tokenUrl=f"{PREFIX}/auth/token", auto_error=False)
+    guesses = Throttle(clock, per_minute=config.guesses_per_minute, burst=config.guess_burst)
+
+    def guard(request: Request) -> None:
+        """A client guessing passwords (logins, e-signatures) too fast gets a 429."""
+        wait_s = guesses.take(request.client.host if request.client else "unknown")
+        if wait_s > 0:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many password attempts from this address: try again in {wait_s:.0f} s",
+                headers={"Retry-After": str(max(1, round(wait_s)))},
+            )
+
+    app.state.password_guard = guard
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -244,9 +267,28 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     @app.post(
         f"{PREFIX}/auth/token",
         tags=["auth"],
-        responses={401: {"description": "wrong user name or password"}},
+        responses={
+            401: {"description": "wrong user name or password"},
+            429: {"description": "too many password attempts from this address"},
+        },
     )
-    def token(conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> models.Token:
+    def token(
+        request: Request, conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+    ) -> models.Token:
+        guard(request)
+        if not USERNAME.fullmatch(form.username):
+            # No account can have such a name: refused before the database, so a megabyte
+            # of name costs nothing and adds no row (the trail keeps its start).
+            with acting(conn, "anonymous"):
+                audit.record(
+                    conn, "anonymous", "login_failed", "user", form.username[:64],
+                    {"reason": "not a user name"},
+                )  # fmt: skip
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "incorrect username or password",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         locked: str | None = None
         try:
             user = people.authenticate(conn, form.username, form.password, clock.now())

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Header, Path, Query, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Header, Path, Query, Request, Response, UploadFile
 
 from coldtrail.api import etag, models, web
 from coldtrail.clock import Clock
@@ -68,7 +68,11 @@ def register(app: FastAPI, deps: Deps) -> None:
         404: {"description": "a record named does not exist"},
         409: {"description": "a GxP rule or the record's state refuses it; detail says why"},
     }
-    signed = {**refusals, 403: {"description": "the signature was refused"}}
+    signed = {
+        **refusals,
+        403: {"description": "the signature was refused"},
+        429: {"description": "too many password attempts from this address"},
+    }
 
     # -------------------------------------------------------------- products and lots
 
@@ -240,10 +244,11 @@ def register(app: FastAPI, deps: Deps) -> None:
     )
     def dispose(
         hold_id: int, body: models.DispositionIn, conn: Db, user: Qa, response: Response,
-        if_match: IfMatch = None,
+        request: Request, if_match: IfMatch = None,
     ) -> holds.Hold:  # fmt: skip
         """Release or reject the lot, signed (21 CFR 11.200: user id and password again).
         With If-Match, refused if another signature or disposition came in since."""
+        request.app.state.password_guard(request)
         if if_match is not None:
             etag.check(if_match, holds.get_hold(conn, hold_id), f"hold {hold_id}")
         hold = holds.dispose(
@@ -293,8 +298,12 @@ def register(app: FastAPI, deps: Deps) -> None:
         tags=["capa"],
         responses=signed,
     )
-    def advance_capa(capa_id: int, body: models.CapaStepIn, conn: Db, user: Qa) -> capa.Capa:
+    def advance_capa(
+        capa_id: int, body: models.CapaStepIn, conn: Db, user: Qa, request: Request
+    ) -> capa.Capa:
         sig = body.signature
+        if sig is not None:
+            request.app.state.password_guard(request)
         signature = (
             capa.CloseSignature(
                 user.username, Credentials(sig.username, sig.password), sig.meaning, sig.reason

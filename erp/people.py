@@ -73,12 +73,20 @@ def authenticate(
     """The user, if the password is right. With ``now``, failures count towards a lock-out:
     MAX_FAILURES in a row lock the name for LOCKOUT (AccountLocked), unknown names alike so
     a lock-out tells nobody which names exist. Call outside a transaction that may roll
-    back, or the count is lost with it."""
+    back, or the count is lost with it.
+
+    The attempt is counted as a failure before the password is checked, in one statement,
+    and taken back if it was right: guesses made at once can't all pass a check made before
+    any of them failed (60 parallel guesses used to get 11 checked, a right one among them
+    succeeding)."""
     if now is not None:
-        locked = conn.execute(_LOCKED, {"user": username, "now": now}).fetchone()
-        if locked is not None:
+        counted = conn.execute(
+            _ATTEMPT, {"user": username, "now": now, "max": MAX_FAILURES, "until": now + LOCKOUT}
+        ).fetchone()
+        assert counted is not None  # noqa: S101 - INSERT ... RETURNING returns a row
+        if counted[1] is not None and counted[1] > now:
             raise AccountLocked(
-                f"account {username!r} is locked until {locked[0].isoformat()} after "
+                f"account {username!r} is locked until {counted[1].isoformat()} after "
                 f"{MAX_FAILURES} failed attempts; an administrator can unlock it sooner"
             )
     row = conn.execute(
@@ -89,12 +97,7 @@ def authenticate(
     try:
         _hasher.verify(row[3] if row else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
-        if now is not None:
-            conn.execute(
-                _FAILED,
-                {"user": username, "now": now, "max": MAX_FAILURES, "until": now + LOCKOUT},
-            )
-        return None
+        return None  # the attempt stays counted
     if row is None:
         return None
     if now is not None:
@@ -110,17 +113,21 @@ def unlock(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> bool:
     return done is not None and done[0] is not None
 
 
-_LOCKED = """
-SELECT locked_until FROM login_failures WHERE username = %(user)s AND locked_until > %(now)s
-"""
-# The failure that reaches the limit locks the name and starts the count again.
-_FAILED = """
+# One attempt more, counted before the password is checked. The attempt that reaches the
+# limit locks the name (whatever its password) and starts the count again; attempts while
+# it is locked change nothing. Returns the count and the lock.
+_ATTEMPT = """
 INSERT INTO login_failures AS f (username, failures, last_failed)
 VALUES (%(user)s, 1, %(now)s)
 ON CONFLICT (username) DO UPDATE SET
-    failures = CASE WHEN f.failures + 1 >= %(max)s THEN 0 ELSE f.failures + 1 END,
-    locked_until = CASE WHEN f.failures + 1 >= %(max)s THEN %(until)s ELSE f.locked_until END,
+    failures = CASE WHEN f.locked_until > %(now)s THEN f.failures
+                    WHEN f.failures + 1 > %(max)s THEN 0
+                    ELSE f.failures + 1 END,
+    locked_until = CASE WHEN f.locked_until > %(now)s THEN f.locked_until
+                        WHEN f.failures + 1 > %(max)s THEN %(until)s
+                        ELSE f.locked_until END,
     last_failed = %(now)s
+RETURNING failures, locked_until
 """
 
 

@@ -1113,3 +1113,64 @@ def test_a_token_whose_expiry_is_not_a_number_is_refused(client: Any, exp: Any) 
     forged = jwt.encode(claims, SECRET, algorithm="HS256")
     resp = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {forged}"})
     assert resp.status_code == 401
+
+
+def test_guesses_made_at_once_are_counted_before_any_is_checked(db_url: str) -> None:
+    """Ten guesses at once: five are checked, the other five find the name locked without
+    being checked. Before, every one passed the lock-out's check before any had failed
+    (60 at once checked 11, and a right password 11th got in)."""
+    import threading
+
+    from coldtrail.erp import people
+    from coldtrail.errors import AccountLocked
+
+    start = threading.Barrier(10)
+    outcomes: list[str] = []
+
+    def guess() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            start.wait()
+            try:
+                user = people.authenticate(conn, "qa1", "wrong-password-here", T0)
+                outcomes.append("checked" if user is None else "in")
+            except AccountLocked:
+                outcomes.append("locked")
+
+    threads = [threading.Thread(target=guess) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["checked"] * 5 + ["locked"] * 5
+    with psycopg.connect(db_url) as conn, pytest.raises(AccountLocked):
+        people.authenticate(conn, "qa1", PASSWORD, T0)  # the right one, too late
+
+
+def test_one_address_guessing_many_names_is_slowed_down(db_url: str, clock: ManualClock) -> None:
+    from fastapi.testclient import TestClient
+
+    from coldtrail.api.app import ApiConfig, create_app
+
+    config = ApiConfig(database_url=db_url, secret_key=SECRET, admin_password="admin-password-123")
+    with TestClient(create_app(config, clock)) as c:
+        for n in range(10):  # a name each: the lock-out of one name does not come into it
+            assert _login(c, f"guess{n}", "wrong-password-here").status_code == 401
+        slowed = _login(c, "guess10", "wrong-password-here")
+        assert slowed.status_code == 429
+        assert slowed.headers["retry-after"] == "6"
+        clock.advance(6)
+        assert _login(c, "qa1", PASSWORD).status_code == 200
+
+
+def test_a_name_no_account_can_have_is_refused_before_the_database(client: Any, conn: Conn) -> None:
+    huge = "x" * 1_000_000
+    before = conn.execute("SELECT count(*) FROM login_failures").fetchone()
+    for name in (huge, "Robert'); DROP TABLE users;--", "名字"):
+        resp = _login(client, name, "whatever-it-is-12")
+        assert resp.status_code == 401, resp.text
+        assert resp.json() == {"detail": "incorrect username or password"}
+    assert conn.execute("SELECT count(*) FROM login_failures").fetchone() == before
+    tried = conn.execute(
+        "SELECT record_id FROM audit_log WHERE action = 'login_failed' ORDER BY id"
+    ).fetchall()
+    assert tried[0] == ("x" * 64,)  # the trail keeps the start of what was tried
