@@ -35,6 +35,7 @@ from coldtrail.api import (
     web,
 )
 from coldtrail.api import queries as q
+from coldtrail.api.limits import BodyLimit
 from coldtrail.api.live import LiveBuilder, LiveSnapshots
 from coldtrail.api.stream import StreamHub
 from coldtrail.api.throttle import Throttle
@@ -149,6 +150,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
     )
+    app.add_middleware(BodyLimit)
     plain_openapi = app.openapi
 
     def openapi_with_examples() -> dict[str, Any]:

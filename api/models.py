@@ -48,6 +48,12 @@ Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 """A point in time as the API takes it: RFC 3339 text with an offset, nothing else."""
 
 
+MAX_LIST = 1_000
+"""The longest list a request body may hold (a CAPA's links, a destination's event kinds, a
+replay's changed ranges). One CAPA with 300 000 links held the audit head for 31 s."""
+MAX_SENSORS = 20_000
+
+
 class RequestModel(BaseModel):
     """A request body: a field the API does not know is refused (a client that sent it would
     believe it set something), and so are NaN and infinities (no stored value may hold one)."""
@@ -336,7 +342,7 @@ class CapaIn(RequestModel):
     owner: str
     due_date: date
     links: list[tuple[Literal["excursion", "lot", "hold", "shipment"], str]] = Field(
-        default_factory=list
+        default_factory=list, max_length=MAX_LIST
     )
 
 
@@ -370,7 +376,9 @@ class DestinationIn(RequestModel):
     kind: str = Field(description="a registered sink: webhook or mqtt")
     url: str = Field(min_length=1, max_length=2000)
     secret: str | None = Field(default=None, min_length=16, max_length=500)
-    kinds: list[str] | None = Field(default=None, description="event kinds; null: all")
+    kinds: list[str] | None = Field(
+        default=None, max_length=MAX_LIST, description="event kinds; null: all"
+    )
     enabled: bool = True
 
     @field_validator("kind")
@@ -426,9 +434,9 @@ class RangePatchIn(RequestModel):
 class ReplayIn(RequestModel):
     since: Instant
     until: Instant
-    profiles: dict[str, RangePatchIn] = Field(default_factory=dict)
-    locations: dict[str, RangePatchIn] = Field(default_factory=dict)
-    sensors: list[str] | None = None
+    profiles: dict[str, RangePatchIn] = Field(default_factory=dict, max_length=MAX_LIST)
+    locations: dict[str, RangePatchIn] = Field(default_factory=dict, max_length=MAX_LIST)
+    sensors: list[str] | None = Field(default=None, max_length=MAX_SENSORS)
 
 
 # ---------------------------------------------------------------- the continuous record

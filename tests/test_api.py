@@ -1174,3 +1174,71 @@ def test_a_name_no_account_can_have_is_refused_before_the_database(client: Any, 
         "SELECT record_id FROM audit_log WHERE action = 'login_failed' ORDER BY id"
     ).fetchall()
     assert tried[0] == ("x" * 64,)  # the trail keeps the start of what was tried
+
+
+def test_a_body_over_a_megabyte_is_refused_413_before_it_is_read_whole(
+    client: Any, conn: Conn
+) -> None:
+    """A 50 MB body used to be read, parsed and held; one CAPA with 8 MB of links held the
+    audit trail's head for 31 s. Said or not (chunked), a body over 1 MiB is a 413."""
+    qa = _headers(client, Role.QA)
+    before = conn.execute("SELECT count(*) FROM capas").fetchone()
+    big = json.dumps(
+        {
+            "title": "门",
+            "owner": "qa1",
+            "due_date": "2026-12-31",
+            "links": [["lot", "L" * 2_000_000]],
+        }
+    ).encode()
+    said = client.post(
+        "/api/v1/capa", content=big, headers={**qa, "content-type": "application/json"}
+    )
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    unsaid = client.post(
+        "/api/v1/capa", content=chunks(), headers={**qa, "content-type": "application/json"}
+    )
+    for resp in (said, unsaid):
+        assert resp.status_code == 413, resp.text
+        assert resp.json() == {"detail": "request body over 1048576 bytes: the limit"}
+    assert "content-length" not in unsaid.request.headers
+    assert conn.execute("SELECT count(*) FROM capas").fetchone() == before
+
+
+def test_a_list_over_a_thousand_is_refused_by_name(client: Any, conn: Conn) -> None:
+    qa = _headers(client, Role.QA)
+    body = {"title": "Door", "owner": "qa1", "due_date": "2026-12-31"}
+    many = client.post("/api/v1/capa", json={**body, "links": [["lot", "L1"]] * 1001}, headers=qa)
+    assert many.status_code == 422
+    (error,) = many.json()["detail"]
+    assert error["loc"] == ["body", "links"]
+    assert "at most 1000" in error["msg"]
+    replay = client.post(
+        "/api/v1/rules/replay",
+        json={
+            "since": "2026-01-01T00:00:00Z",
+            "until": "2026-01-02T00:00:00Z",
+            "sensors": [f"S{i}" for i in range(20_001)],
+        },
+        headers=_headers(client, Role.ADMIN),
+    )
+    assert replay.status_code == 422, replay.text
+    assert replay.json()["detail"][0]["loc"] == ["body", "sensors"]
+
+
+def test_evidence_may_be_larger_than_a_json_body_but_not_without_end(client: Any) -> None:
+    qa = _headers(client, Role.QA)
+    url = f"/api/v1/capa/{client.ids['capa_id']}/evidence"
+    scan = b"%PDF-1.4\n" + b"0" * (3 * 1024 * 1024)
+    up = client.post(url, files={"file": ("扫描.pdf", scan, "application/pdf")}, headers=qa)
+    assert up.status_code == 201, up.text
+    back = client.get(f"{url}/{up.json()['id']}", headers=qa)
+    assert back.content == scan
+    film = b"0" * (26 * 1024 * 1024)
+    refused = client.post(url, files={"file": ("film.mp4", film, "video/mp4")}, headers=qa)
+    assert refused.status_code == 413
+    assert refused.json() == {"detail": "request body over 26214400 bytes: the limit"}

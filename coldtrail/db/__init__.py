@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -78,6 +79,21 @@ def timescaledb_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     return row is not None
 
 
+_ROLES = ("coldtrail_app", "coldtrail_readonly")
+
+
+def _create_roles(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the cluster's roles (migration 0005 grants to them) before any migration runs.
+    Roles belong to the cluster, the migration lock to one database: two databases of one
+    server migrated at once both found a role missing, and the second CREATE ROLE failed."""
+    for role in _ROLES:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            continue
+        # Created by the other migration meanwhile: what was wanted.
+        with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+
+
 def upgrade(url: str, target: int | None = None) -> UpgradeResult:
     """Apply every migration not yet applied (up to ``target``, for tests of a migration over
     existing data); safe to run again and from several processes."""
@@ -88,6 +104,7 @@ def upgrade(url: str, target: int | None = None) -> UpgradeResult:
         try:
             conn.execute(_SCHEMA_MIGRATIONS)
             conn.execute(_SCHEMA_FEATURES)
+            _create_roles(conn)
             done = {
                 int(str(v)): str(sha)
                 for v, sha in conn.execute("SELECT version, sha256 FROM schema_migrations")

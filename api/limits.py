@@ -1,0 +1,79 @@
+"""How large a request may be: a body past its limit is a 413 before the API reads it whole.
+A 50 MB body used to be read, parsed and held; one CAPA with 8 MB of links held the audit
+trail's head for 31 s, and every other writer waited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_BODY_BYTES = 1024 * 1024
+"""A JSON or form body: the largest the API takes is a replay or a CAPA, far below."""
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+"""Evidence files (multipart): a scanned report or a photo."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuses a request whose body is over its limit with 413, from its
+    Content-Length when it says, and while it is read when it does not (chunked)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip()
+        limit = MAX_UPLOAD_BYTES if kind == b"multipart/form-data" else MAX_BODY_BYTES
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
+            return
+        seen = 0
+        refused = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit and not refused:
+                    refused = True
+                    raise _TooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            # Once the body is refused, whatever the app answers to its broken read (FastAPI
+            # makes it a 400) is dropped for the 413 that says why.
+            nonlocal started
+            if refused and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            if not refused:
+                raise
+        if refused and not started:
+            await _too_large(send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = b'{"detail":"request body over %d bytes: the limit"}' % limit
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
