@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from coldtrail import __version__
 from coldtrail.api import (
+    account_routes,
     auth,
     erp_routes,
     examples,
@@ -45,7 +46,6 @@ from coldtrail.erp.people import Role, User
 from coldtrail.erp.tx import acting
 from coldtrail.errors import (
     AccountLocked,
-    Conflict,
     NotFound,
     PayloadError,
     PreconditionFailed,
@@ -164,7 +164,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     def guard(request: Request) -> None:
         """A client guessing passwords (logins, e-signatures) too fast gets a 429."""
-        wait_s = guesses.take(request.client.host if request.client else "unknown")
+        wait_s = guesses.take(web.client(request))
         if wait_s > 0:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
@@ -230,14 +230,26 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     def current_user(conn: Db, token: Annotated[str | None, Depends(oauth2)]) -> User:
         subject = auth.token_subject(token or "", config.secret_key, clock.now())
-        user = people.load_user(conn, subject) if subject else None
-        if user is None:
+        user = people.load_user(conn, subject[0]) if subject else None
+        # A token from before a password change, a disable or a revocation: refused.
+        if user is None or subject is None or user.token_generation != subject[1]:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "not authenticated",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return user
+
+    async def still_valid(user: User) -> bool:
+        """Whether the tokens ``user`` holds still count (for push streams, which outlive
+        the request that checked them)."""
+        async with slots:
+            conn = await run_in_threadpool(pool.getconn)
+            try:
+                now = await run_in_threadpool(people.load_user, conn, user.username)
+            finally:
+                await run_in_threadpool(pool.putconn, conn)
+        return now is not None and now.token_generation == user.token_generation
 
     def allow(roles: frozenset[Role]) -> Callable[[User], User]:
         def check(user: Annotated[User, Depends(current_user)]) -> User:
@@ -293,7 +305,9 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             )
         locked: str | None = None
         try:
-            user = people.authenticate(conn, form.username, form.password, clock.now())
+            user = people.authenticate(
+                conn, form.username, form.password, clock.now(), web.client(request)
+            )
         except AccountLocked as exc:
             user, locked = None, str(exc)
         # Part 11 wants every login and every failed one in the trail (with the name tried).
@@ -309,47 +323,13 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
                 locked or "incorrect username or password",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return issue(user)
+
+    def issue(user: User) -> models.Token:
         return models.Token(
             access_token=auth.issue_token(user, config.secret_key, clock.now(), config.token_ttl_s),
             expires_in=config.token_ttl_s,
         )
-
-    @app.get(f"{PREFIX}/users/me", tags=["auth"])
-    def me(user: Annotated[User, Depends(allow(ALL_ROLES))]) -> models.UserOut:
-        return models.UserOut(username=user.username, full_name=user.full_name, role=user.role)
-
-    @app.post(
-        f"{PREFIX}/users",
-        tags=["auth"],
-        status_code=status.HTTP_201_CREATED,
-        responses={409: {"description": "the user name is taken"}},
-    )
-    def add_user(
-        body: models.NewUser,
-        conn: Db,
-        admin: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))],
-    ) -> models.UserOut:
-        try:
-            with acting(conn, admin.username):
-                people.create_user(conn, body.username, body.full_name, body.role, body.password)
-        except Conflict as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username!r} exists") from exc
-        return models.UserOut(username=body.username, full_name=body.full_name, role=body.role)
-
-    @app.post(
-        f"{PREFIX}/users/{{username}}/unlock",
-        tags=["auth"],
-        responses={404: {"description": "the account is not locked"}},
-    )
-    def unlock(
-        username: str, conn: Db, admin: Annotated[User, Depends(allow(frozenset({Role.ADMIN})))]
-    ) -> dict[str, str]:
-        """Lift the lock-out that failed logins or signatures put on an account."""
-        with acting(conn, admin.username):
-            if not people.unlock(conn, username):
-                raise NotFound(f"account {username!r} is not locked")
-            audit.record(conn, admin.username, "unlock", "user", username)
-        return {"username": username, "status": "unlocked"}
 
     @app.get(f"{PREFIX}/live", tags=["live"], response_model=models.Live)
     def live(
@@ -423,6 +403,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
                 )
         return {"id": excursion_id}
 
+    account_routes.register(app, erp_routes.Deps(db, allow, clock), issue=issue, guard=guard)
     erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
     record_routes.register(app, erp_routes.Deps(db, allow, clock))
@@ -435,6 +416,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         hub=hub,
         allow=allow,
         token_expiry=lambda token: auth.token_expiry(token, config.secret_key),
+        still_valid=still_valid,
         bearer=oauth2,
         clock=clock,
         keepalive_s=config.stream_keepalive_s,

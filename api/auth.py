@@ -15,18 +15,20 @@ def issue_token(user: User, secret: str, now: datetime, ttl_s: int) -> str:
     claims = {
         "sub": user.username,
         "role": user.role.value,
+        "gen": user.token_generation,
         "iat": now,
         "exp": now + timedelta(seconds=ttl_s),
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def token_subject(token: str, secret: str, now: datetime) -> str | None:
-    """The username a valid, unexpired token names; None for anything else."""
+def token_subject(token: str, secret: str, now: datetime) -> tuple[str, int] | None:
+    """The username a valid, unexpired token names, and the generation of that user's
+    tokens it was issued under; None for anything else."""
     claims = _claims(token, secret)
     if claims is None or float(claims["exp"]) <= now.timestamp():
         return None
-    return str(claims["sub"])
+    return str(claims["sub"]), int(claims["gen"])
 
 
 def token_expiry(token: str, secret: str) -> datetime | None:
@@ -43,7 +45,7 @@ def _claims(token: str, secret: str) -> dict[str, Any] | None:
                 token,
                 secret,
                 algorithms=["HS256"],
-                options={"verify_exp": False, "require": ["sub", "exp"]},
+                options={"verify_exp": False, "require": ["sub", "exp", "gen"]},
             )
             if token
             else None
@@ -51,6 +53,10 @@ def _claims(token: str, secret: str) -> dict[str, Any] | None:
     except jwt.PyJWTError:
         return None
     if claims is None or not isinstance(claims.get("sub"), str):
+        return None
+    gen = claims.get("gen")
+    # Tokens from before generations (a release ago) have none: refused, their users sign in.
+    if isinstance(gen, bool) or not isinstance(gen, int) or gen < 0:
         return None
     exp = claims.get("exp")
     # Only someone holding the key can sign a token, but a number is what every check of

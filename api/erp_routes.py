@@ -256,7 +256,7 @@ def register(app: FastAPI, deps: Deps) -> None:
             user.username,
             hold_id,
             body.disposition,
-            Credentials(body.username, body.password),
+            Credentials(body.username, body.password, web.client(request)),
             body.meaning,
             body.reason,
             deps.clock.now(),
@@ -306,7 +306,10 @@ def register(app: FastAPI, deps: Deps) -> None:
             request.app.state.password_guard(request)
         signature = (
             capa.CloseSignature(
-                user.username, Credentials(sig.username, sig.password), sig.meaning, sig.reason
+                user.username,
+                Credentials(sig.username, sig.password, web.client(request)),
+                sig.meaning,
+                sig.reason,
             )
             if sig is not None
             else None

@@ -23,7 +23,7 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -322,7 +322,8 @@ def _compact(doc: dict[str, Any]) -> bytes:
 
 
 def control(event: str, doc: dict[str, Any]) -> bytes:
-    """A frame without an id (ready, reset, lagged, expired): it is not in the kept history."""
+    """A frame without an id (ready, reset, lagged, expired, revoked): it is not in the kept
+    history."""
     return b"event: " + event.encode() + b"\ndata: " + _compact(doc) + b"\n\n"
 
 
@@ -338,11 +339,16 @@ async def frames(
     expires_at: datetime,
     keepalive_s: float,
     max_events: int | None,
+    still_valid: Callable[[], Awaitable[bool]] | None = None,
     batch: int = 256,
 ) -> AsyncIterator[bytes]:
-    """What one client is sent, until it goes, falls behind, its token expires, or
-    ``max_events`` frames (``ready`` included) have gone out."""
+    """What one client is sent, until it goes, falls behind, its token expires or is revoked
+    (``still_valid``, asked at most every ``keepalive_s``: a password change or a disabled
+    account ends the stream within that), or ``max_events`` frames (``ready`` included) have
+    gone out."""
     sent = 0
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + keepalive_s
 
     def budget() -> int:
         return batch if max_events is None else min(batch, max_events - sent)
@@ -364,6 +370,12 @@ async def frames(
             if clock.now() >= expires_at:
                 yield control("expired", {"reason": "the token expired; sign in and reconnect"})
                 return
+            if still_valid is not None and loop.time() >= next_check:
+                if not await still_valid():
+                    reason = "the token was revoked (a password change, a disabled account, "
+                    yield control("revoked", {"reason": reason + "or a sign-out everywhere)"})
+                    return
+                next_check = loop.time() + keepalive_s
             if backlog:
                 chunk = [backlog.popleft() for _ in range(min(budget(), len(backlog)))]
             else:

@@ -34,7 +34,9 @@ Each event is `event: <type>` and `data: <one JSON line>`, with an `id`:
 Control events have no id: `ready` first (stream id, broker state, how many missed events
 were replayed, when the token expires); `reset` when missed events can't be replayed (reload
 `GET /live`); `lagged` when the client fell too far behind, `expired` when its token did
-(sign in again), each followed by the end of the stream. Reconnect with `Last-Event-ID` to
+(sign in again), `revoked` when it was revoked (a password change, a disabled account, a
+sign-out everywhere; noticed within the keepalive interval), each followed by the end of the
+stream. Reconnect with `Last-Event-ID` to
 get what was missed. A comment line (`: keepalive`) goes out when nothing else has for a
 while, so proxies keep the connection open."""
 
@@ -46,7 +48,7 @@ EVENT_SCHEMA = {
     "properties": {
         "event": {
             "type": "string",
-            "enum": [*STREAM_TYPES, "feed", "ready", "reset", "lagged", "expired"],
+            "enum": [*STREAM_TYPES, "feed", "ready", "reset", "lagged", "expired", "revoked"],
         },
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9]+$"},
@@ -60,6 +62,7 @@ def register(
     hub: Callable[[], StreamHub | None],
     allow: Callable[[frozenset[Role]], Callable[..., User]],
     token_expiry: Callable[[str], datetime | None],
+    still_valid: Callable[[User], Awaitable[bool]],
     bearer: Callable[..., Awaitable[str | None]],
     clock: Clock,
     keepalive_s: float,
@@ -91,7 +94,7 @@ def register(
         },
     )
     async def stream(
-        _: Annotated[User, Depends(allow(frozenset(Role)))],
+        user: Annotated[User, Depends(allow(frozenset(Role)))],
         token: Annotated[str | None, Depends(bearer)],
         types: Annotated[
             str | None,
@@ -140,6 +143,7 @@ def register(
             expires_at=expires_at,
             keepalive_s=keepalive_s,
             max_events=max_events,
+            still_valid=lambda: still_valid(user),
         )
         return StreamingResponse(
             body,

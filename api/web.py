@@ -9,6 +9,8 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote
 
+from starlette.requests import Request
+
 # Types a browser may show inline without running anything; the rest is sent as bytes.
 SAFE_MEDIA_TYPES = frozenset(
     {"application/pdf", "image/jpeg", "image/png", "image/gif", "text/csv", "text/plain"}
@@ -52,3 +54,10 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, bool | int):
         return value
     return json_safe(str(value))
+
+
+def client(request: Request) -> str:
+    """The client's address, as the server saw it: failed passwords and throttles are kept per
+    address. `coldtrail api` (uvicorn) takes X-Forwarded-For from a proxy on 127.0.0.1; a proxy
+    elsewhere must be named in FORWARDED_ALLOW_IPS, or every client looks like the proxy."""
+    return request.client.host if request.client else "unknown"

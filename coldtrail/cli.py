@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sim_sub, sim_handler)
 
+    from coldtrail.erp.commands import add_parsers as add_user_parsers
+
+    add_user_parsers(sub)
     from coldtrail.deploy.commands import add_parsers as add_deploy_parsers
 
     add_deploy_parsers(sub)

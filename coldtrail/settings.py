@@ -14,6 +14,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coldtrail.errors import ConfigError
+from coldtrail.passwords import MIN_PASSWORD_LENGTH, password_problem
 from coldtrail.redact import redact_url
 
 TOPIC_ROOT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     running broker at once (dynamic-security plugin)."""
     grafana_token: SecretStr | None = None
     """A Grafana service account token for ``coldtrail dashboards provision``."""
+    grafana_user: str = "admin"
+    grafana_password: SecretStr | None = None
+    """With ``grafana_user``, how `dashboards provision` signs in to Grafana when it has no
+    token: from the environment, never on a command line (where `ps` shows it)."""
     grafana_db_url: SecretStr | None = None
     """The read-only database user as Grafana's server reaches it (its data source)."""
     mqtt_topic_root: str = Field(default="coldtrail", pattern=TOPIC_ROOT_PATTERN)
@@ -139,6 +144,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_PASSWORD_LENGTH} characters")
         return value
 
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password_policy(cls, value: SecretStr | None) -> SecretStr | None:
+        # The account's policy, checked at start-up rather than when the account is made.
+        problem = None if value is None else password_problem(value.get_secret_value(), "admin")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @field_validator("api_bind", "ingest_metrics_bind")
     @classmethod
     def _bind_is_host_port(cls, value: str | None) -> str | None:
@@ -178,7 +192,6 @@ class Settings(BaseSettings):
 PLACEHOLDER = re.compile(r"change[-_ ]?me|replace[-_ ]?me|placeholder", re.IGNORECASE)
 """What an example file's values look like (deploy/env.example says ``change-me-...``)."""
 MIN_DISTINCT_KEY_CHARACTERS = 12
-MIN_PASSWORD_LENGTH = 12
 
 
 def _not_a_placeholder(value: str) -> None:

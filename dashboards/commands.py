@@ -50,12 +50,15 @@ def cmd_provision(settings: Settings, args: argparse.Namespace) -> None:
     token = settings.grafana_token.get_secret_value() if settings.grafana_token else None
     parts = urlsplit(args.grafana_url)
     credential: str | tuple[str, str] | None = token
+    if credential is None and settings.grafana_password is not None:
+        credential = (settings.grafana_user, settings.grafana_password.get_secret_value())
     if parts.username is not None:
+        # Still honoured, but a command line is readable by every user of the machine.
         credential = (unquote(parts.username), unquote(parts.password or ""))
     if credential is None:
         raise ConfigError(
             "no Grafana credential: set COLDTRAIL_GRAFANA_TOKEN (a service account token) "
-            "or put user:password in --grafana-url"
+            "or COLDTRAIL_GRAFANA_PASSWORD (with COLDTRAIL_GRAFANA_USER, default admin)"
         )
     api = GrafanaApi.from_url(args.grafana_url, credential=credential, timeout=10.0)
     report = provision(api, ds, boards.ALL, update_password=args.update_password)

@@ -29,6 +29,8 @@ class Credentials:
 
     username: str
     password: str
+    client: str = "local"
+    """Where they were typed (the client's address): failures lock the name there only."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ def check_signer(
     locked: str | None = None
     try:
         # Failed signatures count towards the same lock-out as failed logins (11.300(d)).
-        user = people.authenticate(conn, credentials.username, credentials.password, now)
+        user = people.authenticate(
+            conn, credentials.username, credentials.password, now, credentials.client
+        )
     except AccountLocked as exc:
         user, locked = None, str(exc)
     if credentials.username != session_user:

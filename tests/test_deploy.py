@@ -20,7 +20,7 @@ import yaml
 from psycopg import sql
 
 from coldtrail import cli
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, cli_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -104,6 +104,39 @@ def test_secrets_come_from_the_env_file_and_are_required(compose: dict[str, Any]
         for key, value in env.items():
             if "PASSWORD" in key or "SECRET" in key:
                 assert "${" in str(value), key
+
+
+def test_no_secret_is_passed_on_a_command_line(compose: dict[str, Any]) -> None:
+    """`ps` on the host and `docker inspect` show every process's arguments: secrets go in
+    the environment (the Grafana password was in the dashboards command's URL)."""
+    for name, svc in compose["services"].items():
+        command = svc.get("command") or []
+        args = command if isinstance(command, list) else [command]
+        assert not [a for a in args if "${" in str(a) or re.search(r"//[^/@]+:[^/@]+@", a)], name
+
+
+def test_the_api_runs_with_a_memory_limit(compose: dict[str, Any]) -> None:
+    limit = str(compose["services"]["api"].get("mem_limit", ""))
+    assert re.fullmatch(r"\d+[mg]", limit), "the API container needs a memory limit"
+
+
+def test_the_cas_key_stays_out_of_the_folder_the_broker_mounts(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = tmp_path / "deploy" / "certs"
+    argv = ["tls", "self-signed", "--out", str(certs), "--host", "mqtt.example.com"]
+    files = cli_json(argv, monkeypatch)
+    assert sorted(p.name for p in certs.iterdir()) == ["ca.crt", "server.crt", "server.key"]
+    ca_key = Path(files["ca_key"])
+    assert ca_key == tmp_path / "deploy" / "certs-ca" / "ca.key"
+    assert (ca_key.stat().st_mode & 0o777, ca_key.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    mounted = [
+        v.split(":")[0] for svc in compose["services"].values() for v in svc.get("volumes", [])
+    ]
+    assert "./deploy/certs" in mounted
+    assert not [m for m in mounted if "certs-ca" in m]
+    same = ["tls", "self-signed", "--out", str(certs), "--ca-out", str(certs), "--host", "x"]
+    assert cli.main(same) == 2
 
 
 def _compose_client() -> list[str] | None:

@@ -134,6 +134,18 @@ def test_the_command_line_provisions_with_basic_auth_in_the_url(
     assert ds["jsonData"]["sslmode"] == "disable"
 
 
+def test_the_command_line_takes_grafanas_password_from_the_environment(
+    grafana: GrafanaServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    user, pw = grafana.state.basic
+    db = "postgresql://grafana:pw@timescaledb:5432/coldtrail"
+    argv = ["dashboards", "provision", "--grafana-url", grafana.url]
+    report = _cli(argv, monkeypatch, COLDTRAIL_GRAFANA_DB_URL=db, COLDTRAIL_GRAFANA_USER=user,
+                  COLDTRAIL_GRAFANA_PASSWORD=pw)  # fmt: skip
+    assert len(report["created"]) == 2 + len(boards.ALL)
+
+
 def test_export_writes_one_json_file_per_dashboard(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:

@@ -59,6 +59,8 @@ def test_every_placeholder_of_the_example_is_refused_without_echoing_it(
         ("COLDTRAIL_SECRET_KEY", "short-but-secret", "at least 32 characters"),
         ("COLDTRAIL_SECRET_KEY", "ab" * 20, "fewer than 12 different characters"),
         ("COLDTRAIL_ADMIN_PASSWORD", "admin123", "at least 12 characters"),
+        ("COLDTRAIL_ADMIN_PASSWORD", "Administrator2026", "too easy to guess"),
+        ("COLDTRAIL_ADMIN_PASSWORD", "password1234", "very common password"),
         ("COLDTRAIL_MQTT_ADMIN_PASSWORD", "ChangeMe-2026-broker", "placeholder"),
     ],
 )

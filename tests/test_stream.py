@@ -263,6 +263,32 @@ def test_the_stream_ends_when_the_token_expires(api: Api, clock: ManualClock) ->
     assert api.http.get("/api/v1/stream", headers=api.headers).status_code == 401
 
 
+@pytest.mark.parametrize("how", ["disable", "password"])
+def test_the_stream_ends_when_its_user_is_disabled_or_changes_password(
+    db_url: str, clock: ManualClock, mqtt_options: MqttOptions, topic_root: str, how: str
+) -> None:
+    cfg = api_config(db_url, mqtt_options, topic_root)
+    app = create_app(dataclasses.replace(cfg, stream_keepalive_s=0.05), clock)
+    with RunningApi(app) as running, httpx2.Client(base_url=running.url) as http:
+        admin = _login(http)
+        user = {"username": "watcher", "full_name": "Night Watch", "role": "logistics",
+                "password": "night-watch-冷库-7"}  # fmt: skip
+        assert http.post("/api/v1/users", json=user, headers=admin).status_code == 201
+        watcher = token(http, "watcher", user["password"])
+        with http.stream("GET", "/api/v1/stream", headers=watcher, timeout=10) as resp:
+            s = Stream(resp)
+            assert s.next().event == "ready"
+            if how == "disable":
+                changed = http.post("/api/v1/users/watcher/disable", headers=admin)
+            else:
+                body = {"current_password": user["password"], "new_password": "七月冷库-lantern"}
+                changed = http.put("/api/v1/auth/password", json=body, headers=watcher)
+            assert changed.status_code == 200
+            rest = s.rest()
+    assert [e.event for e in rest] == ["revoked"]
+    assert "revoked" in rest[0].data["reason"]
+
+
 def test_keepalive_comments_flow_while_nothing_happens(
     db_url: str, clock: ManualClock, mqtt_options: MqttOptions, topic_root: str
 ) -> None:

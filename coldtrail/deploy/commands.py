@@ -186,7 +186,10 @@ def cmd_env_init(_: Settings, args: argparse.Namespace) -> None:
 def cmd_tls_self_signed(_: Settings, args: argparse.Namespace) -> None:
     from coldtrail.deploy.tls import self_signed
 
-    files = self_signed(args.out, args.host, days=args.days)
+    try:
+        files = self_signed(args.out, args.host, ca_dir=args.ca_out, days=args.days)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     _print({k: str(v) for k, v in dataclasses.asdict(files).items()})
 
 
@@ -269,7 +272,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ss = tls_sub.add_parser(
         "self-signed", help="a private CA and a server certificate (ca.crt, server.crt/.key)"
     )
-    ss.add_argument("--out", type=Path, required=True)
+    ss.add_argument("--out", type=Path, required=True, help="the folder the broker mounts")
+    ss.add_argument(
+        "--ca-out",
+        type=Path,
+        default=None,
+        help="where the CA's key goes (default: OUT-ca beside OUT); keep it off the broker",
+    )
     ss.add_argument(
         "--host", action="append", required=True, help="name or address clients use (repeatable)"
     )

@@ -50,14 +50,26 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def self_signed(out_dir: Path, hosts: Sequence[str], *, days: int = 825) -> TlsFiles:
-    """Write ca.crt, ca.key, server.crt, server.key into ``out_dir`` (keys mode 0600).
+def self_signed(
+    out_dir: Path, hosts: Sequence[str], *, ca_dir: Path | None = None, days: int = 825
+) -> TlsFiles:
+    """Write ca.crt, server.crt, server.key into ``out_dir`` and ca.key into ``ca_dir`` (by
+    default ``out_dir``'s sibling ``<name>-ca``; keys mode 0600, that folder 0700).
 
-    ``hosts`` are the names and addresses clients connect to; the first is the common name.
+    The broker mounts ``out_dir``: the CA's key stays out of it, or whoever can read the
+    broker's files could issue certificates every client trusts. ``hosts`` are the names and
+    addresses clients connect to; the first is the common name.
     """
     if not hosts:
         raise ValueError("give at least one host name or address for the server certificate")
+    ca_dir = ca_dir if ca_dir is not None else out_dir.parent / f"{out_dir.name}-ca"
+    if ca_dir.resolve() == out_dir.resolve():
+        raise ValueError(
+            "the CA's key must not go into the folder the broker reads: give another --ca-out"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
+    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ca_dir.chmod(0o700)
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("ColdTrail private CA")
@@ -101,7 +113,7 @@ def self_signed(out_dir: Path, hosts: Sequence[str], *, days: int = 825) -> TlsF
         .sign(ca_key, hashes.SHA256())
     )
     files = TlsFiles(
-        out_dir / "ca.crt", out_dir / "ca.key", out_dir / "server.crt", out_dir / "server.key"
+        out_dir / "ca.crt", ca_dir / "ca.key", out_dir / "server.crt", out_dir / "server.key"
     )
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
