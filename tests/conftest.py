@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher, profiles
 from psycopg import sql
 
 from coldtrail import db
@@ -33,12 +34,17 @@ from coldtrail.erp.masterdata import (
     upsert_sensor,
     upsert_site,
 )
-from coldtrail.erp.people import Role, User, create_user
+from coldtrail.erp.people import Role, User, create_user, use_password_hasher
 from coldtrail.erp.products import Product, Profile, upsert_product, upsert_profile
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
 from coldtrail.net import free_port, listening_socket
 from coldtrail.settings import MqttEndpoint
+
+# Real argon2 with its cheapest parameters: the suite signs in over a thousand times, and the
+# default's 130 ms a check was about a minute of it. Hashes made by the services the tests
+# start in processes of their own (the demo, the CLI) keep the default; both verify alike.
+use_password_hasher(PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 PG_URL = os.environ.get("COLDTRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_URL = os.environ.get("COLDTRAIL_TEST_MQTT", "mqtt://127.0.0.1:1883")
