@@ -28,6 +28,7 @@ from coldtrail.api import (
     erp_routes,
     examples,
     gateway_routes,
+    limits,
     masterdata_routes,
     models,
     record_routes,
@@ -36,7 +37,7 @@ from coldtrail.api import (
     web,
 )
 from coldtrail.api import queries as q
-from coldtrail.api.limits import BodyLimit
+from coldtrail.api.limits import BodyLimit, Gate
 from coldtrail.api.live import LiveBuilder, LiveSnapshots
 from coldtrail.api.stream import StreamHub
 from coldtrail.api.throttle import Throttle
@@ -89,6 +90,10 @@ class ApiConfig:
     """The broker as its admin account: gateway changes reach a running broker at once."""
     guesses_per_minute: float = GUESSES_PER_MINUTE
     guess_burst: int = GUESS_BURST
+    records_at_once: int = 2
+    """Records built and sent at once (a year of a room's readings holds ~230 MB until sent);
+    more wait up to ``record_wait_s`` and are then a 503."""
+    record_wait_s: float = 30.0
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -155,7 +160,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
 
     def openapi_with_examples() -> dict[str, Any]:
         if app.openapi_schema is None:
-            examples.merge(plain_openapi(), examples.load())
+            limits.document(examples.merge(plain_openapi(), examples.load()))
         return plain_openapi()
 
     app.openapi = openapi_with_examples  # type: ignore[method-assign]
@@ -406,7 +411,8 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     account_routes.register(app, erp_routes.Deps(db, allow, clock), issue=issue, guard=guard)
     erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
-    record_routes.register(app, erp_routes.Deps(db, allow, clock))
+    app.state.record_gate = Gate(config.records_at_once, config.record_wait_s)
+    record_routes.register(app, erp_routes.Deps(db, allow, clock), app.state.record_gate)
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
     gateway_routes.register(
         app, erp_routes.Deps(db, allow, clock), config.mqtt_admin, config.topic_root

@@ -4,6 +4,8 @@ trail's head for 31 s, and every other writer waited."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,3 +79,52 @@ async def _too_large(send: Send, limit: int) -> None:
     ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def document(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Name the 413 in the OpenAPI document on every operation that takes a body."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "requestBody" not in operation:
+                continue
+            content = operation["requestBody"].get("content", {})
+            limit = MAX_UPLOAD_BYTES if "multipart/form-data" in content else MAX_BODY_BYTES
+            operation.setdefault("responses", {}).setdefault(
+                "413",
+                {
+                    "description": f"the body is over {limit // (1024 * 1024)} MiB",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"detail": {"type": "string"}},
+                                "required": ["detail"],
+                            }
+                        }
+                    },
+                },
+            )
+    return openapi
+
+
+class Gate:
+    """At most ``at_once`` holders; the others wait up to ``wait_s`` and are then refused.
+    For records: one of a year of readings holds about 230 MB until it is sent, so eight at
+    once (the pool's size) could take two gigabytes."""
+
+    def __init__(self, at_once: int, wait_s: float) -> None:
+        self._slots = threading.BoundedSemaphore(at_once)
+        self.wait_s = wait_s
+
+    def enter(self) -> bool:
+        return self._slots.acquire(timeout=self.wait_s)
+
+    def leave(self) -> None:
+        self._slots.release()
+
+    def leave_after(self, chunks: Iterator[bytes]) -> Generator[bytes]:
+        """``chunks``, leaving the gate when they are all sent or the client has gone."""
+        try:
+            yield from chunks
+        finally:
+            self.leave()

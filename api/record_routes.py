@@ -4,13 +4,16 @@ CSV, PDF or EPCIS 2.0 JSON-LD.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from coldtrail.api import models, web
 from coldtrail.api import record as rec
 from coldtrail.api.erp_routes import EVERYONE, PREFIX, Deps
+from coldtrail.api.limits import Gate
 from coldtrail.erp.people import User
 from coldtrail.erp.tx import Conn
 
@@ -33,14 +36,17 @@ def _responses() -> dict[int | str, dict[str, Any]]:
             },
         },
         404: {"description": "no such shipment or location"},
+        503: {"description": "too many records being sent at once: try again (Retry-After)"},
         409: {"description": "no record yet (a shipment not loaded), or a period too long"},
         422: {"description": "a malformed period or format"},
     }
 
 
-def _send(record: rec.Record, fmt: rec.Format, name: str) -> Response:
-    return Response(
-        rec.render(record, fmt),
+def _send(record: rec.Record, fmt: rec.Format, name: str, gate: Gate) -> Response:
+    # Streamed: the record (numpy columns) is held, its text only a chunk at a time. The
+    # hash, in a header and in every form, is taken first, in a pass that keeps nothing.
+    return StreamingResponse(
+        gate.leave_after(rec.chunks(record, fmt)),
         media_type=rec.MEDIA_TYPES[fmt],
         headers={
             "Content-Disposition": web.attachment(f"{name}.{rec.SUFFIXES[fmt]}"),
@@ -49,9 +55,23 @@ def _send(record: rec.Record, fmt: rec.Format, name: str) -> Response:
     )
 
 
-def register(app: FastAPI, deps: Deps) -> None:
+def register(app: FastAPI, deps: Deps, gate: Gate) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
+
+    def send(build: Callable[[], rec.Record], fmt: rec.Format, name: str) -> Response:
+        if not gate.enter():
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "too many records are being sent at once: try again shortly",
+                headers={"Retry-After": "10"},
+            )
+        try:
+            record = build()
+        except BaseException:
+            gate.leave()
+            raise
+        return _send(record, fmt, name, gate)
 
     @app.get(
         PREFIX + "/shipments/{shipment_id}/record",
@@ -65,8 +85,11 @@ def register(app: FastAPI, deps: Deps) -> None:
         """From the first loading (or departure) to arrival, or to now while under way:
         every probe of the vehicle and its compartments, the lots carried, excursions with
         their holds and signatures, gaps, calibration status."""
-        record = rec.shipment_record(conn, shipment_id, deps.clock.now())
-        return _send(record, fmt, f"record-shipment-{shipment_id}")
+        return send(
+            lambda: rec.shipment_record(conn, shipment_id, deps.clock.now()),
+            fmt,
+            f"record-shipment-{shipment_id}",
+        )
 
     @app.get(
         PREFIX + "/locations/{location_id}/record",
@@ -83,5 +106,8 @@ def register(app: FastAPI, deps: Deps) -> None:
         fmt: FormatQuery = "json",
     ) -> Response:
         """The location and its compartments over [from, to), at most 400 days."""
-        record = rec.location_record(conn, location_id, since, until, deps.clock.now())
-        return _send(record, fmt, f"record-location-{location_id}")
+        return send(
+            lambda: rec.location_record(conn, location_id, since, until, deps.clock.now()),
+            fmt,
+            f"record-location-{location_id}",
+        )

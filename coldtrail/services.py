@@ -121,6 +121,7 @@ def api_config(settings: Settings) -> ApiConfig:
         mqtt=mqtt_options(settings) if settings.mqtt_url else None,
         topic_root=settings.mqtt_topic_root,
         live_max_age_s=settings.live_max_age_s,
+        records_at_once=settings.records_at_once,
         mqtt_admin=admin_mqtt_options(settings),
     )
 

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=900, ge=60, le=86_400)
     # The live view is built at most this often and served again in between (0: always built).
     live_max_age_s: float = Field(default=2.0, ge=0, le=60)
+    records_at_once: int = Field(default=2, ge=1, le=64)
+    """Records (a shipment's, a room's) the API builds and sends at once; more wait 30 s, then
+    503. A year of readings holds about 230 MB until it is sent."""
     # An outbox delivery still failing this long after its event is given up (listed as dead).
     outbox_dead_after_days: float = Field(default=3.0, gt=0, le=365)
     smtp_url: SecretStr | None = None

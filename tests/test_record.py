@@ -17,6 +17,7 @@ import psycopg
 import pypdf
 import pytest
 
+from coldtrail.api import record as rec
 from coldtrail.api.models import RecordOut
 from coldtrail.api.record.build import shipment_record
 from coldtrail.api.record.forms import lot_class
@@ -386,3 +387,74 @@ def test_a_shipment_record_covers_the_compartments_its_lots_were_in(conn: Conn) 
     assert record.subject.locations == ("TB", "TC", "TRK")
     assert sorted(c.sensor_id for c in record.channels) == ["S2", "S9"]
     assert record.summary.max_c == 20.0
+
+
+def test_a_record_written_in_blocks_is_the_record_written_at_once_byte_for_byte(
+    shipped: dict[str, Any], conn: Conn, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are sent in blocks of readings so that memory stays flat (a year of a room
+    used to take gigabytes); blocks of 7 readings (a probe's ~180 split at odd places, a
+    microsecond time in one block only) must write exactly what one block writes."""
+    from coldtrail.api.record import forms
+
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")  # past the immutability
+        conn.execute(
+            "UPDATE readings SET received_at = received_at + interval '250 microseconds' "
+            "WHERE sensor_id = 'S2' AND seq = 100"
+        )
+    record = rec.shipment_record(conn, "SH1", clock.now())
+    monkeypatch.setattr(forms, "BLOCK", 10**9)
+    whole = {f: list(rec.chunks(record, f)) for f in ("csv", "json", "epcis")}
+    monkeypatch.setattr(forms, "BLOCK", 7)
+    for fmt in ("csv", "json", "epcis"):
+        parts = list(rec.chunks(record, fmt))
+        assert b"".join(parts) == b"".join(whole[fmt]), fmt
+        if fmt == "csv":  # JSON gathers its blocks into chunks of 64 KiB
+            assert len(parts) > len(whole[fmt])
+    doc = json.loads(b"".join(whole["json"]))
+    s2 = next(c for c in doc["channels"] if c["sensor_id"] == "S2")
+    assert s2["readings"]["received_at"][0].endswith(".000000Z")  # one unit for the probe
+    assert record.data_sha256 == hashlib.sha256(b"".join(whole["csv"])).hexdigest()
+
+
+def test_records_past_the_limit_at_once_are_a_503_and_a_sent_one_frees_its_place(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from coldtrail.api.app import create_app
+    from tests.conftest import api_config
+
+    config = dataclasses.replace(api_config(db_url), records_at_once=1, record_wait_s=0)
+    app = create_app(config, clock)
+    with TestClient(app) as client:
+        headers = token(client, "qa1", QA_PASSWORD)
+        gate = app.state.record_gate
+        assert gate.enter()  # somebody else's year of readings, being sent
+        busy = client.get("/api/v1/shipments/SH1/record", params={"format": "csv"}, headers=headers)
+        assert busy.status_code == 503
+        assert busy.headers["retry-after"] == "10"
+        gate.leave()
+        for fmt in ("csv", "json", "epcis", "pdf"):
+            resp = client.get("/api/v1/shipments/SH1/record", params={"format": fmt},
+                              headers=headers)  # fmt: skip
+            assert resp.status_code == 200, fmt
+        missing = client.get("/api/v1/shipments/NOPE/record", headers=headers)
+        assert missing.status_code == 404
+        assert gate.enter()  # every one of them, the refused build too, gave its place back
+        gate.leave()
+
+
+def test_a_record_whose_client_went_away_gives_its_place_back() -> None:
+    from coldtrail.api.limits import Gate
+
+    gate = Gate(1, wait_s=0)
+    assert gate.enter()
+    sending = gate.leave_after(iter([b"a", b"b", b"c"]))
+    assert next(sending) == b"a"
+    assert not gate.enter()
+    sending.close()  # the client disconnected
+    assert gate.enter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from typing import Literal
 
 from coldtrail.api.record.build import Record, location_record, shipment_record
@@ -17,19 +17,26 @@ MEDIA_TYPES: dict[str, str] = {
 SUFFIXES = {"json": "json", "csv": "csv", "pdf": "pdf", "epcis": "jsonld"}
 
 
-def render(record: Record, fmt: Format) -> bytes:
+def chunks(record: Record, fmt: Format) -> Iterator[bytes]:
+    """The record in ``fmt``, in parts of a bounded size (except the PDF: one part), so that
+    a record of millions of readings is sent without being held whole."""
     from coldtrail.api.record import forms
 
     if fmt == "csv":
-        return record.csv_bytes
+        return forms.csv_chunks(record.channels)
     if fmt == "json":
-        return json.dumps(forms.as_json(record), ensure_ascii=False).encode()
+        return forms.json_chunks(record)
     if fmt == "epcis":
-        return json.dumps(forms.as_epcis(record), ensure_ascii=False).encode()
+        return forms.epcis_chunks(record)
     from coldtrail.api.record import pdf
 
-    return pdf.render(record)
+    return iter([pdf.render(record)])
 
 
-__all__ = ["MEDIA_TYPES", "SUFFIXES", "Format", "Record", "location_record", "render",
-           "shipment_record"]  # fmt: skip
+def render(record: Record, fmt: Format) -> bytes:
+    """The record in ``fmt``, whole (small records, files)."""
+    return b"".join(chunks(record, fmt))
+
+
+__all__ = ["MEDIA_TYPES", "SUFFIXES", "Format", "Record", "chunks", "location_record",
+           "render", "shipment_record"]  # fmt: skip

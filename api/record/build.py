@@ -24,7 +24,7 @@ it was placed there. Definitions, used by every form and stated in each:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from coldtrail.api.record.forms import csv_rows, times
+from coldtrail.api.record.forms import csv_chunks
 from coldtrail.erp import kpi, masterdata, movements, signatures
 from coldtrail.erp import queries as erp_q
 from coldtrail.erp.tx import Conn
@@ -217,15 +217,6 @@ class Channel:
     stats: Stats
     gaps: tuple[Gap, ...]
 
-    @cached_property
-    def measured_text(self) -> list[str]:
-        """Times of measurement as every form writes them (computed once per record)."""
-        return times(self.ts_us)
-
-    @cached_property
-    def received_text(self) -> list[str]:
-        return times(self.received_us)
-
     @property
     def epoch_s(self) -> np.ndarray:
         return np.asarray(self.ts_us / 1e6, dtype=float)
@@ -316,12 +307,15 @@ class Record:
     out_of_range_s: float
     """Time any probe was out of range (the union of the channels' spans)."""
     excursions: tuple[ExcursionEntry, ...]
-    csv_bytes: bytes = field(repr=False)
-    """The reading rows as the CSV form writes them: what ``data_sha256`` is taken of."""
 
-    @property
+    @cached_property
     def data_sha256(self) -> str:
-        return hashlib.sha256(self.csv_bytes).hexdigest()
+        """SHA-256 of the CSV form's bytes (the reading rows), written once more in chunks
+        rather than kept: every form carries it, the CSV form's header first."""
+        digest = hashlib.sha256()
+        for chunk in csv_chunks(self.channels):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     @property
     def gaps(self) -> list[Gap]:
@@ -458,7 +452,6 @@ def _build(
         summary=_summary([c.stats for c in channels], channels),
         out_of_range_s=_union_s(channels),
         excursions=tuple(excursions),
-        csv_bytes=csv_rows(channels),
     )
 
 

@@ -22,17 +22,20 @@ def _write(settings: Settings, args: argparse.Namespace) -> None:
             record = rec.shipment_record(conn, args.id, now)
         else:
             record = rec.location_record(conn, args.id, args.since, args.until, now)
-    content = rec.render(record, args.format)
     if str(args.out) == "-":
-        sys.stdout.buffer.write(content)
+        for chunk in rec.chunks(record, args.format):
+            sys.stdout.buffer.write(chunk)
         return
+    size = 0
     try:
-        args.out.write_bytes(content)
+        with args.out.open("wb") as out:
+            for chunk in rec.chunks(record, args.format):
+                size += out.write(chunk)
     except OSError as exc:
         raise ConfigError(f"cannot write {args.out}: {exc.strerror}") from exc
     print(
         json.dumps(
-            {"file": str(args.out), "format": args.format, "bytes": len(content),
+            {"file": str(args.out), "format": args.format, "bytes": size,
              "data_sha256": record.data_sha256}
         )
     )  # fmt: skip

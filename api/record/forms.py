@@ -3,12 +3,18 @@
 Every form takes its numbers from the one built record and writes times and values the same
 way: times in UTC as RFC 3339 (``Z``), values as the shortest text that reads back to the
 stored float, so a copy can be compared to another digit for digit.
+
+Each form is written as a stream of chunks of at most BLOCK readings: the record itself is
+compact (numpy columns, about 100 bytes a reading), its text is not (a Python string or float
+per value), and a year of a room's readings written whole took gigabytes.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
@@ -28,9 +34,19 @@ CT_NS = "https://coldtrail.dev/epcis/"
 _NAMESPACE = uuid.UUID("5b0c2a54-6f0e-4d0e-9a37-0c01d7c0a11e")
 
 
-def times(us: np.ndarray) -> list[str]:
-    """RFC 3339 in UTC; to the second unless a time carries microseconds."""
-    unit: Literal["s", "us"] = "s" if not np.any(us % 1_000_000) else "us"
+BLOCK = 16_384
+"""Readings per chunk written."""
+
+
+def time_unit(us: np.ndarray) -> Literal["s", "us"]:
+    """To the second, unless a time carries microseconds."""
+    return "s" if not np.any(us % 1_000_000) else "us"
+
+
+def times(us: np.ndarray, unit: Literal["s", "us"] | None = None) -> list[str]:
+    """RFC 3339 in UTC; to the second unless a time carries microseconds (``unit``: the
+    choice made once for all the times of a channel, when they are written in parts)."""
+    unit = unit or time_unit(us)
     stamps: np.ndarray[Any, np.dtype[np.datetime64]] = us.astype("datetime64[us]")
     return [s + "Z" for s in np.datetime_as_string(stamps, unit=unit).tolist()]
 
@@ -63,35 +79,42 @@ def _field(text: str) -> str:
     return text
 
 
-def csv_rows(channels: Sequence[Channel]) -> bytes:
+def _blocks(size: int) -> Iterator[slice]:
+    return (slice(a, min(a + BLOCK, size)) for a in range(0, size, BLOCK))
+
+
+def csv_chunks(channels: Sequence[Channel]) -> Iterator[bytes]:
     """Header and one row per reading, channel after channel, LF line ends."""
     from coldtrail.api.record.build import CALIBRATION_NAMES, STATUS_NAMES
 
-    lines = [",".join(CSV_COLUMNS)]
+    yield (",".join(CSV_COLUMNS) + "\n").encode()
     for c in channels:
         fixed = ",".join(
             _field(x)
             for x in (c.location_id, c.location_name, c.position, c.sensor_id, c.model, c.serial)
         )
+        unit = time_unit(c.ts_us)
+        received_unit = time_unit(c.received_us)
         out = c.out_of_range
-        for cal, seq, ts, rx, st, temp, rh, lo, hi, bad in zip(
-            [CALIBRATION_NAMES[k] for k in c.calibration.tolist()],
-            c.seq.tolist(),
-            c.measured_text,
-            c.received_text,
-            [STATUS_NAMES[k] for k in c.status.tolist()],
-            _text(c.temp),
-            _text(c.humidity),
-            _text(c.lo),
-            _text(c.hi),
-            out.tolist(),
-            strict=True,
-        ):
-            lines.append(
+        for part in _blocks(c.seq.size):
+            lines = [
                 f"{fixed},{cal},{seq},{ts},{rx},{st},{temp},{rh},{lo},{hi},"
-                f"{'true' if bad else 'false'}"
-            )
-    return ("\n".join(lines) + "\n").encode()
+                f"{'true' if bad else 'false'}\n"
+                for cal, seq, ts, rx, st, temp, rh, lo, hi, bad in zip(
+                    [CALIBRATION_NAMES[k] for k in c.calibration[part].tolist()],
+                    c.seq[part].tolist(),
+                    times(c.ts_us[part], unit),
+                    times(c.received_us[part], received_unit),
+                    [STATUS_NAMES[k] for k in c.status[part].tolist()],
+                    _text(c.temp[part]),
+                    _text(c.humidity[part]),
+                    _text(c.lo[part]),
+                    _text(c.hi[part]),
+                    out[part].tolist(),
+                    strict=True,
+                )
+            ]
+            yield "".join(lines).encode()
 
 
 def _stats(s: Stats) -> dict[str, Any]:
@@ -110,9 +133,7 @@ def _stats(s: Stats) -> dict[str, Any]:
     }
 
 
-def _channel(c: Channel) -> dict[str, Any]:
-    from coldtrail.api.record.build import CALIBRATION_NAMES, STATUS_NAMES
-
+def _channel(c: Channel, readings: str) -> dict[str, Any]:
     return {
         "sensor_id": c.sensor_id,
         "model": c.model,
@@ -137,19 +158,80 @@ def _channel(c: Channel) -> dict[str, Any]:
         ],
         "stats": _stats(c.stats),
         "gaps": [_gap(g) for g in c.gaps],
-        "readings": {
-            "measured_at": c.measured_text,
-            "received_at": c.received_text,
-            "seq": c.seq.tolist(),
-            "status": [STATUS_NAMES[k] for k in c.status.tolist()],
-            "temperature_c": numbers(c.temp),
-            "humidity_pct": numbers(c.humidity),
-            "limit_min_c": numbers(c.lo),
-            "limit_max_c": numbers(c.hi),
-            "out_of_range": c.out_of_range.tolist(),
-            "calibration_status": [CALIBRATION_NAMES[k] for k in c.calibration.tolist()],
-        },
+        "readings": readings,
     }
+
+
+def _reading_columns(c: Channel) -> Iterator[str]:
+    """The channel's ``readings`` object, one column after another, each in blocks."""
+    from coldtrail.api.record.build import CALIBRATION_NAMES, STATUS_NAMES
+
+    unit, received_unit = time_unit(c.ts_us), time_unit(c.received_us)
+    columns: list[tuple[str, Callable[[slice], list[Any]]]] = [
+        ("measured_at", lambda p: times(c.ts_us[p], unit)),
+        ("received_at", lambda p: times(c.received_us[p], received_unit)),
+        ("seq", lambda p: c.seq[p].tolist()),
+        ("status", lambda p: [STATUS_NAMES[k] for k in c.status[p].tolist()]),
+        ("temperature_c", lambda p: numbers(c.temp[p])),
+        ("humidity_pct", lambda p: numbers(c.humidity[p])),
+        ("limit_min_c", lambda p: numbers(c.lo[p])),
+        ("limit_max_c", lambda p: numbers(c.hi[p])),
+        ("out_of_range", lambda p: c.out_of_range[p].tolist()),
+        ("calibration_status", lambda p: [CALIBRATION_NAMES[k] for k in c.calibration[p].tolist()]),
+    ]
+    yield "{"
+    for i, (name, values) in enumerate(columns):
+        yield (", " if i else "") + json.dumps(name) + ": ["
+        yield from _list_items(values(p) for p in _blocks(c.seq.size))
+        yield "]"
+    yield "}"
+
+
+def _list_items(blocks: Iterator[list[Any]]) -> Iterator[str]:
+    """The items of one JSON list written block by block, as ``json.dumps`` would write the
+    whole list (", " between items)."""
+    first = True
+    for block in blocks:
+        if not block:
+            continue
+        text = json.dumps(block, ensure_ascii=False)[1:-1]
+        yield text if first else ", " + text
+        first = False
+
+
+def _with_parts(
+    doc: dict[str, Any], parts: dict[str, Channel], write: Callable[[Channel], Iterator[str]]
+) -> Iterator[bytes]:
+    """``doc`` as ``json.dumps`` writes it, where each string value that is a key of ``parts``
+    is replaced by what ``write`` writes of that channel: the document around the readings is
+    small and written at once, the readings in chunks."""
+    text = json.dumps(doc, ensure_ascii=False)
+    at = 0
+    while True:
+        found = [(text.find(json.dumps(m), at), m) for m in parts]
+        found = [(i, m) for i, m in found if i >= 0]
+        if not found:
+            break
+        i, marker = min(found)
+        yield text[at:i].encode()
+        pending: list[str] = []
+        size = 0
+        for piece in write(parts[marker]):
+            pending.append(piece)
+            size += len(piece)
+            if size >= 1 << 16:
+                yield "".join(pending).encode()
+                pending, size = [], 0
+        if pending:
+            yield "".join(pending).encode()
+        at = i + len(json.dumps(marker))
+    yield text[at:].encode()
+
+
+def _markers(n: int) -> list[str]:
+    """Strings no record can hold (a fresh random id in each), one per channel."""
+    tag = uuid.uuid4().hex
+    return [f"\u0000coldtrail-part-{tag}-{i}" for i in range(n)]
 
 
 def _gap(g: Any) -> dict[str, Any]:
@@ -164,7 +246,13 @@ def _gap(g: Any) -> dict[str, Any]:
     }
 
 
-def as_json(r: Record) -> dict[str, Any]:
+def json_chunks(r: Record) -> Iterator[bytes]:
+    markers = _markers(len(r.channels))
+    doc = _as_json(r, markers)
+    return _with_parts(doc, dict(zip(markers, r.channels, strict=True)), _reading_columns)
+
+
+def _as_json(r: Record, markers: list[str]) -> dict[str, Any]:
     ship = r.subject.shipment
     return {
         "subject": {
@@ -254,7 +342,7 @@ def as_json(r: Record) -> dict[str, Any]:
             for e in r.excursions
         ],
         "gaps": [_gap(g) for g in r.gaps],
-        "channels": [_channel(c) for c in r.channels],
+        "channels": [_channel(c, m) for c, m in zip(r.channels, markers, strict=True)],
     }
 
 
@@ -267,26 +355,24 @@ def lot_class(gtin: str, lot_number: str) -> str:
     return f"https://id.gs1.org/01/{gtin}/10/{quote(lot_number, safe='')}"
 
 
-def as_epcis(r: Record) -> dict[str, Any]:
+def epcis_chunks(r: Record) -> Iterator[bytes]:
     """One ObjectEvent per channel: the lots observed in that place, with the probe's summary
     and every reading as ``sensorReport`` entries; a reading without a value is an
     ``ERROR_CONDITION``, and gaps stay gaps."""
-    events = []
-    quantities = [
-        {"epcClass": lot_class(x.gtin, x.lot_number), **(
-            {"quantity": float(x.quantity)} if x.quantity is not None else {}
-        )}
-        for x in r.lots
-    ]  # fmt: skip
-    for c in r.channels:
+    markers = _markers(len(r.channels))
+    parts = dict(zip(markers, r.channels, strict=True))
+    return _with_parts(_as_epcis(r, markers), parts, _reports)
+
+
+def _reports(c: Channel) -> Iterator[str]:
+    def block(p: slice) -> list[dict[str, Any]]:
         reports: list[dict[str, Any]] = []
-        if c.stats.valid:
-            reports.append(
-                {"type": "Temperature", "minValue": c.stats.min_c, "maxValue": c.stats.max_c,
-                 "meanValue": c.stats.mean_c, "uom": "CEL"}
-            )  # fmt: skip
         for at, st, temp, rh in zip(
-            c.measured_text, c.status.tolist(), numbers(c.temp), numbers(c.humidity), strict=True
+            times(c.ts_us[p], unit),
+            c.status[p].tolist(),
+            numbers(c.temp[p]),
+            numbers(c.humidity[p]),
+            strict=True,
         ):
             if st == 0 and temp is not None:
                 reports.append({"type": "Temperature", "time": at, "value": temp, "uom": "CEL"})
@@ -294,6 +380,29 @@ def as_epcis(r: Record) -> dict[str, Any]:
                 reports.append({"type": "Temperature", "time": at, "exception": "ERROR_CONDITION"})
             if rh is not None and st == 0:
                 reports.append({"type": "RelativeHumidity", "time": at, "value": rh, "uom": "P1"})
+        return reports
+
+    unit = time_unit(c.ts_us)
+    summary: list[dict[str, Any]] = []
+    if c.stats.valid:
+        summary.append(
+            {"type": "Temperature", "minValue": c.stats.min_c, "maxValue": c.stats.max_c,
+             "meanValue": c.stats.mean_c, "uom": "CEL"}
+        )  # fmt: skip
+    yield "["
+    yield from _list_items(itertools.chain([summary], (block(p) for p in _blocks(c.seq.size))))
+    yield "]"
+
+
+def _as_epcis(r: Record, markers: list[str]) -> dict[str, Any]:
+    events = []
+    quantities = [
+        {"epcClass": lot_class(x.gtin, x.lot_number), **(
+            {"quantity": float(x.quantity)} if x.quantity is not None else {}
+        )}
+        for x in r.lots
+    ]  # fmt: skip
+    for c, marker in zip(r.channels, markers, strict=True):
         event: dict[str, Any] = {
             "type": "ObjectEvent",
             "eventID": uuid.uuid5(
@@ -313,7 +422,7 @@ def as_epcis(r: Record) -> dict[str, Any]:
                         "endTime": iso(c.end),
                         "deviceID": _urn("sensor", c.sensor_id),
                     },
-                    "sensorReport": reports,
+                    "sensorReport": marker,
                 }
             ],
             "ct:dataSha256": r.data_sha256,
