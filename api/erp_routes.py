@@ -173,7 +173,11 @@ def register(app: FastAPI, deps: Deps) -> None:
             party=body.party,
         )
 
-    @app.get(PREFIX + "/locations/{location_id}/lots", tags=["movements"])
+    @app.get(
+        PREFIX + "/locations/{location_id}/lots",
+        tags=["movements"],
+        responses={409: {"description": "the period ends before it starts"}},
+    )
     def location_lots(
         location_id: str,
         conn: Db,
@@ -403,7 +407,11 @@ def register(app: FastAPI, deps: Deps) -> None:
         """Recompute the hash chain of the whole trail; names the first broken row."""
         return models.ChainCheckOut(**asdict(audit.verify(conn)))
 
-    @app.get(PREFIX + "/kpi", tags=["audit"])
+    @app.get(
+        PREFIX + "/kpi",
+        tags=["audit"],
+        responses={409: {"description": "the period ends before it starts"}},
+    )
     def kpis(
         conn: Db,
         _: Oversight,

@@ -82,29 +82,30 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def document(openapi: dict[str, Any]) -> dict[str, Any]:
-    """Name the 413 in the OpenAPI document on every operation that takes a body."""
+    """Name in the OpenAPI document the refusals that come from outside the routes: 400 and
+    413 on every operation that takes a body (one that can't be parsed, or too large), 412
+    on every one that takes ``If-Match``."""
     for operations in openapi.get("paths", {}).values():
         for operation in operations.values():
-            if not isinstance(operation, dict) or "requestBody" not in operation:
+            if not isinstance(operation, dict):
                 continue
-            content = operation["requestBody"].get("content", {})
-            limit = MAX_UPLOAD_BYTES if "multipart/form-data" in content else MAX_BODY_BYTES
-            operation.setdefault("responses", {}).setdefault(
-                "413",
-                {
-                    "description": f"the body is over {limit // (1024 * 1024)} MiB",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"detail": {"type": "string"}},
-                                "required": ["detail"],
-                            }
-                        }
-                    },
-                },
-            )
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                content = operation["requestBody"].get("content", {})
+                limit = MAX_UPLOAD_BYTES if "multipart/form-data" in content else MAX_BODY_BYTES
+                responses.setdefault("400", _detail("the body can't be parsed as its type says"))
+                responses.setdefault("413", _detail(f"the body is over {limit >> 20} MiB"))
+            headers = [p for p in operation.get("parameters", []) if p.get("in") == "header"]
+            if any(p.get("name", "").lower() == "if-match" for p in headers):
+                responses.setdefault(
+                    "412", _detail("If-Match: the record changed since that version")
+                )
     return openapi
+
+
+def _detail(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 class Gate:

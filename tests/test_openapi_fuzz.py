@@ -12,7 +12,11 @@ import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.checks import (
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from coldtrail.clock import ManualClock
 from coldtrail.erp.holds import place_hold
@@ -97,6 +101,6 @@ def test_no_5xx_and_no_answer_outside_the_schema(case: Any, fuzz_client: Any) ->
     response = fuzz_client.request(**kwargs)
     case.validate_response(
         response,
-        checks=[not_a_server_error, response_schema_conformance],
+        checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
         transport_kwargs=kwargs,
     )
