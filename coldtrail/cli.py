@@ -80,6 +80,7 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> None:
                 "applied": result.applied,
                 "schema_version": result.version,
                 "timescaledb": result.timescaledb,
+                **({"note": result.note} if result.note else {}),
             }
         )
     )

@@ -48,6 +48,21 @@ use_password_hasher(PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 PG_URL = os.environ.get("COLDTRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_URL = os.environ.get("COLDTRAIL_TEST_MQTT", "mqtt://127.0.0.1:1883")
+
+
+def _server_has_timescaledb() -> bool:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    return row is not None and "timescaledb" in str(row[0])
+
+
+TIMESCALEDB = _server_has_timescaledb()
+"""The suite runs on plain PostgreSQL (the default) and on TimescaleDB (``.ci/run`` runs it
+again on ``../shared/timescaledb/serve``): storage assertions differ per backend."""
+needs_timescaledb = pytest.mark.skipif(
+    not TIMESCALEDB, reason="TimescaleDB only: `.ci/run` runs the suite on it too"
+)
+plain_only = pytest.mark.skipif(TIMESCALEDB, reason="plain PostgreSQL's partitions")
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
@@ -59,8 +74,23 @@ def _create(name: str, template: str | None = None) -> None:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
+            _freeze(conn, template)
             stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
         conn.execute(stmt)
+
+
+def _freeze(conn: psycopg.Connection[tuple[Any, ...]], template: str) -> None:
+    """No connections to ``template`` from now on, and none left: on TimescaleDB its job
+    scheduler connects to every database that has the extension, and a copy of a database
+    someone is connected to fails ("source database is being accessed by other users")."""
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(template))
+    )
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (template,),
+    )
 
 
 def _drop(name: str) -> None:

@@ -20,7 +20,7 @@ import yaml
 from psycopg import sql
 
 from coldtrail import cli
-from tests.conftest import PG_URL, cli_json
+from tests.conftest import PG_URL, TIMESCALEDB, cli_json
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -178,11 +178,13 @@ def test_the_database_init_script_creates_the_login_roles(tmp_path: Path) -> Non
     suffix = uuid.uuid4().hex[:8]
     app, reader = f"ct_app_{suffix}", f"ct_ro_{suffix}"
     dbname = f"ct_init_{suffix}"
+    server = psycopg.conninfo.conninfo_to_dict(PG_URL)
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     try:
         env = {
-            **os.environ, "PGHOST": "127.0.0.1", "PGPORT": "5432",
+            **os.environ, "PGHOST": str(server.get("host", "127.0.0.1")),
+            "PGPORT": str(server.get("port", "5432")),
             "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname,
             "APP_DB_USER": app, "APP_DB_PASSWORD": "app-pw",
             "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "ro-pw",
@@ -220,3 +222,22 @@ def test_the_image_runs_coldtrail_as_a_user_not_root() -> None:
     assert 'ENTRYPOINT ["coldtrail"]' in text
     for folder in ("edge", "ingest", "rules", "api", "erp", "dashboards", "firmware-sim"):
         assert f"COPY {folder} ./{folder}" in text, f"the image lacks {folder}/"
+
+
+def test_compose_runs_the_timescaledb_and_postgresql_the_tests_run(
+    compose: dict[str, Any],
+) -> None:
+    """The image is pinned to the pairing tested: compose ran 2.17.2 on PostgreSQL 16 while
+    the tests never ran TimescaleDB at all. On the TimescaleDB run the versions must match
+    the server's; on the plain run, PostgreSQL's major version."""
+    image = compose["services"]["timescaledb"]["image"]
+    found = re.fullmatch(r"timescale/timescaledb:(\d+\.\d+\.\d+)-pg(\d+)", image)
+    assert found, image
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        major = conn.execute("SELECT current_setting('server_version_num')::int / 10000").fetchone()
+        assert major == (int(found[2]),)
+        if TIMESCALEDB:
+            version = conn.execute(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+            assert version == (found[1],)

@@ -9,16 +9,60 @@ import pytest
 
 from coldtrail import db
 from coldtrail.errors import StoreError
+from tests.conftest import TIMESCALEDB, needs_timescaledb
 
 
 def test_upgrade_twice_applies_once(empty_db_url: str) -> None:
     first = db.upgrade(empty_db_url)
     second = db.upgrade(empty_db_url)
 
-    assert first.applied == [f"{m.version:04d}_{m.name}" for m in db.migrations()]
+    steps = [name for name, _ in db.TIMESCALE_STEPS] if TIMESCALEDB else []
+    assert first.applied == [f"{m.version:04d}_{m.name}" for m in db.migrations()] + steps
     assert second.applied == []
     assert second.version == first.version == db.migrations()[-1].version
-    assert first.timescaledb is False  # plain PostgreSQL here: readings stay a plain table
+    assert first.timescaledb is TIMESCALEDB
+    assert first.note is second.note is None
+
+
+def test_a_corrected_migration_is_accepted_where_its_earlier_text_was_applied(
+    empty_db_url: str,
+) -> None:
+    db.upgrade(empty_db_url)
+    [earlier] = db.REVISED[4]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = %s WHERE version = 4", (earlier,))
+    assert db.upgrade(empty_db_url).applied == []
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET sha256 = 'edited' WHERE version = 4")
+    with pytest.raises(StoreError, match=r"migration 4 .* was changed after it was applied"):
+        db.upgrade(empty_db_url)
+
+
+@needs_timescaledb
+def test_a_plain_database_on_a_timescaledb_server_keeps_upgrading_as_plain(
+    empty_db_url: str,
+) -> None:
+    """A database made on plain PostgreSQL (readings in monthly partitions), on a server that
+    later got TimescaleDB: every `db upgrade` failed with "readings is already partitioned",
+    which would have blocked the compose `migrate` service. It is upgraded as plain, and said
+    so."""
+    db.upgrade(empty_db_url, target=3)
+    migration_4 = next(m for m in db.migrations() if m.version == 4)
+    plain = migration_4.sql.replace("IF coldtrail_timescaledb_usable() THEN", "IF false THEN")
+    assert plain != migration_4.sql
+    with psycopg.connect(empty_db_url, autocommit=True) as conn, conn.transaction():
+        conn.execute(plain)  # as 0004 ran on the server before it had TimescaleDB
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, sha256) VALUES (4, %s, %s)",
+            (migration_4.name, migration_4.sha256),
+        )
+    for _ in range(2):
+        result = db.upgrade(empty_db_url)
+        assert result.timescaledb is False
+        assert result.note == db.PLAIN_ON_TIMESCALEDB
+    assert result.version == db.migrations()[-1].version
+    with psycopg.connect(empty_db_url) as conn:
+        assert db.readings_partitioned(conn)
 
 
 def test_changed_migration_is_refused(empty_db_url: str) -> None:

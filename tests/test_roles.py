@@ -18,6 +18,7 @@ from coldtrail.rules.engine import RulesEngine
 from tests.conftest import (
     PG_URL,
     T0,
+    TIMESCALEDB,
     RunningIngest,
     count_readings,
     ingest_worker,
@@ -50,15 +51,18 @@ def test_ingest_and_rules_work_as_the_application_role(
     conn: Conn, app_url: str, mqtt_options: MqttOptions, topic_root: str
 ) -> None:
     make_site(conn, {"S1": "CR"})  # master data, as an administrator would enter it
-    # The newest monthly partition is empty and ahead of time: drop it, so ingest has to make
-    # it again as the app role, as it will when the months go by.
-    newest = conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'readings'::regclass AND c.relname <> 'readings_default' "
-        "ORDER BY c.relname DESC LIMIT 1"
-    ).fetchone()
-    assert newest is not None
-    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(newest[0])))
+    newest: tuple[Any, ...] | None = None
+    if not TIMESCALEDB:
+        # The newest monthly partition is empty and ahead of time: drop it, so ingest has to
+        # make it again as the app role, as it will when the months go by. (TimescaleDB makes
+        # its chunks itself, as whoever inserts.)
+        newest = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'readings'::regclass AND c.relname <> 'readings_default' "
+            "ORDER BY c.relname DESC LIMIT 1"
+        ).fetchone()
+        assert newest is not None
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(newest[0])))
     role = psycopg.conninfo.conninfo_to_dict(app_url)["user"]
     readings = [
         Reading(sensor="S1", seq=i, ts=T0.replace(minute=i), temperature_c=t)
@@ -75,7 +79,8 @@ def test_ingest_and_rules_work_as_the_application_role(
     with psycopg.connect(app_url) as app:
         RulesEngine(app_url).process_pending(app)
 
-    assert conn.execute("SELECT to_regclass(%s)", (newest[0],)).fetchone() == (newest[0],)
+    if newest is not None:
+        assert conn.execute("SELECT to_regclass(%s)", (newest[0],)).fetchone() == (newest[0],)
     excursion = conn.execute("SELECT started_at, ended_at, max_c FROM excursions").fetchone()
     assert excursion == (T0.replace(minute=2), T0.replace(minute=4), 9.8)
     kinds = [

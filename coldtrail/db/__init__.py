@@ -49,6 +49,24 @@ class UpgradeResult:
     applied: list[str]
     version: int
     timescaledb: bool
+    note: str | None = None
+    """Something the operator should know and nothing failed for (a plain database on a
+    TimescaleDB server)."""
+
+
+# Migrations whose text was corrected after release, with the checksums of the texts that
+# databases may have applied before; each correction leaves those databases as they are.
+REVISED: dict[int, frozenset[str]] = {
+    # 0004 chose plain partitions or TimescaleDB by whether the extension was listed as
+    # available; it now asks whether it can be created (a listed one that is not preloaded
+    # can't, and the database then stayed unpartitioned and never finished upgrading).
+    4: frozenset({"075c7b053170e6e791286fd3f3e94045005f2f22339909ff68c1d9d3e58414ae"}),
+}
+PLAIN_ON_TIMESCALEDB = (
+    "this database keeps readings in plain PostgreSQL partitions although the server has "
+    "TimescaleDB; it is upgraded as plain. `coldtrail db to-timescaledb` moves the readings "
+    "into a hypertable, checking every row"
+)
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
@@ -70,13 +88,6 @@ def migrations() -> list[Migration]:
     if len({m.version for m in found}) != len(found):
         raise StoreError("two migrations share a version number")
     return found
-
-
-def timescaledb_available(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    return row is not None
 
 
 _ROLES = ("coldtrail_app", "coldtrail_readonly")
@@ -113,7 +124,9 @@ def upgrade(url: str, target: int | None = None) -> UpgradeResult:
                 if target is not None and m.version > target:
                     break
                 if m.version in done:
-                    if done[m.version] != m.sha256:
+                    if done[m.version] != m.sha256 and done[m.version] not in REVISED.get(
+                        m.version, frozenset()
+                    ):
                         raise StoreError(
                             f"migration {m.version} ({m.name}) was changed after it was applied"
                         )
@@ -126,24 +139,56 @@ def upgrade(url: str, target: int | None = None) -> UpgradeResult:
                     )
                 applied.append(f"{m.version:04d}_{m.name}")
                 log.info("applied migration %04d_%s", m.version, m.name)
-            timescale = _apply_timescale(conn, applied) if target is None else False
+            timescale, note = _apply_timescale(conn, applied) if target is None else (False, None)
             version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"migration failed: {exc}") from exc
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-    return UpgradeResult(applied, int(str(version[0])) if version and version[0] else 0, timescale)
+    if note is not None:
+        log.warning("%s", note)
+    number = int(str(version[0])) if version and version[0] else 0
+    return UpgradeResult(applied, number, timescale, note)
 
 
-def _apply_timescale(conn: psycopg.Connection[tuple[object, ...]], applied: list[str]) -> bool:
-    if conn.execute("SELECT 1 FROM schema_features WHERE name = 'timescaledb'").fetchone():
-        return True
-    if not timescaledb_available(conn):
-        return False
-    text = resources.files("coldtrail.db").joinpath("timescale.sql").read_text()
-    with conn.transaction():
-        conn.execute(sql.SQL(text))  # trusted file in the package
-        conn.execute("INSERT INTO schema_features (name) VALUES ('timescaledb')")
-    applied.append("timescaledb")
-    log.info("readings converted to a TimescaleDB hypertable")
-    return True
+# TimescaleDB's SQL, in steps applied once each and recorded in schema_features: the first
+# makes readings a hypertable; the later ones change what earlier databases got.
+TIMESCALE_STEPS = (
+    ("timescaledb", "timescale.sql"),
+    ("timescaledb_realtime", "timescale_realtime.sql"),
+)
+
+
+def timescaledb_usable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether the extension can be created here (not only listed as available)."""
+    row = conn.execute("SELECT coldtrail_timescaledb_usable()").fetchone()
+    return bool(row and row[0])
+
+
+def readings_partitioned(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+        "WHERE c.relname = 'readings' AND c.relnamespace = current_schema()::regnamespace"
+    ).fetchone()
+    return row is not None
+
+
+def _apply_timescale(
+    conn: psycopg.Connection[tuple[object, ...]], applied: list[str]
+) -> tuple[bool, str | None]:
+    done = {str(r[0]) for r in conn.execute("SELECT name FROM schema_features")}
+    if "timescaledb" not in done:
+        if not timescaledb_usable(conn):
+            return False, None
+        if readings_partitioned(conn):
+            return False, PLAIN_ON_TIMESCALEDB
+    for feature, file in TIMESCALE_STEPS:
+        if feature in done:
+            continue
+        text = resources.files("coldtrail.db").joinpath(file).read_text()
+        with conn.transaction():
+            conn.execute(sql.SQL(text))  # trusted file in the package
+            conn.execute("INSERT INTO schema_features (name) VALUES (%s)", (feature,))
+        applied.append(feature)
+        log.info("applied %s", file)
+    return True, None

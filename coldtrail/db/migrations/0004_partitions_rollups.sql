@@ -36,11 +36,30 @@ BEGIN
     RETURN created;
 END $$;
 
+-- Whether TimescaleDB can be used here: created in a subtransaction that is then undone. An
+-- extension listed as available may still be unusable (not in shared_preload_libraries).
+CREATE FUNCTION coldtrail_timescaledb_usable() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        CREATE EXTENSION timescaledb;
+        RAISE EXCEPTION 'created' USING ERRCODE = 'CT001';  -- undoes it
+    EXCEPTION
+        WHEN SQLSTATE 'CT001' THEN RETURN true;
+        WHEN OTHERS THEN RETURN false;
+    END;
+END $$;
+
 DO $$
 DECLARE
     oldest timestamptz;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+    IF coldtrail_timescaledb_usable() THEN
         RETURN;  -- hypertable chunks instead (timescale.sql)
     END IF;
     ALTER TABLE readings RENAME TO readings_unpartitioned;
