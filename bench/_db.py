@@ -31,3 +31,11 @@ def drop_database(name: str) -> None:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+def backend() -> str:
+    """What the benchmarks run on, for their RESULT lines: ``timescaledb`` when the server
+    preloads it (``db upgrade`` then makes readings a hypertable), else ``postgresql``."""
+    with psycopg.connect(PG, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    return "timescaledb" if row and "timescaledb" in str(row[0]) else "postgresql"

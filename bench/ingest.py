@@ -22,7 +22,7 @@ from multiprocessing.synchronize import Event
 import numpy as np
 import psycopg
 
-from bench._db import drop_database, make_database
+from bench._db import backend, drop_database, make_database
 from coldtrail import mqtt
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
@@ -224,7 +224,8 @@ def main() -> None:
         f"{worker.stats.commit_s:.2f} s of it writing and committing"
     )
     print(
-        f"RESULT name=ingest readings_per_s={our_rate:.0f} per_message={args.per_message} "
+        f"RESULT name=ingest backend={backend()} readings_per_s={our_rate:.0f} "
+        f"per_message={args.per_message} "
         f"reference=raw_copy reference_per_s={ref_rate:.0f} ratio={our_rate / ref_rate:.2f}"
     )
 

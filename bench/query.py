@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from bench._db import drop_database, make_database
+from bench._db import backend, drop_database, make_database
 from coldtrail.api import queries as api_q
 from coldtrail.api.live import LiveBuilder, live_params
 
@@ -144,7 +144,8 @@ def main() -> None:
     )
     ratio = (live_ms / live_rows) / (small_ms / small_rows)
     print(
-        f"RESULT name=query live_sensors={live_rows} live_ms={live_ms:.1f} "
+        f"RESULT name=query backend={backend()} live_sensors={live_rows} "
+        f"live_ms={live_ms:.1f} "
         f"live_db_ms={live_db:.1f} series_readings={series_rows} series_ms={series_ms:.1f} "
         f"series_db_ms={series_db:.1f} "
         f"reference=live_1000_sensors reference_ms={small_ms:.1f} ratio={ratio:.2f}"

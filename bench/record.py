@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from bench._db import drop_database, make_database
+from bench._db import backend, drop_database, make_database
 from coldtrail.api import record as rec
 from coldtrail.erp.masterdata import (
     Location,
@@ -135,7 +135,8 @@ def main() -> None:
         print(f"  {f:5s} {s * 1000:7.0f} ms  {sizes[f] / 1e6:6.1f} MB")
     print(f"  raw COPY of the same readings as CSV: {copy_s * 1000:.0f} ms")
     print(
-        f"RESULT name=record readings={readings} json_s={seconds['json']:.3f} "
+        f"RESULT name=record backend={backend()} readings={readings} "
+        f"json_s={seconds['json']:.3f} "
         f"csv_s={seconds['csv']:.3f} pdf_s={seconds['pdf']:.3f} epcis_s={seconds['epcis']:.3f} "
         f"reference=raw_copy_csv reference_s={copy_s:.3f} ratio={seconds['csv'] / copy_s:.2f}"
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from bench._db import drop_database, make_database
+from bench._db import backend, drop_database, make_database
 from bench.record import _fill
 from coldtrail.api import record as rec
 
@@ -89,7 +89,7 @@ def main() -> None:
             f"whole peak {w_mb:6.0f} MB ({w_s:5.1f} s)"
         )
         print(
-            f"RESULT name=record_memory format={fmt} readings={readings} "
+            f"RESULT name=record_memory backend={backend()} format={fmt} readings={readings} "
             f"bytes={size} peak_rss_mb={s_mb:.0f} above_floor_mb={s_mb - floor_mb:.0f} "
             f"seconds={s_s:.2f} reference=whole_in_memory reference_peak_rss_mb={w_mb:.0f} "
             f"ratio={(s_mb - floor_mb) / max(1.0, w_mb - floor_mb):.2f}"
