@@ -13,8 +13,22 @@ import psycopg
 import pytest
 
 from coldtrail import db
+from coldtrail.api import record as rec
+from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
+from coldtrail.mqtt import MqttOptions
 from coldtrail.rules.engine import RulesEngine
-from tests.conftest import T0, TIMESCALEDB, make_site, needs_timescaledb, plain_only
+from tests.conftest import (
+    T0,
+    TIMESCALEDB,
+    RunningIngest,
+    count_readings,
+    ingest_worker,
+    make_site,
+    needs_timescaledb,
+    plain_only,
+    publish,
+    wait_for,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -184,3 +198,57 @@ def test_existing_readings_move_into_partitions_or_chunks_and_rollups(
         )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM readings")
+
+
+@needs_timescaledb
+def test_compressed_chunks_take_late_readings_store_resends_once_and_read_the_same(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    """Chunks compressed (as the policy does after 30 days), then a backlog arrives into them
+    and a gateway re-sends old messages: the late readings are stored, the re-sent ones once,
+    and the record and the rules read compressed and uncompressed chunks alike."""
+    start = T0 - timedelta(days=21)
+    make_site(conn, {"S1": "CR"}, since=start - timedelta(days=1))
+    late = set(range(300, 310))
+    readings = [
+        Reading(
+            sensor="S1",
+            seq=i,
+            ts=start + timedelta(minutes=30 * i),
+            temperature_c=9.5 if 100 <= i < 106 else 4.0 + (i % 9) / 4,
+        )
+        for i in range(1, 673)
+    ]
+    topic = telemetry_topic(topic_root, "s1", "gw-1")
+
+    def send(batch: list[Reading]) -> None:
+        for part in range(0, len(batch), 100):
+            publish(mqtt_options, topic, encode_telemetry("gw-1", T0, batch[part : part + 100]))
+
+    with RunningIngest(ingest_worker(db_url, mqtt_options, topic_root)):
+        send([r for r in readings if r.seq not in late])
+        wait_for(lambda: count_readings(conn) == 662, what="the first 662 readings")
+        RulesEngine(db_url).process_pending(conn)
+        compressed = conn.execute(
+            "SELECT count(compress_chunk(c)) FROM show_chunks('readings') c"
+        ).fetchone()
+        assert compressed is not None
+        assert compressed[0] >= 2
+        send([r for r in readings if r.seq in late] + readings[:100])  # backlog, then a resend
+        wait_for(lambda: count_readings(conn) == 672, what="the late readings")
+        RulesEngine(db_url).process_pending(conn)
+    stored = conn.execute(
+        "SELECT count(*), count(DISTINCT seq) FROM readings WHERE seq <= 100"
+    ).fetchone()
+    assert stored == (100, 100)
+    assert conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND is_compressed"
+    ).fetchone() == (compressed[0],)
+    end = start + timedelta(days=15)
+    on_compressed = rec.render(rec.location_record(conn, "CR", start, end, T0), "csv")
+    conn.execute("SELECT count(decompress_chunk(c, true)) FROM show_chunks('readings') c")
+    assert rec.render(rec.location_record(conn, "CR", start, end, T0), "csv") == on_compressed
+    assert on_compressed.count(b"\n") == 1 + 672
+    [excursion] = conn.execute("SELECT started_at, max_c FROM excursions").fetchall()
+    assert excursion == (start + timedelta(minutes=30 * 100), 9.5)
