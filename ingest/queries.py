@@ -35,12 +35,13 @@ _KEEP_NEWER = ", ".join(
 UPDATE_LATEST = f"""
 WITH g AS (
     SELECT sensor_id, range_agg(int8range(seq, seq, '[]')) AS seqs, count(*) AS n
-    FROM readings WHERE batch_id = %(batch_id)s GROUP BY sensor_id
+    FROM readings
+    WHERE batch_id = %(batch_id)s AND ts BETWEEN %(first)s AND %(last)s GROUP BY sensor_id
 ), n AS (
     -- Grouped bytewise: only equal ids need to meet, and the collation's comparisons were
     -- a good part of this sort.
     SELECT DISTINCT ON (sensor_id COLLATE "C") sensor_id, {_LATEST}
-    FROM readings WHERE batch_id = %(batch_id)s
+    FROM readings WHERE batch_id = %(batch_id)s AND ts BETWEEN %(first)s AND %(last)s
     ORDER BY sensor_id COLLATE "C", ts DESC, seq DESC
 ), up AS (
     INSERT INTO sensor_latest AS cur (sensor_id, {_LATEST}, seqs)
@@ -73,6 +74,8 @@ ORDER BY sensor_id FOR UPDATE
 FINISH_BATCH = """
 UPDATE ingest_batches
 SET readings = %(n)s,
+    first_ts = %(first)s,
+    last_ts = %(last)s,
     committed_at = clock_timestamp(),  -- the moment before COMMIT, not the transaction's start
     processed_at = CASE WHEN %(n)s = 0 THEN now() END
 WHERE id = %(batch_id)s

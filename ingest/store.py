@@ -82,6 +82,10 @@ class Checked:
     """Readings measured in the future."""
     data: bytes
     """The COPY lines of the readings that may be stored, joined."""
+    first: datetime | None = None
+    last: datetime | None = None
+    """The earliest and latest time of measurement among the readings (a bound of those
+    stored: looking the batch up by it reads only the chunks it touched)."""
 
 
 @dataclass
@@ -125,6 +129,17 @@ class _Plan:
             ok = env.checked.ok if env.checked.ok is not None else range(len(env.readings))
             parts.append("".join(env.lines[i] for i in ok if i not in dropped).encode())
         return b"".join(parts)
+
+    def span(self) -> tuple[datetime | None, datetime | None]:
+        """The first and last time of measurement of the readings offered (a bound of those
+        stored); None, None for none."""
+        firsts = [e.checked.first for e in self.envelopes if e.checked and e.checked.data]
+        lasts = [e.checked.last for e in self.envelopes if e.checked and e.checked.data]
+        found_first = [t for t in firsts if t is not None]
+        found_last = [t for t in lasts if t is not None]
+        if not found_first or not found_last:
+            return None, None
+        return min(found_first), max(found_last)
 
     def count(self) -> int:
         n = 0
@@ -227,6 +242,8 @@ class Store:
         bad: set[int] = set()
         kept = []
         dead: list[DeadLetter] = []
+        stamps = [r["ts"] for r in readings]
+        first, last = (min(stamps), max(stamps)) if stamps else (None, None)
         for i, r in enumerate(readings):
             ts = r["ts"]
             spans = here.get(r["sensor"])
@@ -240,10 +257,11 @@ class Store:
                 kept.append((i, trust.sensor_refusal(r["sensor"], ts, env.site)))
                 bad.add(i)
         if not bad:
-            return Checked(trust.version, None, [], [], "".join(env.lines).encode())
+            data = "".join(env.lines).encode()
+            return Checked(trust.version, None, [], [], data, first, last)
         ok = [i for i in range(len(readings)) if i not in bad]
         data = "".join(env.lines[i] for i in ok).encode()
-        return Checked(trust.version, ok, kept, dead, data)
+        return Checked(trust.version, ok, kept, dead, data, first, last)
 
     # ------------------------------------------------------------------------- planning
     def _plan(self, envelopes: Sequence[Envelope]) -> _Plan:
@@ -366,12 +384,18 @@ class Store:
                 # A reading stored without its number recorded (written by other means than
                 # ingest): every reading is looked at, the next time.
                 raise _Again(_Care(everything=True)) from None
-        flagged = conn.execute(q.UPDATE_LATEST, {"batch_id": batch_id}).fetchall()
+        span = plan.span()
+        flagged = conn.execute(
+            q.UPDATE_LATEST, {"batch_id": batch_id, "first": span[0], "last": span[1]}
+        ).fetchall()
         if flagged:
             again = _Care({str(f[0]) for f in flagged}, {str(f[0]) for f in flagged if f[2]})
             raise _Again(again)
         out.stored = plan.count()
-        conn.execute(q.FINISH_BATCH, {"n": out.stored, "batch_id": batch_id})
+        conn.execute(
+            q.FINISH_BATCH,
+            {"n": out.stored, "batch_id": batch_id, "first": span[0], "last": span[1]},
+        )
         if out.stored:
             conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
         if any(env.origins is not None for env in plan.envelopes):

@@ -101,7 +101,13 @@ class RulesEngine:
                 ]
                 if not batches:
                     return total
-                firsts = conn.execute(q.BATCH_SENSORS, {"batches": batches}).fetchall()
+                span = conn.execute(q.BATCH_SPAN, {"batches": batches}).fetchone()
+                assert span is not None  # noqa: S101 - an aggregate returns a row
+                bounded = span[0] is not None and span[1] is not None
+                firsts = conn.execute(
+                    q.BATCH_SENSORS_IN_SPAN if bounded else q.BATCH_SENSORS,
+                    {"batches": batches, "first": span[0], "last": span[1]},
+                ).fetchall()
                 judged = self.judge_sensors(conn, dict(firsts), upto_batch=max(batches))
                 conn.execute(q.ROLLUP, {"batches": batches})
                 conn.execute(q.FINISH_BATCHES, {"batches": batches})

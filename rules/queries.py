@@ -10,12 +10,22 @@ FOR UPDATE SKIP LOCKED
 
 # The earliest new reading of each probe in the claimed batches: where judging must restart.
 # (A vehicle's position unit and door contacts measure no temperature: nothing to judge.)
-BATCH_SENSORS = """
+_BATCH_SENSORS = """
 SELECT r.sensor_id, min(r.ts) FROM readings r
 JOIN sensors s ON s.id = r.sensor_id AND s.kind = 'probe'
-WHERE r.batch_id = ANY(%(batches)s)
+WHERE r.batch_id = ANY(%(batches)s){bounded}
 GROUP BY r.sensor_id
 ORDER BY r.sensor_id
+"""
+BATCH_SENSORS = _BATCH_SENSORS.format(bounded="")
+BATCH_SENSORS_IN_SPAN = _BATCH_SENSORS.format(bounded=" AND r.ts BETWEEN %(first)s AND %(last)s")
+
+# The span of the claimed batches' readings, so that they are looked up in its chunks only;
+# NULL when a batch has none recorded (stored before migration 0015).
+BATCH_SPAN = """
+SELECT CASE WHEN bool_and(first_ts IS NOT NULL) THEN min(first_ts) END,
+       CASE WHEN bool_and(last_ts IS NOT NULL) THEN max(last_ts) END
+FROM ingest_batches WHERE id = ANY(%(batches)s)
 """
 
 MAX_ALARM_DELAY_S = """

@@ -251,7 +251,8 @@ def test_two_workers_given_disagreeing_copies_at_once_store_one(
             assert row is not None
             with first.cursor().copy(q.COPY_READINGS) as copy:
                 copy.write("".join(envelope(4.0, 0).lines).encode())
-            assert first.execute(q.UPDATE_LATEST, {"batch_id": row[0]}).fetchall() == []
+            span = {"first": T0 - timedelta(days=1), "last": T0 + timedelta(days=1)}
+            assert first.execute(q.UPDATE_LATEST, {"batch_id": row[0], **span}).fetchall() == []
             thread = threading.Thread(target=other)
             thread.start()
             assert not done.wait(0.5)  # waiting on the first

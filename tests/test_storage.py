@@ -6,6 +6,7 @@ late and repeated readings included, with no refresh in between."""
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -252,3 +253,36 @@ def test_compressed_chunks_take_late_readings_store_resends_once_and_read_the_sa
     assert on_compressed.count(b"\n") == 1 + 672
     [excursion] = conn.execute("SELECT started_at, max_c FROM excursions").fetchall()
     assert excursion == (start + timedelta(minutes=30 * 100), 9.5)
+
+
+@needs_timescaledb
+def test_a_batch_is_looked_up_in_the_chunks_of_its_time_span_only(
+    conn: Conn, db_url: str, mqtt_options: MqttOptions, topic_root: str
+) -> None:
+    """Ingest and the rules look a batch's readings up by batch_id; on a hypertable that read
+    every chunk's index, compressed ones' metadata too, a cost growing with the history. The
+    batch now records the span of its readings' times, and the lookup is bounded by it."""
+    make_site(conn, {"S1": "CR"}, since=T0 - timedelta(days=80))
+    _store(conn, [("S1", n, T0 - timedelta(days=n), 5.0) for n in range(1, 71)])
+    conn.execute("SELECT count(compress_chunk(c)) FROM show_chunks('readings') c")
+    topic = telemetry_topic(topic_root, "s1", "gw-1")
+    fresh = [Reading(sensor="S1", seq=100 + i, ts=T0 + timedelta(minutes=i), temperature_c=4.0)
+             for i in range(3)]  # fmt: skip
+    with RunningIngest(ingest_worker(db_url, mqtt_options, topic_root)):
+        publish(mqtt_options, topic, encode_telemetry("gw-1", T0, fresh))
+        wait_for(lambda: count_readings(conn) == 73, what="the new batch")
+    batch = conn.execute(
+        "SELECT id, first_ts, last_ts FROM ingest_batches WHERE readings = 3"
+    ).fetchone()
+    assert batch is not None
+    assert (batch[1], batch[2]) == (T0, T0 + timedelta(minutes=2))
+
+    def chunks_read(query: str, *params: Any) -> int:
+        plan = [r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {query}",
+                                           params)]  # fmt: skip
+        return len({m for line in plan if "never executed" not in line
+                    for m in re.findall(r"(?<!compress)_hyper_\d+_\d+_chunk", line)})  # fmt: skip
+
+    lookup = "SELECT sensor_id FROM readings WHERE batch_id = %s"
+    assert chunks_read(lookup, batch[0]) >= 10
+    assert chunks_read(lookup + " AND ts BETWEEN %s AND %s", *batch) == 1

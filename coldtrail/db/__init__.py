@@ -64,8 +64,8 @@ REVISED: dict[int, frozenset[str]] = {
 }
 PLAIN_ON_TIMESCALEDB = (
     "this database keeps readings in plain PostgreSQL partitions although the server has "
-    "TimescaleDB; it is upgraded as plain. `coldtrail db to-timescaledb` moves the readings "
-    "into a hypertable, checking every row"
+    "TimescaleDB; it is upgraded as plain (moving the readings into a hypertable is not "
+    "automatic: readings can't be deleted, so it is a planned migration)"
 )
 
 
