@@ -86,6 +86,12 @@ def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> None:
     )
 
 
+def cmd_db_to_timescaledb(settings: Settings, _: argparse.Namespace) -> None:
+    from coldtrail.db import to_timescaledb
+
+    print(json.dumps(to_timescaledb(settings.require_database_url())))
+
+
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.services import ingest_worker
 
@@ -305,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="apply migrations (idempotent)").set_defaults(
         func=cmd_db_upgrade
     )
+    db_sub.add_parser(
+        "to-timescaledb",
+        help="move a plain database's readings into a TimescaleDB hypertable (every row checked)",
+    ).set_defaults(func=cmd_db_to_timescaledb)
 
     ingest = sub.add_parser("ingest", help="run an ingest worker")
     ingest.add_argument("--client-id", default=None)

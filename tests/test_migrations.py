@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,57 @@ def test_a_plain_database_on_a_timescaledb_server_keeps_upgrading_as_plain(
     assert result.version == db.migrations()[-1].version
     with psycopg.connect(empty_db_url) as conn:
         assert db.readings_partitioned(conn)
+
+    # Then moved, on purpose: every row counted and hashed before and after.
+    from tests.conftest import T0, make_site
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        make_site(conn, {"S1": "CR", "S2": "CR"}, since=T0 - timedelta(days=90))
+        with conn.transaction():
+            batch = conn.execute(
+                "WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)"
+                " SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b"
+            ).fetchone()
+            assert batch is not None
+            with conn.cursor().copy(
+                "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
+            ) as copy:
+                for n in range(1, 2001):  # 83 days across three months' partitions
+                    sensor = ("S1", "S2")[n % 2]
+                    copy.write_row((sensor, n, T0 - timedelta(hours=n), "gw-1", "ok", 4 + n % 5))
+        before = conn.execute("SELECT count(*), count(DISTINCT tableoid) FROM readings").fetchone()
+    assert before is not None
+    assert before[0] == 2000
+    assert before[1] >= 2  # a monthly partition and the default one
+    moved = db.to_timescaledb(empty_db_url)
+    assert moved["readings"] == 2000
+    assert moved["timescaledb"] is True
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert not db.readings_partitioned(conn)
+        assert conn.execute(
+            "SELECT count(*) FROM timescaledb_information.hypertables "
+            "WHERE hypertable_name = 'readings'"
+        ).fetchone() == (1,)
+        assert conn.execute("SELECT sum(readings) FROM readings_1h").fetchone() == (2000,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="GxP record"):
+            conn.execute("DELETE FROM readings WHERE seq = 1")
+        grants = conn.execute(
+            "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+            "WHERE table_name = 'readings' AND grantee LIKE 'coldtrail%' ORDER BY 1, 2"
+        ).fetchall()
+        assert grants == [("coldtrail_app", "INSERT"), ("coldtrail_app", "SELECT"),
+                          ("coldtrail_readonly", "SELECT")]  # fmt: skip
+    again = db.upgrade(empty_db_url)
+    assert (again.applied, again.timescaledb, again.note) == ([], True, None)
+
+
+@needs_timescaledb
+def test_moving_readings_to_timescaledb_is_refused_where_they_are_there_already(
+    empty_db_url: str,
+) -> None:
+    db.upgrade(empty_db_url)
+    with pytest.raises(StoreError, match="not in plain PostgreSQL partitions"):
+        db.to_timescaledb(empty_db_url)
 
 
 def test_changed_migration_is_refused(empty_db_url: str) -> None:

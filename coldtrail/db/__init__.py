@@ -64,8 +64,8 @@ REVISED: dict[int, frozenset[str]] = {
 }
 PLAIN_ON_TIMESCALEDB = (
     "this database keeps readings in plain PostgreSQL partitions although the server has "
-    "TimescaleDB; it is upgraded as plain (moving the readings into a hypertable is not "
-    "automatic: readings can't be deleted, so it is a planned migration)"
+    "TimescaleDB; it is upgraded as plain. `coldtrail db to-timescaledb` moves the readings "
+    "into a hypertable, checking every row (plan a maintenance window: it locks readings)"
 )
 
 
@@ -171,6 +171,53 @@ def readings_partitioned(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         "WHERE c.relname = 'readings' AND c.relnamespace = current_schema()::regnamespace"
     ).fetchone()
     return row is not None
+
+
+# Every row, in any order: the count and the sum of a 64-bit hash of each row's text.
+_READINGS_DIGEST = (
+    "SELECT count(*), coalesce(sum(hashtextextended(r::text, 0)::numeric), 0)::text FROM readings r"
+)
+
+
+def to_timescaledb(url: str) -> dict[str, object]:
+    """Move the readings of a database made on plain PostgreSQL (monthly partitions) into a
+    TimescaleDB hypertable, then apply the TimescaleDB steps, in one transaction. Readings
+    can't be deleted or edited, so the move must be provably lossless: every row is counted
+    and hashed before, after the copy and after the hypertable, and any difference undoes
+    all of it (StoreError)."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            if not timescaledb_usable(conn):
+                raise StoreError("TimescaleDB can't be created on this server (is it preloaded?)")
+            if not readings_partitioned(conn):
+                raise StoreError("readings is not in plain PostgreSQL partitions: nothing to move")
+            done = {str(r[0]) for r in conn.execute("SELECT name FROM schema_features")}
+            with conn.transaction():
+                conn.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+                before = conn.execute(_READINGS_DIGEST).fetchone()
+                text = resources.files("coldtrail.db").joinpath("to_timescaledb.sql").read_text()
+                conn.execute(sql.SQL(text))  # trusted file in the package
+                copied = conn.execute(_READINGS_DIGEST).fetchone()
+                if copied != before:
+                    raise StoreError(f"the copy differs: {before} before, {copied} after")
+                conn.execute("DROP TABLE readings_plain CASCADE")
+                for feature, file in TIMESCALE_STEPS:
+                    if feature in done:
+                        continue
+                    step = resources.files("coldtrail.db").joinpath(file).read_text()
+                    conn.execute(sql.SQL(step))  # trusted file in the package
+                    conn.execute("INSERT INTO schema_features (name) VALUES (%s)", (feature,))
+                after = conn.execute(_READINGS_DIGEST).fetchone()
+                if after != before:
+                    raise StoreError(f"the hypertable differs: {before} before, {after} after")
+        except psycopg.Error as exc:
+            raise StoreError(f"moving readings to TimescaleDB failed: {exc}") from exc
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    assert before is not None  # noqa: S101 - an aggregate returns a row
+    log.info("moved %s readings into a TimescaleDB hypertable", before[0])
+    return {"readings": int(before[0]), "digest": str(before[1]), "timescaledb": True}
 
 
 def _apply_timescale(
