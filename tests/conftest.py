@@ -339,6 +339,27 @@ def token(client: Any, username: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {resp.json()['access_token']}"}
 
 
+def store_readings(
+    conn: psycopg.Connection[tuple[Any, ...]], rows: list[tuple[str, int, Any, float | None]]
+) -> int:
+    """One ingest batch holding ``rows`` (sensor, seq, ts, temperature), as ingest stores it
+    (without the batch's time span: looked up unbounded, as batches from before it were)."""
+    with conn.transaction():
+        batch = conn.execute(
+            "WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)"
+            " SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b"
+        ).fetchone()
+        assert batch is not None
+        with conn.cursor().copy(
+            "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
+        ) as copy:
+            for sensor, seq, ts, temp in rows:
+                status = "ok" if temp is not None else "unavailable"
+                copy.write_row((sensor, seq, ts, "gw-1", status, temp))
+        conn.execute("UPDATE ingest_batches SET readings = %s WHERE id = %s", (len(rows), batch[0]))
+        return int(batch[0])
+
+
 def count_readings(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     row = conn.execute("SELECT count(*) FROM readings").fetchone()
     return int(row[0]) if row else 0

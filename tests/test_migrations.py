@@ -66,22 +66,13 @@ def test_a_plain_database_on_a_timescaledb_server_keeps_upgrading_as_plain(
         assert db.readings_partitioned(conn)
 
     # Then moved, on purpose: every row counted and hashed before and after.
-    from tests.conftest import T0, make_site
+    from tests.conftest import T0, make_site, store_readings
 
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         make_site(conn, {"S1": "CR", "S2": "CR"}, since=T0 - timedelta(days=90))
-        with conn.transaction():
-            batch = conn.execute(
-                "WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)"
-                " SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b"
-            ).fetchone()
-            assert batch is not None
-            with conn.cursor().copy(
-                "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
-            ) as copy:
-                for n in range(1, 2001):  # 83 days across three months' partitions
-                    sensor = ("S1", "S2")[n % 2]
-                    copy.write_row((sensor, n, T0 - timedelta(hours=n), "gw-1", "ok", 4 + n % 5))
+        # 83 days, across a monthly partition and the default one.
+        store_readings(conn, [(("S1", "S2")[n % 2], n, T0 - timedelta(hours=n), 4 + n % 5)
+                              for n in range(1, 2001)])  # fmt: skip
         before = conn.execute("SELECT count(*), count(DISTINCT tableoid) FROM readings").fetchone()
     assert before is not None
     assert before[0] == 2000

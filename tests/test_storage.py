@@ -28,6 +28,7 @@ from tests.conftest import (
     needs_timescaledb,
     plain_only,
     publish,
+    store_readings,
     wait_for,
 )
 
@@ -42,28 +43,6 @@ BUCKETS = {
     "readings_5m": "date_bin('5 minutes', ts, timestamptz '2000-01-01 00:00:00+00')",
     "readings_1h": "date_trunc('hour', ts, 'UTC')",
 }
-
-
-def _store(conn: Conn, rows: list[tuple[str, int, Any, float | None]]) -> int:
-    """One ingest batch holding ``rows`` (sensor, seq, ts, temperature), as ingest stores it."""
-    with conn.transaction():
-        return _store_in_transaction(conn, rows)
-
-
-def _store_in_transaction(conn: Conn, rows: list[tuple[str, int, Any, float | None]]) -> int:
-    batch = conn.execute(
-        "WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)"
-        " SELECT id, set_config('coldtrail.ingest_batch', id::text, true) FROM b"
-    ).fetchone()
-    assert batch is not None
-    with conn.cursor().copy(
-        "COPY readings (sensor_id, seq, ts, gateway, status, temperature_c) FROM STDIN"
-    ) as copy:
-        for sensor, seq, ts, temp in rows:
-            copy.write_row((sensor, seq, ts, "gw-1", "ok" if temp is not None else "unavailable",
-                            temp))  # fmt: skip
-    conn.execute("UPDATE ingest_batches SET readings = %s WHERE id = %s", (len(rows), batch[0]))
-    return int(batch[0])
 
 
 @plain_only
@@ -86,7 +65,7 @@ def test_readings_are_partitioned_by_month_three_months_ahead(conn: Conn) -> Non
     conn.commit()
     make_site(conn, {"S1": "CR"})
     old = T0.replace(year=T0.year - 1)
-    _store(conn, [("S1", 1, old, 4.0)])
+    store_readings(conn, [("S1", 1, old, 4.0)])
     where = conn.execute(
         "SELECT tableoid::regclass::text FROM readings WHERE sensor_id = 'S1'"
     ).fetchone()
@@ -130,7 +109,7 @@ def test_rollups_equal_aggregating_the_readings_late_and_repeated_ones_included(
     rng.shuffle(rows)
     engine = RulesEngine(db_url)
     for start in range(0, len(rows), 97):
-        _store(conn, rows[start : start + 97])
+        store_readings(conn, rows[start : start + 97])
         if TIMESCALEDB and start == 97 * 3:
             # A refresh half-way, as the policy's job makes one whenever it runs: the later
             # batches' late readings fall into buckets already materialised.
@@ -174,7 +153,9 @@ def test_existing_readings_move_into_partitions_or_chunks_and_rollups(
             " VALUES ('S1', 'CR', tstzrange(%s, NULL))",
             (T0,),
         )
-        batch = _store(conn, [("S1", n, T0 + timedelta(minutes=n), 5.0 + n) for n in range(1, 4)])
+        batch = store_readings(
+            conn, [("S1", n, T0 + timedelta(minutes=n), 5.0 + n) for n in range(1, 4)]
+        )
         conn.execute("UPDATE ingest_batches SET processed_at = now() WHERE id = %s", (batch,))
         conn.commit()
     db.upgrade(empty_db_url)
@@ -263,7 +244,7 @@ def test_a_batch_is_looked_up_in_the_chunks_of_its_time_span_only(
     every chunk's index, compressed ones' metadata too, a cost growing with the history. The
     batch now records the span of its readings' times, and the lookup is bounded by it."""
     make_site(conn, {"S1": "CR"}, since=T0 - timedelta(days=80))
-    _store(conn, [("S1", n, T0 - timedelta(days=n), 5.0) for n in range(1, 71)])
+    store_readings(conn, [("S1", n, T0 - timedelta(days=n), 5.0) for n in range(1, 71)])
     conn.execute("SELECT count(compress_chunk(c)) FROM show_chunks('readings') c")
     topic = telemetry_topic(topic_root, "s1", "gw-1")
     fresh = [Reading(sensor="S1", seq=100 + i, ts=T0 + timedelta(minutes=i), temperature_c=4.0)
