@@ -248,12 +248,8 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     async def still_valid(user: User) -> bool:
         """Whether the tokens ``user`` holds still count (for push streams, which outlive
         the request that checked them)."""
-        async with slots:
-            conn = await run_in_threadpool(pool.getconn)
-            try:
-                now = await run_in_threadpool(people.load_user, conn, user.username)
-            finally:
-                await run_in_threadpool(pool.putconn, conn)
+        async with asynccontextmanager(db)() as conn:
+            now = await run_in_threadpool(people.load_user, conn, user.username)
         return now is not None and now.token_generation == user.token_generation
 
     def allow(roles: frozenset[Role]) -> Callable[[User], User]:

@@ -133,13 +133,14 @@ class _Plan:
     def span(self) -> tuple[datetime | None, datetime | None]:
         """The first and last time of measurement of the readings offered (a bound of those
         stored); None, None for none."""
-        firsts = [e.checked.first for e in self.envelopes if e.checked and e.checked.data]
-        lasts = [e.checked.last for e in self.envelopes if e.checked and e.checked.data]
-        found_first = [t for t in firsts if t is not None]
-        found_last = [t for t in lasts if t is not None]
-        if not found_first or not found_last:
+        spans = [
+            (c.first, c.last)
+            for c in (e.checked for e in self.envelopes)
+            if c is not None and c.data and c.first is not None and c.last is not None
+        ]
+        if not spans:
             return None, None
-        return min(found_first), max(found_last)
+        return min(f for f, _ in spans), max(last for _, last in spans)
 
     def count(self) -> int:
         n = 0
