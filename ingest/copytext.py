@@ -8,6 +8,8 @@ each value through a generic row writer, which matters at 100 000 readings a sec
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from coldtrail.messages import ReadingDoc
 
 NULL = "\\N"
@@ -32,11 +34,22 @@ def _vehicle(r: ReadingDoc) -> str:
 
 def copy_lines(readings: list[ReadingDoc], gateway: str) -> list[str]:
     """One line per reading, in the column order of ``queries.READING_COLUMNS``."""
-    return [
-        f"{r['sensor']}\t{r['seq']}\t{r['ts'].isoformat()}\t{gateway}\t"
-        f"{r.get('status', 'ok')}\t{r.get('clock', 'ok')}\t{_num(r.get('temperature_c'))}\t"
-        f"{_num(r.get('humidity_pct'))}\t{_num(r.get('battery_pct'))}"
-        # A probe's reading (the usual case) has none of them: no call for it.
-        f"{_VEHICLE_NULLS if _VEHICLE_KEYS.isdisjoint(r) else _vehicle(r)}\n"
-        for r in readings
-    ]
+    # A message's readings mostly share their few times of measurement (one poll of many
+    # sensors): each time is written out once.
+    stamps: dict[datetime, str] = {}
+    lines = []
+    for r in readings:
+        ts = r["ts"]
+        stamp = stamps.get(ts)
+        if stamp is None:
+            stamp = stamps[ts] = ts.isoformat()
+        t, h, b = r.get("temperature_c"), r.get("humidity_pct"), r.get("battery_pct")
+        lines.append(
+            f"{r['sensor']}\t{r['seq']}\t{stamp}\t{gateway}\t"
+            f"{r.get('status', 'ok')}\t{r.get('clock', 'ok')}\t"
+            f"{NULL if t is None else repr(t)}\t{NULL if h is None else repr(h)}\t"
+            f"{NULL if b is None else repr(b)}"
+            # A probe's reading (the usual case) has none of them: no call for it.
+            f"{_VEHICLE_NULLS if _VEHICLE_KEYS.isdisjoint(r) else _vehicle(r)}\n"
+        )
+    return lines

@@ -10,7 +10,11 @@ class IngestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.messages = Counter("coldtrail_ingest_messages", "MQTT messages taken", registry=r)
+        self.messages = Counter(
+            "coldtrail_ingest_messages",
+            "MQTT messages taken, counted as their batch commits",
+            registry=r,
+        )
         self.stored = Counter(
             "coldtrail_ingest_readings_stored", "Readings committed to the database", registry=r
         )

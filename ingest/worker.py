@@ -119,7 +119,7 @@ class IngestWorker:
         self._store = Store(max_future_s=max_future_s)
         # Messages are parsed on paho's thread as they arrive, so validation overlaps the
         # database's work on the previous batch.
-        self._inbox: queue.Queue[Parsed] = queue.Queue()
+        self._inbox: queue.SimpleQueue[Parsed] = queue.SimpleQueue()
         self._subscribed = threading.Event()
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._partitions_due = 0.0
@@ -206,7 +206,6 @@ class IngestWorker:
                     if not batch.items:
                         batch.first_at = time.monotonic()
                     self.stats.messages += 1
-                    self.metrics.messages.inc()
                     batch.add(msg)
                 due = batch.items and (
                     msg is None
@@ -230,6 +229,7 @@ class IngestWorker:
                     self.stats.commit_s += took
                     self.metrics.commit_seconds.observe(took)
                     self.metrics.batch_readings.observe(batch.readings)
+                    self.metrics.messages.inc(len(batch.items))
                     now = time.monotonic()
                     for item in batch.items:
                         client.ack(item.message.mid, item.message.qos)
