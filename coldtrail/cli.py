@@ -117,14 +117,18 @@ def cmd_outbox(settings: Settings, _: argparse.Namespace) -> None:
     _run_threaded(outbox_dispatcher(settings).run)
 
 
-def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> None:
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
-    from coldtrail.erp import audit
+    from coldtrail.erp import audit, chain
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         check = audit.verify(conn)
-    print(json.dumps(dataclasses.asdict(check)))
-    if not check.ok:
+        readings = chain.verify_readings(conn, since=args.since)
+    out = dataclasses.asdict(check)
+    out["ok"] = check.ok and readings.ok
+    out["readings"] = dataclasses.asdict(readings)
+    print(json.dumps(out))
+    if not out["ok"]:
         raise SystemExit(1)
 
 
@@ -332,10 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser(
+    verify = audit_sub.add_parser(
         "verify",
-        help="recompute the hash chain; exit 1 and name the first broken row if it is broken",
-    ).set_defaults(func=cmd_audit_verify)
+        help="recompute the audit trail's and the readings' hash chains; exit 1 and name the"
+        " first broken row, batch and reading if one is broken",
+    )
+    verify.add_argument(
+        "--since",
+        type=_timestamp,
+        default=None,
+        help="check only the readings' links written from then on (ISO 8601 with an offset)",
+    )
+    verify.set_defaults(func=cmd_audit_verify)
 
     mkt = sub.add_parser(
         "mkt",

@@ -1,5 +1,7 @@
 """Named, parameterised SQL of the ERP core."""
 
+from coldtrail.readingchain import COLUMNS as READING_LINE
+
 # ------------------------------------------------------------------ audit
 
 AUDIT_RECORD = """
@@ -27,6 +29,52 @@ FROM audit_log ORDER BY id
 """
 
 AUDIT_HEAD = "SELECT last_id, hash FROM audit_head"
+
+# ------------------------------------------------------------------ the readings' chain
+
+# Links in order, with their batch's span of measured times (from ingest).
+READING_CHAIN_LINKS = """
+SELECT c.link, c.batch_id, c.readings, c.body, c.prev_hash, c.hash, b.first_ts, b.last_ts
+FROM reading_chain c LEFT JOIN ingest_batches b ON b.id = c.batch_id
+WHERE %(since)s::timestamptz IS NULL OR c.at >= %(since)s
+ORDER BY c.link
+"""
+
+READING_CHAIN_HEAD = "SELECT link, hash FROM reading_chain_head"
+
+READING_CHAIN_FINGERPRINTS = "SELECT fingerprints FROM reading_chain WHERE link = %(link)s"
+
+# A group of batches' readings, each as its canonical line (coldtrail.readingchain: the
+# session is set by the caller), ordered by batch. The span bounds ts so that only the
+# partitions or chunks the batches touched are read; NULL for batches without one.
+_IN_BATCHES = """
+batch_id = ANY(%(batches)s::bigint[])
+AND ts >= coalesce(%(first)s::timestamptz, '-infinity')
+AND ts <= coalesce(%(last)s::timestamptz, 'infinity')
+"""
+COPY_READINGS_OF_BATCHES = f"""
+COPY (SELECT {READING_LINE} FROM readings WHERE {_IN_BATCHES} ORDER BY batch_id) TO STDOUT
+"""  # noqa: S608 - constant column lists
+
+READINGS_PER_BATCH = f"""
+SELECT batch_id, count(*) FROM readings WHERE {_IN_BATCHES} GROUP BY batch_id
+"""  # noqa: S608 - a constant condition
+
+READINGS_COUNT = "SELECT count(*) FROM readings"
+
+READINGS_OUTSIDE_CHAIN = """
+SELECT r.sensor_id, r.seq, r.batch_id FROM readings r
+WHERE NOT EXISTS (SELECT 1 FROM reading_chain c WHERE c.batch_id = r.batch_id)
+ORDER BY r.batch_id, r.sensor_id, r.seq LIMIT 10
+"""
+
+# A sensor's numbers that ingest claimed (sensor_latest.seqs) and no reading holds.
+CLAIMED_NOT_STORED = """
+SELECT s FROM sensor_latest l, unnest(l.seqs) AS r, generate_series(lower(r), upper(r) - 1) AS s
+WHERE l.sensor_id = %(sensor)s
+  AND NOT EXISTS (SELECT 1 FROM readings x WHERE x.sensor_id = l.sensor_id AND x.seq = s)
+ORDER BY s LIMIT 10
+"""
 
 # ------------------------------------------------------------------ products and lots
 

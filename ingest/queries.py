@@ -1,12 +1,13 @@
 """Named, parameterised SQL of the ingest stage."""
 
+from coldtrail.readingchain import COLUMNS
+
 # The measured values, as the statements below copy them from table to table.
 VALUES = "temperature_c, humidity_pct, battery_pct, latitude, longitude, speed_kmh, door_open"
-# The columns of a COPY line, in order (see coldtrail.ingest.copytext); batch_id comes from
-# the transaction's coldtrail.ingest_batch setting (NEW_BATCH).
-READING_COLUMNS = f"sensor_id, seq, ts, gateway, status, clock, {VALUES}"
-
-COPY_READINGS = f"COPY readings ({READING_COLUMNS}) FROM STDIN"
+# The columns of a COPY line, in order (see coldtrail.ingest.copytext and the canonical line
+# of coldtrail.readingchain); batch_id comes from the transaction's coldtrail.ingest_batch
+# setting (NEW_BATCH).
+COPY_READINGS = f"COPY readings ({COLUMNS}) FROM STDIN"
 
 NEW_BATCH = """
 WITH b AS (INSERT INTO ingest_batches DEFAULT VALUES RETURNING id)
@@ -82,6 +83,9 @@ WHERE id = %(batch_id)s
 """
 
 NOTIFY_RULES = "SELECT pg_notify('coldtrail_readings', %(batch_id)s::text)"
+
+# The batch's link in the readings' hash chain (migration 0016).
+LINK_READINGS = "SELECT coldtrail_link_readings(%(batch_id)s, %(n)s, %(body)s, %(fps)s)"
 
 DEAD_LETTER = "INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)"
 

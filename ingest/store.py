@@ -13,7 +13,8 @@ future). One transaction per batch then writes it:
    sensors locked and their readings looked at one by one: an identical copy is skipped, a
    disagreeing one kept aside as a ``conflicting resend`` (the first stays the record); then
    the rest is written again and checked again;
-4. the batch row is kept and the rules engine told.
+4. the batch row is kept, the rules engine told, and the batch linked into the readings' hash
+   chain (:mod:`coldtrail.readingchain`), last, so the chain's head is locked only to COMMIT.
 
 The same code releases kept-aside readings (:meth:`Store.release`), so a released reading
 meets every rule a new one meets.
@@ -22,6 +23,7 @@ meets every rule a new one meets.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from typing import Any
 import psycopg
 from psycopg.types.multirange import Multirange
 
+from coldtrail import readingchain
 from coldtrail.errors import StoreError
 from coldtrail.ingest import queries as q
 from coldtrail.ingest.copytext import copy_lines
@@ -399,6 +402,19 @@ class Store:
         )
         if out.stored:
             conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
+            # Last: the chain's head stays locked from here to COMMIT.
+            lines = sorted(data.split(b"\n")[:-1])
+            if len(lines) != out.stored:
+                raise StoreError(f"{len(lines)} lines written for {out.stored} readings")
+            conn.execute(
+                q.LINK_READINGS,
+                {
+                    "batch_id": batch_id,
+                    "n": out.stored,
+                    "body": readingchain.body(batch_id, lines),
+                    "fps": readingchain.fingerprints(lines),
+                },
+            )
         if any(env.origins is not None for env in plan.envelopes):
             out.settled.extend(env.origins[i] for env, i in plan.to_store() if env.origins)
 
@@ -466,8 +482,9 @@ def _envelopes(rows: list[tuple[Any, ...]]) -> list[Envelope]:
         env.readings.append(doc)  # type: ignore[arg-type]
         assert env.origins is not None  # noqa: S101 - made with a list above
         env.origins.append(int(rid))
+    now_us = time.time_ns() // 1000  # released now: their time of arrival in the record
     for env in by_source.values():
-        env.lines = copy_lines(env.readings, env.gateway)
+        env.lines = copy_lines(env.readings, env.gateway, now_us)
     return list(by_source.values())
 
 

@@ -51,6 +51,8 @@ class Inbound:
     qos: int
     received: float = 0.0
     """time.monotonic() at arrival."""
+    received_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+    """The wall-clock time of arrival, in microseconds since 1970 (``readings.received_at``)."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,14 @@ class IngestWorker:
         dead = [(msg.topic, raw.encode(), reason) for raw, reason in bad]
         return Parsed(
             msg,
-            Envelope(msg.topic, levels[2], gateway, readings, copy_lines(readings, gateway), dead),
+            Envelope(
+                msg.topic,
+                levels[2],
+                gateway,
+                readings,
+                copy_lines(readings, gateway, msg.received_us),
+                dead,
+            ),
         )
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:

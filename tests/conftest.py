@@ -357,7 +357,38 @@ def store_readings(
                 status = "ok" if temp is not None else "unavailable"
                 copy.write_row((sensor, seq, ts, "gw-1", status, temp))
         conn.execute("UPDATE ingest_batches SET readings = %s WHERE id = %s", (len(rows), batch[0]))
+        # Linked as ingest links its batches, where the database has the chain (a database
+        # at an earlier migration gets its links from migration 16).
+        if conn.execute("SELECT to_regclass('reading_chain')").fetchone() != (None,):
+            link_batch(conn, int(batch[0]))
         return int(batch[0])
+
+
+def printed_lines(conn: psycopg.Connection[tuple[Any, ...]], batch_id: int) -> list[bytes]:
+    """A batch's readings as the server prints them in the readings chain's canonical
+    session, sorted: what its link covers."""
+    from coldtrail import readingchain as rc
+
+    with conn.transaction():
+        for stmt in rc.SESSION:
+            conn.execute(stmt)
+        with conn.cursor().copy(
+            f"COPY (SELECT {rc.COLUMNS} FROM readings WHERE batch_id = %s) TO STDOUT",  # noqa: S608
+            (batch_id,),
+        ) as copy:
+            text = b"".join(bytes(d) for d in copy)
+    return sorted(text.split(b"\n")[:-1])
+
+
+def link_batch(conn: psycopg.Connection[tuple[Any, ...]], batch_id: int) -> None:
+    """Link a batch stored by hand into the readings' chain, as ingest links its own."""
+    from coldtrail import readingchain as rc
+
+    lines = printed_lines(conn, batch_id)
+    conn.execute(
+        "SELECT coldtrail_link_readings(%s, %s, %s, %s)",
+        (batch_id, len(lines), rc.body(batch_id, lines), rc.fingerprints(lines)),
+    )
 
 
 def count_readings(conn: psycopg.Connection[tuple[Any, ...]]) -> int:

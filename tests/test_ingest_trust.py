@@ -5,6 +5,7 @@ kept aside, never stored twice and never dropped silently."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,10 @@ from tests.conftest import T0, RunningIngest, count_readings, ingest_worker, pub
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 M = timedelta(minutes=1)
+
+
+def _lines(readings: list[ReadingDoc]) -> list[str]:
+    return copy_lines(readings, "gw-a", time.time_ns() // 1000)
 
 
 def _two_sites(conn: Conn) -> None:
@@ -234,7 +239,13 @@ def test_two_workers_given_disagreeing_copies_at_once_store_one(
 
     def envelope(temp: float, at: int) -> Envelope:
         r: ReadingDoc = {"sensor": "S1", "seq": 7, "ts": T0 + at * M, "temperature_c": temp}
-        return Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
+        return Envelope(
+            "r/v1/s1/gw-a/telemetry",
+            "s1",
+            "gw-a",
+            [r],
+            _lines([r]),
+        )
 
     first = psycopg.connect(db_url)
     second = psycopg.connect(db_url)
@@ -274,13 +285,13 @@ def test_a_resend_whose_reading_was_removed_behind_the_records_back_is_kept_asid
     stored in its place (someone removed a record), it is kept aside and says why."""
     _two_sites(conn)
     r: ReadingDoc = {"sensor": "S1", "seq": 1, "ts": T0, "temperature_c": 4.0}
-    env = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
+    env = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], _lines([r]))
     with psycopg.connect(db_url) as c:
         Store().write(c, [env])
     conn.execute("ALTER TABLE readings DISABLE TRIGGER readings_no_update_delete")
     conn.execute("DELETE FROM readings")
     conn.execute("ALTER TABLE readings ENABLE TRIGGER readings_no_update_delete")
-    again = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], copy_lines([r], "gw-a"))
+    again = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r], _lines([r]))
     with psycopg.connect(db_url) as c:
         out = Store().write(c, [again])
     assert (out.stored, out.kept_aside) == (0, {"conflicting_resend": 1})
@@ -304,7 +315,13 @@ def test_a_sequence_number_stored_without_its_claim_is_still_found(
     )
     r: ReadingDoc = {"sensor": "S1", "seq": 1, "ts": T0, "temperature_c": 4.0}
     s: ReadingDoc = {"sensor": "S1", "seq": 2, "ts": T0 + M, "temperature_c": 4.1}
-    env = Envelope("r/v1/s1/gw-a/telemetry", "s1", "gw-a", [r, s], copy_lines([r, s], "gw-a"))
+    env = Envelope(
+        "r/v1/s1/gw-a/telemetry",
+        "s1",
+        "gw-a",
+        [r, s],
+        _lines([r, s]),
+    )
     with psycopg.connect(db_url) as c:
         out = Store().write(c, [env], releasing=releasing)
     assert (out.stored, out.duplicates) == (1, 1)

@@ -1,0 +1,237 @@
+"""The check of the readings' hash chain (:mod:`coldtrail.readingchain`): every link
+recomputed from the stored rows, in one snapshot.
+
+The server prints each window of batches' readings with one ``COPY ... TO STDOUT`` in the
+canonical session; Python splits the lines by the batches' counts, sorts and hashes them. Only
+a batch whose body differs is looked at reading by reading, through its fingerprints, to name
+the sensor and sequence number changed, added or removed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from coldtrail import readingchain as rc
+from coldtrail.erp import queries as q
+from coldtrail.erp.tx import Conn
+
+WINDOW_READINGS = 200_000
+"""Readings printed and hashed at a time: bounds verify's memory whatever the history."""
+
+
+@dataclass(frozen=True)
+class Link:
+    link: int
+    batch_id: int
+    readings: int
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+
+@dataclass
+class ReadingsCheck:
+    ok: bool = True
+    links: int = 0
+    readings: int = 0
+    head: str = rc.GENESIS.hex()
+    """Hex hash of the last link checked: compare it with an anchor kept elsewhere."""
+    head_link: int = 0
+    first_broken_link: int | None = None
+    batch_id: int | None = None
+    reason: str | None = None
+    findings: list[str] = field(default_factory=list)
+    """What differs in the first broken batch, reading by reading (at most ten)."""
+
+    def fail(self, link: Link | None, reason: str, findings: Sequence[str] = ()) -> ReadingsCheck:
+        self.ok = False
+        if link is not None:
+            self.first_broken_link, self.batch_id = link.link, link.batch_id
+        self.reason = reason
+        self.findings = list(findings)[:10]
+        return self
+
+
+def verify_readings(
+    conn: Conn, *, since: datetime | None = None, window: int = WINDOW_READINGS
+) -> ReadingsCheck:
+    """Recompute every link (or those written from ``since`` on, starting from the hash the
+    first of them names) and name the first that does not fit. Every reading stored must
+    belong to a link (checked over the whole table unless ``since`` is given), and the head
+    must name the last link."""
+    check = ReadingsCheck()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for stmt in rc.SESSION:
+            conn.execute(stmt)
+        expected: bytes | None = rc.GENESIS if since is None else None
+        for links in _windows(conn, since, window):
+            for ln in links:
+                if expected is not None and ln.prev_hash != expected:
+                    return check.fail(
+                        ln,
+                        f"link {ln.link} (batch {ln.batch_id}) does not follow link "
+                        f"{check.head_link}: a link before it was removed, added or changed",
+                    )
+                if rc.link(ln.prev_hash, ln.body) != ln.hash:
+                    return check.fail(ln, f"link {ln.link} (batch {ln.batch_id}) was changed")
+                expected = ln.hash
+            broken = _check_bodies(conn, links)
+            if broken is not None:
+                ln, reason, findings = broken
+                return check.fail(ln, reason, findings)
+            check.links += len(links)
+            check.readings += sum(ln.readings for ln in links)
+            check.head, check.head_link = links[-1].hash.hex(), links[-1].link
+        head = conn.execute(q.READING_CHAIN_HEAD).fetchone()
+        ends = head is not None and int(head[0]) == check.head_link
+        if not ends and (since is None or check.links):
+            return check.fail(
+                None,
+                f"the chain ends at link {check.head_link} but its head names link "
+                f"{head[0] if head else '?'}: links at the end were removed",
+            )
+        if since is None:
+            row = conn.execute(q.READINGS_COUNT).fetchone()
+            stored = int(row[0]) if row else 0
+            if stored != check.readings:
+                loose = [
+                    f"{s} seq {n} (batch {b})"
+                    for s, n, b in conn.execute(q.READINGS_OUTSIDE_CHAIN).fetchall()
+                ]
+                return check.fail(
+                    None,
+                    f"{stored} readings are stored but the chain holds {check.readings}: "
+                    + (
+                        "readings outside any linked batch"
+                        if loose
+                        else "readings of a linked batch lie outside its time span"
+                    ),
+                    loose,
+                )
+    return check
+
+
+def _windows(conn: Conn, since: datetime | None, window: int) -> Iterator[list[Link]]:
+    """Links in order, in groups of at most ``window`` readings (one link may exceed it)."""
+    group: list[Link] = []
+    size = 0
+    with conn.cursor(name="coldtrail_chain_verify") as cur:
+        cur.itersize = 2000
+        cur.execute(q.READING_CHAIN_LINKS, {"since": since})
+        for row in cur:
+            ln = Link(
+                int(row[0]),
+                int(row[1]),
+                int(row[2]),
+                bytes(row[3]),
+                bytes(row[4]),
+                bytes(row[5]),
+                row[6],
+                row[7],
+            )
+            if group and size + ln.readings > window:
+                yield group
+                group, size = [], 0
+            group.append(ln)
+            size += ln.readings
+    if group:
+        yield group
+
+
+def _check_bodies(conn: Conn, links: list[Link]) -> tuple[Link, str, list[str]] | None:
+    """The first link of the group whose readings are not what it covers, with why."""
+    span = _span(links)
+    lines = _print(conn, span)
+    counts: dict[int, int] = dict(conn.execute(q.READINGS_PER_BATCH, span).fetchall())
+    # The lines come ordered by batch id; links follow the order batches committed in.
+    by_batch: dict[int, list[bytes]] = {}
+    at = 0
+    for batch in sorted(ln.batch_id for ln in links):
+        n = int(counts.get(batch, 0))
+        by_batch[batch] = sorted(lines[at : at + n])
+        at += n
+    for ln in links:
+        mine = by_batch[ln.batch_id]
+        if len(mine) == ln.readings and rc.body(ln.batch_id, mine) == ln.body:
+            continue
+        return ln, *_what_differs(conn, ln, mine)
+    return None
+
+
+def _span(links: Sequence[Link]) -> dict[str, object]:
+    """The batches and the time span their readings lie in (unbounded for batches of before
+    ingest kept spans), so the lookup reads only the partitions or chunks they touched."""
+    firsts = [ln.first_ts for ln in links]
+    lasts = [ln.last_ts for ln in links]
+    bounded = all(f is not None for f in firsts) and all(t is not None for t in lasts)
+    return {
+        "batches": [ln.batch_id for ln in links],
+        "first": min(f for f in firsts if f is not None) if bounded else None,
+        "last": max(t for t in lasts if t is not None) if bounded else None,
+    }
+
+
+def _print(conn: Conn, span: dict[str, object]) -> list[bytes]:
+    """The batches' readings as canonical lines, ordered by batch."""
+    chunks = []
+    with conn.cursor().copy(q.COPY_READINGS_OF_BATCHES, span) as copy:
+        for data in copy:
+            chunks.append(bytes(data))
+    text = b"".join(chunks)
+    return text.split(b"\n")[:-1] if text else []
+
+
+def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[str]]:
+    row = conn.execute(q.READING_CHAIN_FINGERPRINTS, {"link": ln.link}).fetchone()
+    stored = bytes(row[0]) if row else b""
+    size = rc.FINGERPRINT_BYTES
+    theirs = [stored[i : i + size] for i in range(0, len(stored), size)]
+    mine = [hashlib.sha256(line).digest()[:size] for line in lines]
+    findings: list[str] = []
+    matcher = difflib.SequenceMatcher(None, theirs, mine, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        if op == "replace" and i2 - i1 == j2 - j1:
+            findings += [f"{_key(lines[j])} was changed" for j in range(j1, j2)]
+            continue
+        findings += [f"{_key(lines[j])} was added" for j in range(j1, j2)]
+        if i2 > i1:
+            before = _key(lines[j1 - 1]) if j1 > 0 else "the start"
+            after = _key(lines[j2]) if j2 < len(lines) else "the end"
+            findings.append(
+                f"{i2 - i1} reading(s) removed, between {before} and {after} in the batch"
+                + _missing(conn, lines, j1, j2)
+            )
+    summary = (
+        f"batch {ln.batch_id} (link {ln.link}) holds {len(lines)} readings, its link "
+        f"{ln.readings}, and they differ from what it covers"
+    )
+    if findings:
+        summary += f": {findings[0]}"
+    return summary, findings
+
+
+def _key(line: bytes) -> str:
+    sensor, seq, ts = line.split(b"\t", 3)[:3]
+    return f"{sensor.decode('utf-8', 'backslashreplace')} seq {seq.decode()} at {ts.decode()}"
+
+
+def _missing(conn: Conn, lines: list[bytes], j1: int, j2: int) -> str:
+    """The numbers of a sensor next to a removed run that ingest claimed (``sensor_latest``)
+    but that no reading holds now."""
+    sensors = {lines[j].split(b"\t", 1)[0] for j in (j1 - 1, j2) if 0 <= j < len(lines)}
+    found = []
+    for sensor in sorted(sensors):
+        name = sensor.decode("utf-8", "backslashreplace")
+        seqs = [int(r[0]) for r in conn.execute(q.CLAIMED_NOT_STORED, {"sensor": name})]
+        if seqs:
+            found.append(f"sensor {name} seq {', '.join(map(str, seqs))}")
+    return f": {'; '.join(found)} claimed but not stored" if found else ""
