@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -119,17 +120,62 @@ def cmd_outbox(settings: Settings, _: argparse.Namespace) -> None:
 
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
-    from coldtrail.erp import audit, chain
+    from coldtrail.erp import anchors, audit, chain
 
+    public = None
+    if args.anchors is not None:
+        key_file = args.public_key or settings.anchor_public_key_file or settings.anchor_key_file
+        if key_file is None:
+            raise ConfigError(
+                "--anchors needs the public key: --public-key FILE or "
+                "COLDTRAIL_ANCHOR_PUBLIC_KEY_FILE"
+            )
+        public = anchors.load_public(key_file)
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         check = audit.verify(conn)
         readings = chain.verify_readings(conn, since=args.since)
-    out = dataclasses.asdict(check)
-    out["ok"] = check.ok and readings.ok
-    out["readings"] = dataclasses.asdict(readings)
+        out = dataclasses.asdict(check)
+        out["readings"] = dataclasses.asdict(readings)
+        ok = check.ok and readings.ok
+        if public is not None:
+            anchored = anchors.check(conn, args.anchors, public)
+            out["anchors"] = dataclasses.asdict(anchored)
+            ok = ok and anchored.ok
+    out["ok"] = ok
     print(json.dumps(out))
-    if not out["ok"]:
+    if not ok:
         raise SystemExit(1)
+
+
+def cmd_audit_keygen(_: Settings, args: argparse.Namespace) -> None:
+    from coldtrail.erp import anchors
+
+    try:
+        kid = anchors.keygen(args.path)
+    except FileExistsError as exc:
+        raise ConfigError(f"{args.path} exists: a key is never overwritten") from exc
+    print(json.dumps({"key": str(args.path), "public_key": f"{args.path}.pub", "key_id": kid}))
+
+
+def cmd_audit_anchor(settings: Settings, args: argparse.Namespace) -> None:
+    from coldtrail import db
+    from coldtrail.erp import anchors
+
+    if settings.anchor_key_file is None:
+        raise ConfigError("COLDTRAIL_ANCHOR_KEY_FILE is not set (make one: coldtrail audit keygen)")
+    key = anchors.load_private(settings.anchor_key_file)
+    now = datetime.now(UTC)
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        signed = anchors.make(conn, key, now)
+        with conn.transaction():
+            anchors.publish(conn, signed, now)
+    line = json.dumps(signed, sort_keys=True)
+    if args.out is not None:
+        with args.out.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    print(line)
 
 
 def cmd_kpi(settings: Settings, args: argparse.Namespace) -> None:
@@ -347,7 +393,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="check only the readings' links written from then on (ISO 8601 with an offset)",
     )
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        default=None,
+        help="a file or folder of anchors: each must be signed by the key and match the chains",
+    )
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        default=None,
+        help="the anchors' public key (default COLDTRAIL_ANCHOR_PUBLIC_KEY_FILE)",
+    )
     verify.set_defaults(func=cmd_audit_verify)
+    keygen = audit_sub.add_parser(
+        "keygen", help="make an Ed25519 key for anchors: PATH (0600) and PATH.pub"
+    )
+    keygen.add_argument("path", type=Path)
+    keygen.set_defaults(func=cmd_audit_keygen)
+    anchor = audit_sub.add_parser(
+        "anchor",
+        help="sign both chains' heads with COLDTRAIL_ANCHOR_KEY_FILE and hand them to the outbox",
+    )
+    anchor.add_argument("--out", type=Path, default=None, help="also append it to this file")
+    anchor.set_defaults(func=cmd_audit_anchor)
 
     mkt = sub.add_parser(
         "mkt",

@@ -98,11 +98,17 @@ def notifier_settings(settings: Settings) -> NotifierSettings:
 def outbox_dispatcher(settings: Settings) -> OutboxDispatcher:
     from datetime import timedelta
 
+    from coldtrail.erp.anchors import Anchorer, load_private
     from coldtrail.erp.outbox import OutboxDispatcher
 
+    periodic = []
+    if settings.anchor_key_file is not None and settings.anchor_every_s > 0:
+        anchorer = Anchorer(load_private(settings.anchor_key_file), settings.anchor_every_s)
+        periodic.append(anchorer.maybe)
     return OutboxDispatcher(
         settings.require_database_url(),
         dead_after=timedelta(days=settings.outbox_dead_after_days),
+        periodic=periodic,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic import DirectoryPath, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coldtrail.errors import ConfigError
@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     503. A year of readings holds about 230 MB until it is sent."""
     # An outbox delivery still failing this long after its event is given up (listed as dead).
     outbox_dead_after_days: float = Field(default=3.0, gt=0, le=365)
+    outbox_file_dir: DirectoryPath | None = None
+    """Where ``file://`` outbox destinations may write (anchors to a WORM mount); none if
+    unset."""
+    anchor_key_file: FilePath | None = None
+    """Ed25519 private key (PEM, from ``coldtrail audit keygen``) that signs the chains' heads
+    (``coldtrail audit anchor``); the database never sees it. With it, the outbox worker
+    anchors every ``anchor_every_s``."""
+    anchor_public_key_file: FilePath | None = None
+    """The public key anchors are checked with (``audit verify --anchors``); the key file's
+    own public half if unset."""
+    anchor_every_s: float = Field(default=3600.0, ge=0, le=7 * 86_400)
+    """How often the outbox worker anchors the heads, if they moved (0: never)."""
     smtp_url: SecretStr | None = None
     """``smtp://user:pass@host:port`` (``smtps://`` for TLS) for e-mail alarms; off if unset."""
     smtp_from: str = "coldtrail@localhost"

@@ -49,7 +49,9 @@ def record(
     record_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append an entry that no table change carries (login, signature, export ...)."""
+    """Append an entry that no table change carries (login, signature, export ...), inside
+    ``erp.tx.acting(conn, actor)``: the database refuses an entry naming anyone but the user
+    the transaction acts as."""
     conn.execute(
         q.AUDIT_RECORD,
         {

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -311,9 +312,50 @@ class MqttSink:
             self._client.loop_stop()
 
 
+class FileSink:
+    """Appends each event as one line of JSON to a file (``file:///abs/path.jsonl``), flushed
+    to disk before it counts as delivered: for anchors kept on a WORM mount or a disk another
+    organisation copies. The file must lie under ``COLDTRAIL_OUTBOX_FILE_DIR``, so whoever
+    may add destinations can't have the outbox write anywhere else."""
+
+    def __init__(self, destination: Destination, clock: Clock) -> None:
+        from pathlib import Path
+
+        from coldtrail.settings import Settings
+
+        parts = urlsplit(destination.url)
+        if parts.scheme != "file" or parts.netloc or not parts.path.startswith("/"):
+            raise ConfigError(
+                f"file destination {destination.name}: URL must be file:///absolute/path"
+            )
+        root = Settings().outbox_file_dir
+        path = Path(parts.path).resolve()
+        if root is None or not path.is_relative_to(root.resolve()):
+            raise ConfigError(
+                f"file destination {destination.name}: {path} is not under "
+                f"COLDTRAIL_OUTBOX_FILE_DIR ({root or 'not set'})"
+            )
+        self._path = path
+        self._clock = clock
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        try:
+            with self._path.open("ab") as f:
+                for event in events:
+                    f.write(event.body() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise DeliveryError(f"{self._path}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        return None
+
+
 SINKS: dict[str, SinkFactory] = {
     "webhook": WebhookSink,
     "mqtt": MqttSink,
+    "file": FileSink,
 }
 
 
@@ -399,7 +441,11 @@ class OutboxDispatcher:
         backoff: Backoff = RETRY_BACKOFF,
         dead_after: timedelta = timedelta(days=3),
         batch: int = 200,
+        periodic: Sequence[Callable[[Conn, datetime], object]] = (),
     ) -> None:
+        """``periodic``: work done before each round of deliveries, with the time (the
+        anchors of the chains' heads, which go out through this outbox)."""
+        self._periodic = periodic
         self._url = database_url
         self._batch = batch
         self._clock = clock or SystemClock()
@@ -539,6 +585,8 @@ class OutboxDispatcher:
             ):
                 listener.execute(f"LISTEN {CHANNEL}")
                 while not stop.is_set():
+                    for work in self._periodic:
+                        work(conn, self._clock.now())
                     self.run_once(conn)
                     # Retries come due with time, not with a notification: poll as well.
                     for _ in listener.notifies(timeout=poll_s, stop_after=1):

@@ -4,9 +4,9 @@ from coldtrail.readingchain import COLUMNS as READING_LINE
 
 # ------------------------------------------------------------------ audit
 
+# Refused unless the actor is the one the transaction acts as (migration 0017).
 AUDIT_RECORD = """
-INSERT INTO audit_log (actor, action, record_type, record_id, new_value)
-VALUES (%(actor)s, %(action)s, %(type)s, %(id)s, %(details)s)
+SELECT coldtrail_audit_record(%(actor)s, %(action)s, %(type)s, %(id)s, %(details)s)
 """
 
 AUDIT_ENTRIES = """
@@ -41,6 +41,17 @@ ORDER BY c.link
 """
 
 READING_CHAIN_HEAD = "SELECT link, hash FROM reading_chain_head"
+
+# Both chains' heads, for an anchor.
+CHAIN_HEADS = """
+SELECT a.last_id, a.hash, r.link, r.hash FROM audit_head a, reading_chain_head r
+"""
+
+# The hashes an anchor names, as the chains hold them now (NULL where the row is gone).
+CHAIN_HASHES_AT = """
+SELECT (SELECT hash FROM audit_log WHERE id = %(id)s),
+       (SELECT hash FROM reading_chain WHERE link = %(link)s)
+"""
 
 READING_CHAIN_FINGERPRINTS = "SELECT fingerprints FROM reading_chain WHERE link = %(link)s"
 

@@ -20,7 +20,8 @@ def _some_history(conn: Conn) -> None:
     make_erp(conn)
     for n in range(5):
         register_lot(conn, "logi1", GTIN, f"L{n}")
-    audit.record(conn, "qa1", "export", "report", "shipment/SH1", {"format": "pdf"})
+    with acting(conn, "qa1"):
+        audit.record(conn, "qa1", "export", "report", "shipment/SH1", {"format": "pdf"})
 
 
 def test_every_change_is_attributed_with_old_and_new_values(conn: Conn) -> None:
@@ -171,3 +172,55 @@ def test_a_rolled_back_savepoint_leaves_the_chain_whole(conn: Conn) -> None:
     assert check.ok, check.reason
     numbers = [e.new_value["lot_number"] for e in audit.entries(conn, record_type="lots")]
     assert numbers == ["K1", "K3"]
+
+
+def test_the_chains_session_settings_can_not_break_it(conn: Conn) -> None:
+    """The chain once carried its state in settings any session may set: a head held back
+    by `coldtrail.audit_last = '0'` made verify report rows at the end removed, for good."""
+    _some_history(conn)
+    for setting, value in (
+        ("coldtrail.audit_last", "0"),
+        ("coldtrail.audit_prev", "00" * 32),
+        ("coldtrail.audit_prev", "not hex"),
+    ):
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE coldtrail_app")
+            conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+            register_lot(conn, "logi1", GTIN, f"S-{setting[-4:]}-{value[:3]}")
+            register_lot(conn, "logi1", GTIN, f"T-{setting[-4:]}-{value[:3]}")
+        check = audit.verify(conn)
+        assert check.ok, f"{setting}={value}: {check.reason}"
+    # Moving the head by hand (a superuser) is still found.
+    _as_superuser_without_triggers(conn, "UPDATE audit_head SET last_id = %s", 1)
+    assert not audit.verify(conn).ok
+
+
+def _record_as_app(conn: Conn, acting_as: str | None, actor: str) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE coldtrail_app")
+        if acting_as is not None:
+            conn.execute("SELECT set_config('coldtrail.actor', %s, true)", (acting_as,))
+        audit.record(conn, actor, "export", "report", "shipment/SH2")
+
+
+def test_the_application_role_can_not_write_a_trail_row_naming_anyone(conn: Conn) -> None:
+    _some_history(conn)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        _as_app(
+            conn,
+            "INSERT INTO audit_log (actor, action, record_type, record_id) "
+            "VALUES ('qa1', 'signature', 'hold', '1')",
+        )
+    # An explicit entry names the user the transaction acts as, and no one else.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"acts as \(logi1\), not qa1"):
+        _record_as_app(conn, "logi1", "qa1")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"acts as \(nobody\)"):
+        _record_as_app(conn, None, "qa1")
+    _record_as_app(conn, "qa1", "qa1")
+    # What the triggers write names the acting user too, whatever a row says.
+    with acting(conn, "logi1"):
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, record_type) VALUES ('mallory', 'x', 'y')"
+        )
+    assert [e.actor for e in audit.entries(conn, limit=1000)][-2:] == ["qa1", "logi1"]
+    assert audit.verify(conn).ok
