@@ -2,7 +2,7 @@
 recomputed from the stored rows, in one snapshot.
 
 The server prints each window of batches' readings with one ``COPY ... TO STDOUT`` in the
-canonical session; Python splits the lines by the batches' counts, sorts and hashes them. Only
+canonical session, each line led by its batch id; Python groups, sorts and hashes them. Only
 a batch whose body differs is looked at reading by reading, through its fingerprints, to name
 the sensor and sequence number changed, added or removed.
 """
@@ -82,7 +82,7 @@ def verify_readings(
                 if rc.link(ln.prev_hash, ln.body) != ln.hash:
                     return check.fail(ln, f"link {ln.link} (batch {ln.batch_id}) was changed")
                 expected = ln.hash
-            broken = _check_bodies(conn, links)
+            broken = _check_bodies(conn, links, _print(conn, links))
             if broken is not None:
                 ln, reason, findings = broken
                 return check.fail(ln, reason, findings)
@@ -145,20 +145,28 @@ def _windows(conn: Conn, since: datetime | None, window: int) -> Iterator[list[L
         yield group
 
 
-def _check_bodies(conn: Conn, links: list[Link]) -> tuple[Link, str, list[str]] | None:
-    """The first link of the group whose readings are not what it covers, with why."""
-    span = _span(links)
-    lines = _print(conn, span)
-    counts: dict[int, int] = dict(conn.execute(q.READINGS_PER_BATCH, span).fetchall())
-    # The lines come ordered by batch id; links follow the order batches committed in.
-    by_batch: dict[int, list[bytes]] = {}
-    at = 0
-    for batch in sorted(ln.batch_id for ln in links):
-        n = int(counts.get(batch, 0))
-        by_batch[batch] = sorted(lines[at : at + n])
-        at += n
+def _print(conn: Conn, links: list[Link]) -> dict[int, list[bytes]]:
+    """The window's readings as canonical lines, by batch, each batch's sorted."""
+    by_batch: dict[bytes, list[bytes]] = {}
+    with conn.cursor().copy(q.COPY_READINGS_OF_BATCHES, _span(links)) as copy:
+        for row in copy:
+            batch, _, line = bytes(row[:-1]).partition(b"\t")
+            lines = by_batch.get(batch)
+            if lines is None:
+                lines = by_batch[batch] = []
+            lines.append(line)
+    out = {int(batch): lines for batch, lines in by_batch.items()}
+    for lines in out.values():
+        lines.sort()
+    return out
+
+
+def _check_bodies(
+    conn: Conn, links: list[Link], printed: dict[int, list[bytes]]
+) -> tuple[Link, str, list[str]] | None:
+    """The first link of the window whose readings are not what it covers, with why."""
     for ln in links:
-        mine = by_batch[ln.batch_id]
+        mine = printed.get(ln.batch_id, [])
         if len(mine) == ln.readings and rc.body(ln.batch_id, mine) == ln.body:
             continue
         return ln, *_what_differs(conn, ln, mine)
@@ -176,16 +184,6 @@ def _span(links: Sequence[Link]) -> dict[str, object]:
         "first": min(f for f in firsts if f is not None) if bounded else None,
         "last": max(t for t in lasts if t is not None) if bounded else None,
     }
-
-
-def _print(conn: Conn, span: dict[str, object]) -> list[bytes]:
-    """The batches' readings as canonical lines, ordered by batch."""
-    chunks = []
-    with conn.cursor().copy(q.COPY_READINGS_OF_BATCHES, span) as copy:
-        for data in copy:
-            chunks.append(bytes(data))
-    text = b"".join(chunks)
-    return text.split(b"\n")[:-1] if text else []
 
 
 def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[str]]:

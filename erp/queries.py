@@ -55,21 +55,19 @@ SELECT (SELECT hash FROM audit_log WHERE id = %(id)s),
 
 READING_CHAIN_FINGERPRINTS = "SELECT fingerprints FROM reading_chain WHERE link = %(link)s"
 
-# A group of batches' readings, each as its canonical line (coldtrail.readingchain: the
-# session is set by the caller), ordered by batch. The span bounds ts so that only the
-# partitions or chunks the batches touched are read; NULL for batches without one.
+# A group of batches' readings (coldtrail.readingchain: the caller sets the session). The
+# span bounds ts so that only the partitions or chunks the batches touched are read; NULL for
+# batches without one.
 _IN_BATCHES = """
 batch_id = ANY(%(batches)s::bigint[])
 AND ts >= coalesce(%(first)s::timestamptz, '-infinity')
 AND ts <= coalesce(%(last)s::timestamptz, 'infinity')
 """
+# The batches' readings, each as its batch id and its canonical line: what COPY prints
+# (the caller sets the session), in no order.
 COPY_READINGS_OF_BATCHES = f"""
-COPY (SELECT {READING_LINE} FROM readings WHERE {_IN_BATCHES} ORDER BY batch_id) TO STDOUT
+COPY (SELECT batch_id, {READING_LINE} FROM readings WHERE {_IN_BATCHES}) TO STDOUT
 """  # noqa: S608 - constant column lists
-
-READINGS_PER_BATCH = f"""
-SELECT batch_id, count(*) FROM readings WHERE {_IN_BATCHES} GROUP BY batch_id
-"""  # noqa: S608 - a constant condition
 
 READINGS_COUNT = "SELECT count(*) FROM readings"
 

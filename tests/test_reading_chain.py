@@ -5,6 +5,7 @@ off, naming its batch, sensor and seq, and passes again once the data is put bac
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -204,8 +205,33 @@ def test_windows_of_batches_verify_as_a_whole_does(conn: Conn) -> None:
     batches = _history(conn)
     assert verify_readings(conn, window=7).ok  # one link a window, some larger than it
     _as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 20 AND sensor_id = 'S2'")
-    check = verify_readings(conn, window=15)
-    assert check.batch_id == batches[2]
+    assert verify_readings(conn, window=15).batch_id == batches[2]
+    _as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 2 AND sensor_id = 'S1'")
+    assert verify_readings(conn, window=7).batch_id == batches[0]
+
+
+def test_verify_reads_one_snapshot_while_ingest_goes_on(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coldtrail.erp import chain
+
+    _history(conn)
+    real = chain._windows
+    with psycopg.connect(db_url, autocommit=True) as other:
+
+        def windows(*args: Any) -> Iterator[list[chain.Link]]:
+            # Another session stores a batch once verify has begun: in no window.
+            for n, group in enumerate(real(*args)):
+                if n == 0:
+                    _write(other, _minutes("S1", range(100, 110)))
+                yield group
+
+        monkeypatch.setattr(chain, "_windows", windows)
+        check = verify_readings(conn, window=7)
+    assert check.ok, check.reason
+    assert check.readings == 40
+    monkeypatch.undo()
+    assert verify_readings(conn).readings == 50
 
 
 def test_hand_stored_batches_are_linked_like_ingest_batches(conn: Conn) -> None:
@@ -323,3 +349,13 @@ def test_ingest_stamps_each_reading_with_its_arrival(conn: Conn) -> None:
     ).fetchone()
     assert row is not None
     assert abs(row[0] - datetime.fromtimestamp(before / 1e6, UTC)) < timedelta(microseconds=1)
+
+
+def test_verify_prints_text_as_copy_escapes_it(conn: Conn) -> None:
+    """Only a superuser can store such text (ingest validates ids): verify must still print
+    it as COPY does, so putting the row back makes the chain whole again."""
+    batch = store_readings(conn, [("S\t1\\x\n\r\b\f\v", 1, T0, 5.0)])
+    lines = printed_lines(conn, batch)
+    assert lines[0].startswith(b"S\\t1\\\\x\\n\\r\\b\\f\\v\t1\t")
+    check = verify_readings(conn)
+    assert check.ok, check.reason

@@ -49,6 +49,32 @@ BEGIN
     RETURN h;
 END $$;
 
+-- Text as COPY's text format writes it: backslash, and the control characters it names.
+CREATE FUNCTION coldtrail_copy_text(t text) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT replace(replace(replace(replace(replace(replace(replace(t,
+        E'\\', E'\\\\'), chr(8), E'\\b'), chr(12), E'\\f'), chr(10), E'\\n'),
+        chr(13), E'\\r'), chr(9), E'\\t'), chr(11), E'\\v')
+$$;
+
+-- A reading's canonical line: as COPY ... TO STDOUT prints the row in the canonical session
+-- (readingchain.SESSION, which the caller sets), text escaped as COPY escapes it: the links of
+-- the readings stored before this migration are made with it, below. Scalar arguments, not
+-- the row type: the function outlives readings being rebuilt (db to-timescaledb).
+CREATE FUNCTION coldtrail_reading_line(
+    sensor_id text, seq bigint, ts timestamptz, gateway text, status reading_status,
+    clock clock_state, temperature_c float8, humidity_pct float8, battery_pct float8,
+    latitude float8, longitude float8, speed_kmh float8, door_open boolean,
+    received_at timestamptz
+) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT concat_ws(E'\t', coldtrail_copy_text(sensor_id), seq, ts,
+        coldtrail_copy_text(gateway), status, clock,
+        coalesce(temperature_c::text, '\N'), coalesce(humidity_pct::text, '\N'),
+        coalesce(battery_pct::text, '\N'), coalesce(latitude::text, '\N'),
+        coalesce(longitude::text, '\N'), coalesce(speed_kmh::text, '\N'),
+        CASE door_open WHEN true THEN 't' WHEN false THEN 'f' ELSE '\N' END,
+        received_at)
+$$;
+
 -- The readings stored so far: one link per batch, in the order the batches committed. Each
 -- reading's canonical line is written here as COPY ... TO STDOUT prints it in the canonical
 -- session (readingchain.SESSION), set for this block and restored after it.
@@ -78,12 +104,9 @@ BEGIN
                           ORDER BY l COLLATE "C")
         INTO n, body, fps
         FROM (
-            SELECT concat_ws(E'\t', r.sensor_id, r.seq, r.ts, r.gateway, r.status, r.clock,
-                coalesce(r.temperature_c::text, '\N'), coalesce(r.humidity_pct::text, '\N'),
-                coalesce(r.battery_pct::text, '\N'), coalesce(r.latitude::text, '\N'),
-                coalesce(r.longitude::text, '\N'), coalesce(r.speed_kmh::text, '\N'),
-                CASE r.door_open WHEN true THEN 't' WHEN false THEN 'f' ELSE '\N' END,
-                r.received_at) AS l
+            SELECT coldtrail_reading_line(r.sensor_id, r.seq, r.ts, r.gateway, r.status,
+                r.clock, r.temperature_c, r.humidity_pct, r.battery_pct, r.latitude,
+                r.longitude, r.speed_kmh, r.door_open, r.received_at) AS l
             FROM readings r WHERE r.batch_id = b.id
         ) x;
         PERFORM coldtrail_link_readings(b.id, n, body, fps);
