@@ -11,7 +11,7 @@ writer, which matters at 100 000 readings a second.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from coldtrail.messages import ReadingDoc
 
@@ -69,8 +69,14 @@ def pg_time_us(micros: int) -> str:
 
 def pg_time(ts: datetime) -> str:
     """An aware datetime as :func:`pg_time_us` prints it."""
-    delta = ts - _EPOCH  # exact, and never out of range, unlike converting it to UTC
-    return pg_time_us((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    try:
+        text = ts.astimezone(UTC).isoformat(" ")[:-6]  # without "+00:00"
+    except OverflowError:  # before year 1 or after 9999 in UTC: the server prints those too
+        delta = ts - _EPOCH  # exact, and never out of range
+        return pg_time_us((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if len(text) > 19:  # a fraction: the server writes it without trailing zeros
+        text = text.rstrip("0")
+    return text + "+00"
 
 
 _BOOL = {None: NULL, True: "t", False: "f"}
@@ -89,7 +95,7 @@ def _vehicle(r: ReadingDoc) -> str:
 def copy_lines(readings: list[ReadingDoc], gateway: str, received_us: int) -> list[str]:
     """One line per reading, in the column order of ``readingchain.COLUMNS``;
     ``received_us``: the time of arrival, in microseconds since 1970-01-01 UTC."""
-    received = pg_time_us(received_us)
+    received = pg_time(_EPOCH + timedelta(microseconds=received_us))
     # A message's readings mostly share their few times of measurement (one poll of many
     # sensors): each time is written out once.
     stamps: dict[datetime, str] = {}

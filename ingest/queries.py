@@ -82,10 +82,14 @@ SET readings = %(n)s,
 WHERE id = %(batch_id)s
 """
 
-NOTIFY_RULES = "SELECT pg_notify('coldtrail_readings', %(batch_id)s::text)"
-
-# The batch's link in the readings' hash chain (migration 0016).
-LINK_READINGS = "SELECT coldtrail_link_readings(%(batch_id)s, %(n)s, %(body)s, %(fps)s)"
+# A batch that stored readings, in one round trip: finished, the rules engine told, and linked
+# into the readings' hash chain (migration 0016), which locks the chain's head to COMMIT.
+FINISH_NOTIFY_LINK = f"""
+WITH finished AS ({FINISH_BATCH} RETURNING id)
+SELECT pg_notify('coldtrail_readings', id::text),
+       coldtrail_link_readings(id, %(n)s, %(body)s, %(fps)s)
+FROM finished
+"""  # noqa: S608 - a constant statement
 
 DEAD_LETTER = "INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)"
 

@@ -396,25 +396,16 @@ class Store:
             again = _Care({str(f[0]) for f in flagged}, {str(f[0]) for f in flagged if f[2]})
             raise _Again(again)
         out.stored = plan.count()
-        conn.execute(
-            q.FINISH_BATCH,
-            {"n": out.stored, "batch_id": batch_id, "first": span[0], "last": span[1]},
-        )
-        if out.stored:
-            conn.execute(q.NOTIFY_RULES, {"batch_id": batch_id})
-            # Last: the chain's head stays locked from here to COMMIT.
+        finish = {"n": out.stored, "batch_id": batch_id, "first": span[0], "last": span[1]}
+        if not out.stored:
+            conn.execute(q.FINISH_BATCH, finish)
+        else:
             lines = sorted(data.split(b"\n")[:-1])
             if len(lines) != out.stored:
                 raise StoreError(f"{len(lines)} lines written for {out.stored} readings")
-            conn.execute(
-                q.LINK_READINGS,
-                {
-                    "batch_id": batch_id,
-                    "n": out.stored,
-                    "body": readingchain.body(batch_id, lines),
-                    "fps": readingchain.fingerprints(lines),
-                },
-            )
+            # Last in the transaction: the chain's head stays locked from here to COMMIT.
+            body, fps = readingchain.body(batch_id, lines), readingchain.fingerprints(lines)
+            conn.execute(q.FINISH_NOTIFY_LINK, {**finish, "body": body, "fps": fps})
         if any(env.origins is not None for env in plan.envelopes):
             out.settled.extend(env.origins[i] for env, i in plan.to_store() if env.origins)
 
