@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, File, Header, Path, Query, Request, Respon
 
 from coldtrail.api import etag, models, web
 from coldtrail.clock import Clock
-from coldtrail.erp import audit, capa, holds, kpi, movements, outbox, products
+from coldtrail.erp import audit, capa, chain, holds, kpi, movements, outbox, products
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn
@@ -403,9 +403,22 @@ def register(app: FastAPI, deps: Deps) -> None:
         )
 
     @app.get(PREFIX + "/audit/verify", tags=["audit"])
-    def audit_verify(conn: Db, _: Oversight) -> models.ChainCheckOut:
-        """Recompute the hash chain of the whole trail; names the first broken row."""
-        return models.ChainCheckOut(**asdict(audit.verify(conn)))
+    def audit_verify(
+        conn: Db,
+        _: Oversight,
+        since: Annotated[
+            models.Instant | None,
+            Query(description="check only the readings' links written from then on (RFC 3339)"),
+        ] = None,
+    ) -> models.ChainCheckOut:
+        """Recompute the hash chain of the whole trail (names the first broken row), every
+        link of the readings' chain from the rows (names the batch, sensor and seq), and
+        each audited table against what the trail says its rows became."""
+        trail = asdict(audit.verify(conn))
+        readings = asdict(chain.verify_readings(conn, since=since))
+        state = asdict(audit.verify_state(conn))
+        trail["ok"] = trail["ok"] and readings["ok"] and state["ok"]
+        return models.ChainCheckOut(**trail, readings=readings, state=state)
 
     @app.get(
         PREFIX + "/kpi",

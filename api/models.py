@@ -398,12 +398,34 @@ class DestinationOut(BaseModel):
     enabled: bool
 
 
-class ChainCheckOut(BaseModel):
+class ReadingsCheckOut(BaseModel):
     ok: bool
+    links: int
+    readings: int
+    head: str = Field(description="hash of the last link checked: compare it with an anchor")
+    head_link: int
+    first_broken_link: int | None
+    batch_id: int | None
+    reason: str | None
+    findings: list[str] = Field(description="the readings that differ in the first broken batch")
+
+
+class StateCheckOut(BaseModel):
+    ok: bool
+    tables: int
+    records: int
+    findings: list[str] = Field(description="records whose row is not what the trail says")
+    reason: str | None
+
+
+class ChainCheckOut(BaseModel):
+    ok: bool = Field(description="the audit trail, the readings' chain and the tables all hold")
     rows: int
     head: str
     first_broken_id: int | None
     reason: str | None
+    readings: ReadingsCheckOut
+    state: StateCheckOut
 
 
 class AlarmAckIn(RequestModel):

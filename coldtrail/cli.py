@@ -134,9 +134,11 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> None:
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
         check = audit.verify(conn)
         readings = chain.verify_readings(conn, since=args.since)
+        state = audit.verify_state(conn)
         out = dataclasses.asdict(check)
         out["readings"] = dataclasses.asdict(readings)
-        ok = check.ok and readings.ok
+        out["state"] = dataclasses.asdict(state)
+        ok = check.ok and readings.ok and state.ok
         if public is not None:
             anchored = anchors.check(conn, args.anchors, public)
             out["anchors"] = dataclasses.asdict(anchored)

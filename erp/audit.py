@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from coldtrail.erp import queries as q
@@ -136,6 +137,60 @@ def verify(conn: Conn, batch: int = 5000) -> ChainCheck:
             " rows at the end were removed",
         )
     return ChainCheck(True, rows, expected_prev.hex())
+
+
+@dataclass(frozen=True)
+class StateCheck:
+    ok: bool
+    tables: int
+    records: int
+    findings: list[str]
+    """The records whose row differs from what the trail says it became (at most 20)."""
+    reason: str | None = None
+
+
+def verify_state(conn: Conn, limit: int = 20) -> StateCheck:
+    """Each audited table's rows against the trail: every row must be what the latest entry
+    of its record says it became (compared on the columns that entry holds), every record the
+    trail says exists must have its row, and no row may exist the trail never saw. A row
+    changed, added or removed with the triggers off is named."""
+    findings: list[str] = []
+    records = 0
+    audited = conn.execute(q.AUDITED_TABLES).fetchall()
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for table, args in audited:
+            keys, _, hidden = bytes(args).decode().rstrip("\x00").partition("\x00")
+            stmt = sql.SQL(q.STATE_AGAINST_TRAIL).format(table=sql.Identifier(table))
+            params = {
+                "type": table,
+                "keys": keys.split(","),
+                "hidden": [h for h in hidden.rstrip("\x00").split(",") if h],
+                "limit": limit,
+            }
+            count = sql.SQL(q.COUNT_ROWS_OF).format(table=sql.Identifier(table))
+            n, *_ = conn.execute(count).fetchone() or (0,)
+            records += int(n)
+            for record_id, problem, columns in conn.execute(stmt, params):
+                if problem == "changed":
+                    findings.append(
+                        f"{table} {record_id}: {', '.join(columns)} differ from the trail"
+                    )
+                elif problem == "added":
+                    findings.append(f"{table} {record_id}: a row the trail never recorded")
+                else:
+                    findings.append(f"{table} {record_id}: the trail has it, the table not")
+            if len(findings) >= limit:
+                break
+    if findings:
+        return StateCheck(
+            False,
+            len(audited),
+            records,
+            findings[:limit],
+            f"{findings[0]} (changed without the triggers)",
+        )
+    return StateCheck(True, len(audited), records, [])
 
 
 def _utc(at: datetime) -> str:

@@ -30,6 +30,50 @@ FROM audit_log ORDER BY id
 
 AUDIT_HEAD = "SELECT last_id, hash FROM audit_head"
 
+# The tables whose changes the trail records, with their trigger's arguments (the key
+# columns, then the columns never copied into the trail), NUL-separated.
+AUDITED_TABLES = """
+SELECT c.relname, t.tgargs FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE p.proname = 'coldtrail_audit_row' AND c.relnamespace = current_schema()::regnamespace
+  AND NOT t.tgisinternal
+ORDER BY c.relname
+"""
+
+COUNT_ROWS_OF = "SELECT count(*) FROM {table}"
+
+# One table's rows against the latest trail entry of each record. The trail's image is read
+# back through the table's row type, so values compare as values (a time written in another
+# session's time zone is the same time), on the columns the image holds (a column added
+# later is in no earlier image). {table} is an identifier from AUDITED_TABLES.
+STATE_AGAINST_TRAIL = """
+WITH latest AS (
+    SELECT DISTINCT ON (record_id) record_id, action, new_value
+    FROM audit_log WHERE record_type = %(type)s ORDER BY record_id, id DESC
+), cur AS (
+    SELECT (SELECT string_agg(d ->> k, '/') FROM unnest(%(keys)s::text[]) AS k) AS record_id, d
+    FROM (SELECT to_jsonb(x) - %(hidden)s::text[] AS d FROM {table} x) AS rows
+), joined AS (
+    SELECT coalesce(cur.record_id, latest.record_id) AS record_id, cur.d, latest.action,
+           latest.new_value,
+           to_jsonb(jsonb_populate_record(NULL::{table}, latest.new_value))
+               - %(hidden)s::text[] AS image
+    FROM cur FULL JOIN latest ON latest.record_id = cur.record_id
+)
+SELECT record_id, problem, columns FROM (
+    SELECT record_id,
+           CASE WHEN d IS NULL AND action <> 'delete' THEN 'removed'
+                WHEN d IS NOT NULL AND (action IS NULL OR action = 'delete') THEN 'added'
+                WHEN d IS NOT NULL THEN 'changed' END AS problem,
+           ARRAY(SELECT key FROM jsonb_object_keys(new_value) AS key
+                 WHERE image -> key IS DISTINCT FROM d -> key ORDER BY key) AS columns
+    FROM joined
+) AS judged
+WHERE problem IN ('removed', 'added') OR (problem = 'changed' AND columns <> '{{}}')
+ORDER BY record_id LIMIT %(limit)s
+"""
+
 # ------------------------------------------------------------------ the readings' chain
 
 # Links in order, with their batch's span of measured times (from ingest).

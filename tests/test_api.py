@@ -716,6 +716,9 @@ def test_qa_releases_a_lot_by_signature_and_the_trail_shows_it(client: Any) -> N
     assert ("qa1", "login") in {(e["actor"], e["action"]) for e in logins}
     verify = client.get("/api/v1/audit/verify", headers=_headers(client, Role.AUDITOR)).json()
     assert verify["ok"] is True
+    assert verify["state"]["ok"] is True
+    assert verify["state"]["tables"] >= 20
+    assert verify["readings"]["ok"] is True
 
 
 def test_erp_refusals_are_4xx_with_a_reason(client: Any) -> None:
