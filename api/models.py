@@ -612,6 +612,23 @@ class RecordSubject(BaseModel):
     shipment: RecordShipment | None
 
 
+class AuditHead(BaseModel):
+    id: int
+    hash: str
+
+
+class ReadingsHead(BaseModel):
+    link: int
+    hash: str
+
+
+class ChainHeads(BaseModel):
+    audit: AuditHead
+    readings: ReadingsHead = Field(
+        description="every reading of the record lies in a link up to this one"
+    )
+
+
 class RecordOut(BaseModel):
     subject: RecordSubject
     start: datetime
@@ -619,6 +636,10 @@ class RecordOut(BaseModel):
     generated_at: datetime
     data_sha256: str = Field(
         description="SHA-256 of the CSV form's bytes: `sha256sum` of a downloaded CSV matches"
+    )
+    chain_heads: ChainHeads = Field(
+        description="where the audit trail and the readings' chain stood when the record was "
+        "built: check them against the chains and the anchors (`coldtrail audit verify`)"
     )
     summary: RecordSummary
     lots: list[RecordLot]

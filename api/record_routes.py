@@ -51,6 +51,9 @@ def _send(record: rec.Record, fmt: rec.Format, name: str, gate: Gate) -> Respons
         headers={
             "Content-Disposition": web.attachment(f"{name}.{rec.SUFFIXES[fmt]}"),
             "X-Data-SHA256": record.data_sha256,
+            # Where the chains stood when it was built, for a check against the anchors.
+            "X-Chain-Heads": f"audit={record.heads.audit_id}:{record.heads.audit_hash},"
+            f"readings={record.heads.link}:{record.heads.readings_hash}",
         },
     )
 

@@ -149,6 +149,21 @@ def test_csv_json_pdf_and_epcis_agree_on_every_number(shipped: dict[str, Any], d
     raw = forms["csv"].content
     digest = hashlib.sha256(raw).hexdigest()
     assert doc["data_sha256"] == digest == forms["csv"].headers["X-Data-SHA256"]
+    # The chains' heads it was built at, in every form: each reading lies in a link up to it.
+    heads = doc["chain_heads"]
+    assert forms["csv"].headers["X-Chain-Heads"] == (
+        f"audit={heads['audit']['id']}:{heads['audit']['hash']},"
+        f"readings={heads['readings']['link']}:{heads['readings']['hash']}"
+    )
+    with psycopg.connect(db_url) as conn:
+        now = conn.execute(
+            "SELECT a.last_id, a.hash, r.link, r.hash FROM audit_head a, reading_chain_head r"
+        ).fetchone()
+    assert now is not None
+    assert (now[0], bytes(now[1]).hex(), now[2], bytes(now[3]).hex()) == (
+        heads["audit"]["id"], heads["audit"]["hash"],
+        heads["readings"]["link"], heads["readings"]["hash"],
+    )  # fmt: skip
 
     rows = list(csv.DictReader(io.StringIO(raw.decode())))
     assert (

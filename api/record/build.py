@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from coldtrail.api.record.forms import csv_chunks
-from coldtrail.erp import kpi, masterdata, movements, signatures
+from coldtrail.erp import anchors, kpi, masterdata, movements, signatures
 from coldtrail.erp import queries as erp_q
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
@@ -307,6 +307,10 @@ class Record:
     out_of_range_s: float
     """Time any probe was out of range (the union of the channels' spans)."""
     excursions: tuple[ExcursionEntry, ...]
+    heads: anchors.Heads
+    """The audit trail's and the readings' chain heads when it was built: every reading in
+    it lies in a link up to ``heads.link``, so a copy of the record can be checked later
+    against the chains and the anchors kept outside."""
 
     @cached_property
     def data_sha256(self) -> str:
@@ -442,6 +446,8 @@ def _build(
         for i, r in enumerate(rows)
     ]
     excursions = _excursions(conn, subject, start, end, lot_filter)
+    # Read after the readings: each reading above is in a link no later than these heads.
+    heads = anchors.heads(conn)
     return Record(
         subject=subject,
         start=start,
@@ -452,6 +458,7 @@ def _build(
         summary=_summary([c.stats for c in channels], channels),
         out_of_range_s=_union_s(channels),
         excursions=tuple(excursions),
+        heads=heads,
     )
 
 

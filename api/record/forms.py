@@ -277,6 +277,7 @@ def _as_json(r: Record, markers: list[str]) -> dict[str, Any]:
         "end": iso(r.end),
         "generated_at": iso(r.generated_at),
         "data_sha256": r.data_sha256,
+        "chain_heads": _heads(r),
         "summary": {
             **_stats(r.summary),
             "out_of_range_s": r.out_of_range_s,
@@ -426,6 +427,7 @@ def _as_epcis(r: Record, markers: list[str]) -> dict[str, Any]:
                 }
             ],
             "ct:dataSha256": r.data_sha256,
+            "ct:chainHeads": _heads(r),
             "ct:mktCelsius": c.stats.mkt_c,
             "ct:completeness": c.stats.completeness,
             "ct:gaps": [_gap(g) for g in c.gaps],
@@ -441,4 +443,13 @@ def _as_epcis(r: Record, markers: list[str]) -> dict[str, Any]:
         "schemaVersion": "2.0",
         "creationDate": iso(r.generated_at),
         "epcisBody": {"eventList": events},
+    }
+
+
+def _heads(r: Record) -> dict[str, Any]:
+    """The chains' heads the record was built at (``coldtrail audit verify --anchors``)."""
+    h = r.heads
+    return {
+        "audit": {"id": h.audit_id, "hash": h.audit_hash},
+        "readings": {"link": h.link, "hash": h.readings_hash},
     }

@@ -168,6 +168,11 @@ def _header(r: Record, zh: Any) -> list[list[str]]:
         [zh("Lots", "批次"), lots or "—"],
         [zh("Generated", "生成时间"), iso(r.generated_at) or ""],
         [zh("Data SHA-256", "数据校验值"), r.data_sha256],
+        [
+            zh("Chain heads", "链头"),
+            f"audit row {r.heads.audit_id} {r.heads.audit_hash[:16]}…, "
+            f"readings link {r.heads.link} {r.heads.readings_hash[:16]}…",
+        ],
     ]
     return rows
 
