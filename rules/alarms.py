@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -58,6 +59,31 @@ SELECT a.id, (SELECT min(r.ts) FROM readings r
 FROM alarms a WHERE a.kind = 'offline' AND a.ended_at IS NULL
 """
 
+# Offline alarms (ended or not) whose silence the record no longer shows: a reading, come
+# late, follows the last one before the silence within the offline limit.
+_OFFLINE_FILLED = """
+SELECT a.id, next.ts FROM alarms a
+CROSS JOIN LATERAL (SELECT min(r.ts) AS ts FROM readings r
+                    WHERE r.sensor_id = a.sensor_id AND r.ts > a.started_at
+                      AND r.ts <= a.started_at + make_interval(secs => %(after)s)) next
+WHERE a.kind = 'offline' AND a.withdrawn_at IS NULL AND next.ts IS NOT NULL
+"""
+
+# Gap alarms of these sensors lying wholly within the span just judged again.
+_GAP_ALARMS_IN = """
+SELECT a.id, a.key, a.sensor_id, a.started_at, a.ended_at
+FROM alarms a
+JOIN unnest(%(sensors)s::text[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[])
+     AS w(sensor_id, first, last) ON w.sensor_id = a.sensor_id
+WHERE a.kind = 'record_interval' AND a.withdrawn_at IS NULL
+  AND a.started_at >= w.first AND a.ended_at <= w.last
+"""
+
+_WITHDRAW = """
+UPDATE alarms SET withdrawn_at = %(now)s, withdrawn_reason = %(reason)s
+WHERE id = %(id)s AND withdrawn_at IS NULL RETURNING id
+"""
+
 _OVERDUE = """
 SELECT s.id, a.location_id, s.calibration_due
 FROM sensors s
@@ -80,7 +106,7 @@ FROM alarms a
 LEFT JOIN locations l ON l.id = a.location_id
 JOIN alarm_contacts c ON (c.site_id IS NULL OR c.site_id = l.site_id)
                      AND (c.kinds IS NULL OR a.kind = ANY(c.kinds))
-WHERE a.acknowledged_at IS NULL
+WHERE a.acknowledged_at IS NULL AND a.withdrawn_at IS NULL
   AND a.raised_at + make_interval(mins => c.after_min) <= %(now)s
 ON CONFLICT (alarm_id, contact_id) DO NOTHING
 RETURNING alarm_id, level
@@ -97,6 +123,7 @@ FROM alarm_notifications n
 JOIN alarms a ON a.id = n.alarm_id
 JOIN alarm_contacts c ON c.id = n.contact_id
 WHERE n.sent_at IS NULL AND n.next_attempt_at <= %(now)s AND a.acknowledged_at IS NULL
+  AND a.withdrawn_at IS NULL
 ORDER BY n.next_attempt_at, n.id
 LIMIT 100
 FOR UPDATE OF n SKIP LOCKED
@@ -119,13 +146,15 @@ RETURNING id
 """
 
 _ALARM_COLUMNS = """id, kind::text, sensor_id, location_id, location_excursion_id, started_at,
-ended_at, message, detail, raised_at, level, acknowledged_by, acknowledged_at, ack_comment"""
+ended_at, message, detail, raised_at, level, acknowledged_by, acknowledged_at, ack_comment,
+withdrawn_at, withdrawn_reason"""
 
 _ALARM = f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE id = %(id)s"  # noqa: S608
 
 _ALARMS = f"""
 SELECT {_ALARM_COLUMNS} FROM alarms
-WHERE (%(active)s IS NOT TRUE OR acknowledged_at IS NULL OR ended_at IS NULL)
+WHERE (%(active)s IS NOT TRUE
+       OR (withdrawn_at IS NULL AND (acknowledged_at IS NULL OR ended_at IS NULL)))
   AND (%(kind)s::text IS NULL OR kind::text = %(kind)s)
   AND id > %(after)s
 ORDER BY id
@@ -155,6 +184,9 @@ class Alarm:
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     ack_comment: str | None
+    withdrawn_at: datetime | None = None
+    withdrawn_reason: str | None = None
+    """Set when the record no longer supports it (late readings filled the gap)."""
 
     def event(self) -> dict[str, Any]:
         return {
@@ -235,10 +267,67 @@ def end(conn: Conn, alarm_id: int, at: datetime, now: datetime) -> None:
         )
 
 
+def withdraw(conn: Conn, alarm_id: int, reason: str, now: datetime) -> bool:
+    """Withdraw an alarm the record no longer supports, with the reason; no one is called
+    for it any more. Returns whether it was withdrawn now."""
+    if conn.execute(_WITHDRAW, {"id": alarm_id, "reason": reason, "now": now}).fetchone() is None:
+        return False
+    alarm = get_alarm(conn, alarm_id)
+    log.warning("alarm %d withdrawn: %s", alarm_id, reason)
+    outbox.emit(conn, "alarm.withdrawn", f"alarm/{alarm_id}", alarm.event(), now)
+    return True
+
+
+def withdraw_filled_gaps(
+    conn: Conn,
+    found: Sequence[Condition],
+    spans: dict[str, tuple[datetime, datetime]],
+    now: datetime,
+) -> int:
+    """Withdraw the gap alarms (``record_interval``) of the sensors just judged again whose
+    gap lies wholly in the span judged (first to last reading) and is no longer found: late
+    readings filled it. Where part of it remains, that part is found again as an alarm of
+    its own, named in the reason."""
+    if not spans:
+        return 0
+    sensors = sorted(spans)
+    keys = {c.key for c in found}
+    remaining = [c for c in found if c.kind == "record_interval"]
+    withdrawn = 0
+    for alarm_id, key, sensor, started, ended in conn.execute(
+        _GAP_ALARMS_IN,
+        {
+            "sensors": sensors,
+            "firsts": [spans[s][0] for s in sensors],
+            "lasts": [spans[s][1] for s in sensors],
+        },
+    ).fetchall():
+        if key in keys:
+            continue
+        left = [
+            c for c in remaining
+            if c.sensor == sensor and c.started_at < ended and (c.ended_at or now) > started
+        ]  # fmt: skip
+        reason = f"late readings of {sensor} filled the gap from {started.isoformat()}"
+        if left:
+            rest = ", ".join(f"{c.started_at.isoformat()} to {c.ended_at}" for c in left)
+            reason += f"; what remains of it ({rest}) is an alarm of its own"
+        withdrawn += withdraw(conn, alarm_id, reason, now)
+    return withdrawn
+
+
 def check_timers(conn: Conn, now: datetime, limits: Limits) -> int:
-    """Raise or clear what needs no reading: silent sensors, overdue calibrations.
-    Returns how many alarms were raised or changed."""
+    """Raise or clear what needs no reading: silent sensors, overdue calibrations; withdraw
+    the offline alarms whose silence late readings filled. Returns how many alarms were
+    raised or changed."""
     changed = 0
+    for alarm_id, heard in conn.execute(
+        _OFFLINE_FILLED, {"after": limits.offline_after_s}
+    ).fetchall():
+        reason = (
+            f"late readings filled the silence: the record has a reading at {heard.isoformat()}"
+        )
+        changed += withdraw(conn, alarm_id, reason, now)
     for alarm_id, heard in conn.execute(_OFFLINE_HEARD_AGAIN).fetchall():
         if heard is not None:
             end(conn, alarm_id, heard, now)

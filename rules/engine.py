@@ -53,6 +53,8 @@ class RulesStats:
     revised: int = 0
     withdrawn: int = 0
     alarms: int = 0
+    alarms_withdrawn: int = 0
+    """Gap alarms withdrawn because late readings filled the gap."""
     notices: int = 0
 
 
@@ -179,6 +181,14 @@ class RulesEngine:
         found = find_conditions(data, self._limits)
         for condition in found:
             self.stats.alarms += alarms.upsert(conn, condition, now) is not None
+        groups, newest, _ = resume_from(data, found)
+        # Each sensor's span judged again, first reading to newest: its gaps are known anew.
+        oldest = data.epoch_s[np.flatnonzero(data.bounds[0])].tolist()
+        judged_spans = {
+            data.sensors[g]: (at(f), at(n))
+            for g, f, n in zip(groups.tolist(), oldest, newest.tolist(), strict=True)
+        }
+        self.stats.alarms_withdrawn += alarms.withdraw_filled_gaps(conn, found, judged_spans, now)
         self._save_cursors(conn, data, found)
         return cols.size
 

@@ -276,3 +276,85 @@ def test_a_contact_needs_a_known_channel(conn: Conn) -> None:
         add_contact(conn, "admin", Contact("x", "pager", "123"), {"webhook"})
     desk = AlarmDesk({}, ManualClock(T0))
     assert desk.tick(conn) == 0
+
+
+def _gap_alarms(conn: Conn) -> list[alarms.Alarm]:
+    return [
+        a
+        for a in find_alarms(conn, limit=1000)
+        if a.kind in ("record_interval", "offline") and a.sensor_id == "S1"
+    ]
+
+
+def _steady(first: int, last: int) -> list[Row]:
+    return [(m, 5.0, 50.0, 80.0) for m in range(first, last)]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param([5, 4, 3, 2, 1, 0], id="newest first"),
+        pytest.param([2, 5, 0, 3, 1, 4], id="scattered"),
+        pytest.param([0, 1, 2, 3, 4, 5], id="oldest first"),
+    ],
+)
+def test_gap_alarms_are_withdrawn_when_a_late_backlog_fills_the_gap(
+    site: Conn, db_url: str, clock: ManualClock, order: list[int]
+) -> None:
+    """A six-hour outage at the gateway: live readings resume first, the backlog then comes
+    an hour at a time in some order. Every gap and silence the alarms reported while it
+    arrived is filled in the end: each is withdrawn with its reason, none waits for a person."""
+    engine = RulesEngine(db_url, clock=clock)
+    limits = Limits()
+    _store(site, "S1", _steady(0, 60))
+    _move(clock, T0 + 61 * M)
+    engine.process_pending(site)
+    _move(clock, T0 + 80 * M)
+    alarms.check_timers(site, clock.now(), limits)
+    assert [a.kind for a in _gap_alarms(site)] == ["offline"]  # silent since minute 59
+    _store(site, "S1", _steady(420, 430))  # back, live
+    _move(clock, T0 + 431 * M)
+    engine.process_pending(site)
+    alarms.check_timers(site, clock.now(), limits)
+    raised = {a.id for a in _gap_alarms(site)}
+    assert any(a.kind == "record_interval" for a in _gap_alarms(site))
+
+    for hour in order:  # the backlog, minutes 60 to 419, an hour a batch
+        _store(site, "S1", _steady(60 + 60 * hour, 120 + 60 * hour))
+        clock.advance(5)
+        engine.process_pending(site)
+        alarms.check_timers(site, clock.now(), limits)
+        raised |= {a.id for a in _gap_alarms(site)}
+
+    every = [alarms.get_alarm(site, i) for i in sorted(raised)]
+    assert len(every) >= 2
+    assert all(a.withdrawn_at is not None for a in every), [(a.kind, a.message) for a in every]
+    assert all("late readings" in (a.withdrawn_reason or "") for a in every)
+    assert not [a for a in find_alarms(site, active=True, limit=1000) if a.id in raised]
+    # The withdrawal is in the trail, and it is no one's call to acknowledge.
+    trail = site.execute(
+        "SELECT count(*) FROM audit_log WHERE record_type = 'alarms' AND action = 'update' "
+        "AND new_value ->> 'withdrawn_reason' IS NOT NULL"
+    ).fetchone()
+    assert trail is not None
+    assert trail[0] == len(every)
+
+
+def test_a_gap_the_backlog_leaves_stays_an_alarm(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    engine = RulesEngine(db_url, clock=clock)
+    _store(site, "S1", _steady(0, 60))
+    _store(site, "S1", _steady(420, 430))
+    _move(clock, T0 + 431 * M)
+    engine.process_pending(site)
+    [whole] = [a for a in _gap_alarms(site) if a.kind == "record_interval"]
+    # The backlog comes without the hour from minute 180: that much is still missing.
+    for first in (300, 60, 120, 240, 360):
+        _store(site, "S1", _steady(first, first + 60))
+        clock.advance(5)
+        engine.process_pending(site)
+    assert alarms.get_alarm(site, whole.id).withdrawn_reason is not None
+    left = [a for a in find_alarms(site, active=True, limit=1000) if a.kind == "record_interval"]
+    assert [(a.started_at, a.ended_at) for a in left] == [(T0 + 179 * M, T0 + 240 * M)]
+    assert left[0].withdrawn_at is None
