@@ -197,16 +197,17 @@ def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[s
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             continue
-        if op == "replace" and i2 - i1 == j2 - j1:
-            findings += [f"{_key(lines[j])} was changed" for j in range(j1, j2)]
-            continue
-        findings += [f"{_key(lines[j])} was added" for j in range(j1, j2)]
-        if i2 > i1:
-            before = _key(lines[j1 - 1]) if j1 > 0 else "the start"
-            after = _key(lines[j2]) if j2 < len(lines) else "the end"
+        # Paired in order: as many changed as both sides hold, the rest added or removed.
+        paired = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        findings += [f"{_key(lines[j])} was changed" for j in range(j1, j1 + paired)]
+        findings += [f"{_key(lines[j])} was added" for j in range(j1 + paired, j2)]
+        if i2 - i1 > paired:
+            at = j1 + paired
+            before = _key(lines[at - 1]) if at > 0 else "the start"
+            after = _key(lines[at]) if at < len(lines) else "the end"
             findings.append(
-                f"{i2 - i1} reading(s) removed, between {before} and {after} in the batch"
-                + _missing(conn, lines, j1, j2)
+                f"{i2 - i1 - paired} reading(s) removed, between {before} and {after} in the "
+                "batch" + _missing(conn, lines, at, at)
             )
     summary = (
         f"batch {ln.batch_id} (link {ln.link}) holds {len(lines)} readings, its link "

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,49 @@ def test_replay_and_alarm_contacts_from_the_command_line(db_url: str) -> None:
     unknown = _run("alarm", "contact", "x", "pager", "1", COLDTRAIL_DATABASE_URL=db_url)
     assert unknown.returncode == 2
     assert "unknown channel 'pager'" in unknown.stderr
+
+
+def test_audit_verify_exits_1_naming_a_reading_or_row_changed_behind_the_triggers(
+    db_url: str,
+) -> None:
+    import psycopg
+
+    from tests.conftest import T0, make_erp, store_readings
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        make_erp(conn)
+        store_readings(conn, [("S1", n, T0 + timedelta(minutes=n), 5.0) for n in range(1, 6)])
+    assert _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url).returncode == 0
+    for stmt, undo, where, named in (
+        (
+            "UPDATE readings SET temperature_c = 3.3 WHERE seq = 3",
+            "UPDATE readings SET temperature_c = 5.0 WHERE seq = 3",
+            "readings",
+            "S1 seq 3 at 2026-11-22 10:03:00+00 was changed",
+        ),
+        (
+            "UPDATE locations SET temp_max_c = 25 WHERE id = 'CR'",
+            "UPDATE locations SET temp_max_c = 8 WHERE id = 'CR'",
+            "state",
+            "locations CR: temp_max_c differ from the trail",
+        ),
+        (
+            "DELETE FROM readings WHERE seq = 4",
+            "",  # last: not put back
+            "readings",
+            "1 reading(s) removed, between S1 seq 3",
+        ),
+    ):
+        with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(stmt)
+        broken = _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url)
+        assert broken.returncode == 1, broken.stderr
+        out = json.loads(broken.stdout)
+        assert out["ok"] is False
+        assert named in out[where]["reason"], out[where]
+        if undo:  # put back: it passes again
+            with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+                conn.execute(undo)
+            assert _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url).returncode == 0
