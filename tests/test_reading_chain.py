@@ -154,7 +154,14 @@ def test_a_reading_outside_every_linked_batch_is_named(conn: Conn) -> None:
 
 def test_a_reading_moved_out_of_its_batch_span_is_found(conn: Conn) -> None:
     batches = _history(conn)
-    _as_superuser(conn, "UPDATE readings SET ts = ts + interval '30 days' WHERE seq = 12")
+    # Moved a month on (delete and insert: a TimescaleDB chunk holds only its own times).
+    _as_superuser(
+        conn,
+        "WITH gone AS (DELETE FROM readings WHERE seq = 12 RETURNING *) "
+        "INSERT INTO readings SELECT sensor_id, seq, ts + interval '30 days', received_at, "
+        "gateway, status, temperature_c, humidity_pct, battery_pct, batch_id, clock, latitude, "
+        "longitude, speed_kmh, door_open FROM gone",
+    )
     check = verify_readings(conn)
     assert not check.ok
     assert check.batch_id == batches[1]
