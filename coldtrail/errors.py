@@ -4,6 +4,14 @@ Other libraries' errors (paho, psycopg, pymodbus) are wrapped with ``from`` wher
 leave the code that called the library, so callers handle one small hierarchy.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ColdTrailError(Exception):
     """Base of every error ColdTrail raises on purpose."""
@@ -59,3 +67,17 @@ class AccountLocked(RecordError):
 
 class SignatureRefused(RecordError):
     """An electronic signature failed: wrong password, wrong signer, or not allowed to sign."""
+
+
+def validation_problems(exc: ValidationError, name: Callable[[str], str] = str) -> str:
+    """Pydantic's errors on one line, ``name(location): message`` joined by ``; ``, without
+    the values (they may be secrets) or links. An error on a list whose own item failed
+    (``devices: should have at least 1 item``) only repeats that failure: left out."""
+    errors = exc.errors(include_url=False, include_input=False)
+    locs = [".".join(str(p) for p in e["loc"]) for e in errors]
+    shown = [
+        f"{name(loc) if loc else 'the document'}: {e['msg'].removeprefix('Value error, ')}"
+        for loc, e in zip(locs, errors, strict=True)
+        if not any(other != loc and other.startswith(loc + ".") for other in locs)
+    ]
+    return "; ".join(shown)

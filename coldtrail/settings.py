@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import DirectoryPath, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from coldtrail.errors import ConfigError
+from coldtrail.errors import ConfigError, validation_problems
 from coldtrail.passwords import MIN_PASSWORD_LENGTH, password_problem
 from coldtrail.redact import redact_url
 
@@ -126,6 +126,26 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object a line (ts, level, logger, message), for log shippers."""
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(value)
+        except ProgrammingError:  # its message quotes the URL, password and all: not shown
+            raise ValueError(
+                "not a libpq URL or connection string that libpq can read (a bracket, port or"
+                " %-escape is off?)"
+            ) from None
+        ports = str(parts.get("port") or "").split(",")
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in ports if p):
+            raise ValueError("its port is not a number from 1 to 65535")
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_strong(cls, value: SecretStr | None) -> SecretStr | None:
@@ -223,9 +243,5 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"COLDTRAIL_{'.'.join(str(p) for p in e['loc']).upper()}: "
-            f"{e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False, include_input=False)
-        )
+        problems = validation_problems(exc, lambda loc: f"COLDTRAIL_{loc.upper()}")
         raise ConfigError(f"invalid settings: {problems}") from None

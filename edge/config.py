@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from coldtrail.errors import ConfigError
+from coldtrail.errors import ConfigError, validation_problems
 from coldtrail.messages import SEGMENT_PATTERN, SENSOR_ID_PATTERN
 
 
@@ -139,7 +139,7 @@ def load_config(path: Path) -> EdgeConfig:
     try:
         cfg = EdgeConfig.model_validate(doc)
     except ValidationError as exc:
-        raise ConfigError(f"edge config {path}: {exc}") from exc
+        raise ConfigError(f"edge config {path}: {validation_problems(exc)}") from None
     base = path.parent
     return cfg.model_copy(
         update={

@@ -80,6 +80,10 @@ def test_bad_edge_config_names_the_problem(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "devices.0.sensor" in result.stderr
     assert "Traceback" not in result.stderr
+    # One line: no link, no input echoed, no second error that only repeats the first.
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "pydantic.dev" not in result.stderr
+    assert "at least 1 item" not in result.stderr
 
 
 def test_audit_verify_and_kpi_from_the_command_line(db_url: str) -> None:
@@ -183,3 +187,16 @@ def test_audit_verify_exits_1_naming_a_reading_or_row_changed_behind_the_trigger
                 conn.execute("SET LOCAL session_replication_role = replica")
                 conn.execute(undo)
             assert _run("audit", "verify", COLDTRAIL_DATABASE_URL=db_url).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ct:hunter2@[db:5432/x", "postgresql://ct:hunter2@db:54x2/x", "host=db port"],
+)
+def test_a_malformed_database_url_is_one_line_and_exit_2_without_its_password(url: str) -> None:
+    result = _run("audit", "verify", COLDTRAIL_DATABASE_URL=url)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "COLDTRAIL_DATABASE_URL" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
