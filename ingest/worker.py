@@ -123,6 +123,7 @@ class IngestWorker:
         # database's work on the previous batch.
         self._inbox: queue.SimpleQueue[Parsed] = queue.SimpleQueue()
         self._subscribed = threading.Event()
+        self._unreachable = False
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._partitions_due = 0.0
         self.stats = IngestStats()
@@ -141,10 +142,25 @@ class IngestWorker:
             if rc.is_failure:
                 log.error("broker refused ingest %s: %s", self._client_id, rc)
                 return
+            if self._unreachable:
+                self._unreachable = False
+                log.info("ingest %s reached the broker", self._client_id)
             client.subscribe(self._subscription, qos=1)
         except Exception:
             self.stats.callback_errors += 1
             log.exception("ingest %s could not subscribe after connecting", self._client_id)
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        # paho keeps trying on its own: said once, and again when it connects.
+        if not self._unreachable:
+            self._unreachable = True
+            ep = self._options.endpoint
+            log.warning(
+                "ingest %s cannot reach the broker at %s:%d; trying again",
+                self._client_id,
+                ep.host,
+                ep.port,
+            )
 
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any
@@ -180,6 +196,7 @@ class IngestWorker:
         # The callbacks guard themselves; this keeps paho's thread alive should one not.
         client.suppress_exceptions = True
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         metrics_server = None

@@ -4,6 +4,7 @@ real PostgreSQL, real `coldtrail ingest` processes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,10 +15,13 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from coldtrail import db, mqtt
+from coldtrail.ingest.worker import IngestWorker
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
+from coldtrail.settings import MqttEndpoint
 from tests.conftest import (
     MQTT_URL,
     T0,
@@ -287,3 +291,28 @@ def test_ingest_process_serves_prometheus_metrics_and_logs_json(
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(d["level"] == "WARNING" and "dead letters" in d["message"] for d in lines)
     assert all({"ts", "level", "logger", "message"} <= d.keys() for d in lines)
+
+
+def test_a_worker_that_cannot_reach_the_broker_says_so_at_once_and_once(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from coldtrail.net import free_port
+
+    dead = MqttOptions(endpoint=MqttEndpoint.parse(f"mqtt://127.0.0.1:{free_port()}"))
+    worker = IngestWorker(
+        database_url=db_url, options=dead, topic_root="nobroker", client_id="ingest-nobroker"
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    with caplog.at_level(logging.WARNING, logger="coldtrail.ingest.worker"):
+        thread.start()
+        try:
+            said = wait_for(
+                lambda: [r for r in caplog.records if "cannot reach the broker" in r.message],
+                what="the warning",
+            )
+        finally:
+            stop.set()
+            thread.join(10)
+    assert len(said) == 1
+    assert f"127.0.0.1:{dead.endpoint.port}" in said[0].message
