@@ -153,9 +153,12 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        # Swagger UI is served from the package, not a CDN: /docs works at a site offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit)
+    web.offline_docs(app)
     plain_openapi = app.openapi
 
     def openapi_with_examples() -> dict[str, Any]:

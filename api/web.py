@@ -9,6 +9,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote
 
+from fastapi import FastAPI
 from starlette.requests import Request
 
 # Types a browser may show inline without running anything; the rest is sent as bytes.
@@ -61,3 +62,29 @@ def client(request: Request) -> str:
     address. `coldtrail api` (uvicorn) takes X-Forwarded-For from a proxy on 127.0.0.1; a proxy
     elsewhere must be named in FORWARDED_ALLOW_IPS, or every client looks like the proxy."""
     return request.client.host if request.client else "unknown"
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def offline_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the files of the ``swagger-ui-bundle`` package, not from
+    a CDN: the page works at a site without internet, and no third party sees who reads it."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(
+        DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )

@@ -1274,3 +1274,21 @@ def test_evidence_may_be_larger_than_a_json_body_but_not_without_end(client: Any
     refused = client.post(url, files={"file": ("film.mp4", film, "video/mp4")}, headers=qa)
     assert refused.status_code == 413
     assert refused.json() == {"detail": "request body over 26214400 bytes: the limit"}
+
+
+def test_docs_load_nothing_from_outside_the_api(client: Any) -> None:
+    """Swagger UI from the package: at a site without internet /docs still works, and no
+    CDN learns who reads it."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets
+    assert all(a.startswith("/docs-assets/") for a in assets), assets
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 1000 or asset.endswith(".png")
+    assert "cdn" not in page.text.lower()
+    assert client.get("/redoc").status_code == 404  # it would load from a CDN
