@@ -264,6 +264,7 @@ def register(app: FastAPI, deps: Deps) -> None:
             body.meaning,
             body.reason,
             deps.clock.now(),
+            open_excursions=body.open_excursions,
         )
         etag.tagged(response, hold)
         return hold

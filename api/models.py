@@ -334,6 +334,12 @@ class SignatureIn(RequestModel):
 
 class DispositionIn(SignatureIn):
     disposition: Literal["release", "reject"]
+    open_excursions: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="a release while excursions that touched the lot are still open is refused"
+        " unless each is named here (the signed record then says so, with the reason)",
+    )
 
 
 class CapaIn(RequestModel):

@@ -7,6 +7,7 @@ profile says (1 or 2); a rejection needs one and is final.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -104,9 +105,15 @@ def dispose(
     meaning: Meaning,
     reason: str,
     at: datetime,
+    *,
+    open_excursions: Sequence[int] = (),
 ) -> Hold:
     """Sign a release or a rejection of an open hold. Call outside a transaction: a refused
-    signature is audited in a transaction of its own."""
+    signature is audited in a transaction of its own.
+
+    A lot is not released while an excursion that touched it is still open (it may go on,
+    as the compartment went from 9.9 to 14.7 °C after one such release): unless the signer
+    names every such excursion in ``open_excursions``, and the signed record then says so."""
     signer = signatures.check_signer(
         conn, session_user, credentials, "hold", hold_id, disposition, at
     )
@@ -118,7 +125,22 @@ def dispose(
         if hold.state != "open":
             raise RuleViolation(f"hold {hold_id} was {hold.state} already at {hold.disposed_at}")
         needed = 1
+        record = hold.record()
         if disposition == "release":
+            still_open = conn.execute(q.OPEN_EXCURSIONS_OF_LOT, {"lot": hold.lot_id}).fetchall()
+            ids = sorted(int(r[0]) for r in still_open)
+            if ids and sorted(set(open_excursions)) != ids:
+                shown = "; ".join(
+                    f"{r[0]} at {r[1]} since {r[2].isoformat()}, {r[3]:.1f} °C so far"
+                    for r in still_open
+                )
+                raise RuleViolation(
+                    f"lot {hold.lot_id} was touched by excursion(s) still open ({shown}): "
+                    "release it once they close, or name each in open_excursions and say why "
+                    "in the reason"
+                )
+            if ids:
+                record = {**record, "released_during_open_excursions": ids}
             row = conn.execute(q.RELEASE_SIGNATURES_NEEDED, {"id": hold_id}).fetchone()
             needed = int(row[0]) if row else 1
             prior = [s for s in hold.signatures if s.action == "release"]
@@ -139,7 +161,7 @@ def dispose(
             record_type="hold",
             record_id=hold_id,
             action=disposition,
-            record=hold.record(),
+            record=record,
         )
         if done:
             new_state = "released" if disposition == "release" else "rejected"

@@ -595,3 +595,11 @@ WHERE (%(state)s::text IS NULL OR state::text = %(state)s)
 ORDER BY id
 LIMIT %(limit)s
 """
+
+# The location excursions that touched a lot and are still open.
+OPEN_EXCURSIONS_OF_LOT = """
+SELECT le.id, le.location_id, le.started_at, le.max_c
+FROM excursion_impacts i JOIN location_excursions le ON le.id = i.location_excursion_id
+WHERE i.lot_id = %(lot)s AND le.state = 'open'
+ORDER BY le.id
+"""

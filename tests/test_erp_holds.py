@@ -8,13 +8,17 @@ from typing import Any
 import psycopg
 import pytest
 
+from coldtrail.clock import ManualClock
 from coldtrail.erp import audit
 from coldtrail.erp.holds import dispose, find_holds, place_hold
 from coldtrail.erp.movements import record_movement
 from coldtrail.erp.products import get_lot, register_lot
-from coldtrail.erp.signatures import Credentials
+from coldtrail.erp.signatures import Credentials, digest
 from coldtrail.errors import RuleViolation, SignatureRefused
+from coldtrail.rules.engine import RulesEngine
+from coldtrail.rules.impact import CapaPolicy
 from tests.conftest import GTIN, QA_PASSWORD, T0, make_erp
+from tests.test_rules_event_time import _store
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 H = timedelta(hours=1)
@@ -144,3 +148,64 @@ def test_one_excursion_holds_a_lot_once(conn: Conn) -> None:
     assert one == two
     assert [h.id for h in find_holds(conn, lot_id=lot.id)] == [one.id]
     assert [k for k, _ in _events(conn)] == ["hold.placed"]
+
+
+def test_a_lot_is_not_released_while_its_excursion_is_still_open(
+    conn: Conn, db_url: str, clock: ManualClock
+) -> None:
+    """Released at 9.9 °C, the room went on to 14.7 °C and the lot stayed released: a release
+    now waits for the excursion to close, or names it, signed."""
+    make_erp(conn)
+    lot = register_lot(conn, "logi1", GTIN, "OPEN1")
+    record_movement(conn, "logi1", lot.id, "receiving", 10, T0, to_location="CR")
+    _store(conn, "S1", [(m, 5.0 if m < 60 else 9.9) for m in range(0, 90, 5)])
+    clock.advance(2 * 3600)
+    engine = RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1"))
+    engine.process_pending(conn)
+    [hold] = find_holds(conn, state="open")
+    [exc] = [r[0] for r in conn.execute("SELECT id FROM location_excursions WHERE state = 'open'")]
+
+    def release(*named: int) -> Any:
+        return dispose(
+            conn, "qa1", hold.id, "release", QA1, "approval",
+            "stability data cover 48 h at 15 °C; patient waiting", T0 + 2 * H,
+            open_excursions=named,
+        )  # fmt: skip
+
+    with pytest.raises(RuleViolation, match=f"still open \\({exc} at CR since"):
+        release()
+    with pytest.raises(RuleViolation, match="still open"):
+        release(exc + 1)  # not the one that is open
+    assert get_lot(conn, lot.id).status == "quarantined"
+    assert conn.execute("SELECT count(*) FROM signatures").fetchone() == (0,)
+    # Named, it is released; what was signed says so.
+    done = release(exc)
+    assert done.state == "released"
+    [sig] = done.signatures
+    row = conn.execute("SELECT record_digest FROM signatures").fetchone()
+    assert row is not None
+    signed = {
+        "record": {**hold.record(), "released_during_open_excursions": [exc]},
+        "action": "release",
+        "meaning": "approval",
+        "reason": "stability data cover 48 h at 15 °C; patient waiting",
+        "signer": "qa1",
+        "signed_at": (T0 + 2 * H).isoformat(),
+    }
+    assert bytes(row[0]).hex() == sig.record_digest == digest(signed).hex()
+
+
+def test_a_lot_is_released_plainly_once_its_excursion_closed(
+    conn: Conn, db_url: str, clock: ManualClock
+) -> None:
+    make_erp(conn)
+    lot = register_lot(conn, "logi1", GTIN, "CLOSED1")
+    record_movement(conn, "logi1", lot.id, "receiving", 10, T0, to_location="CR")
+    _store(conn, "S1", [(m, 9.9 if 30 <= m < 60 else 5.0) for m in range(0, 120, 5)])
+    clock.advance(3 * 3600)
+    RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1")).process_pending(conn)
+    [hold] = find_holds(conn, state="open")
+    done = dispose(
+        conn, "qa1", hold.id, "release", QA1, "approval", "MKT within stability", T0 + 3 * H
+    )
+    assert done.state == "released"
