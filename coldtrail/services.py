@@ -84,6 +84,7 @@ def rules_limits(settings: Settings) -> Limits:
     return Limits(
         offline_after_s=settings.rules_offline_after_s,
         rapid_change_c_per_min=settings.rules_rapid_change_c_per_min,
+        rapid_change_min_span_s=settings.rules_rapid_change_min_span_s,
         battery_low_pct=settings.rules_battery_low_pct,
     )
 

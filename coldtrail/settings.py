@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     rules_offline_after_s: float = Field(default=600, gt=0)
     """A sensor silent this long is offline (an alarm)."""
     rules_rapid_change_c_per_min: float = Field(default=1.0, gt=0)
+    rules_rapid_change_min_span_s: float = Field(default=60.0, ge=0, le=900)
+    """A rate of change is judged over at least this long: a probe's resolution step between
+    readings seconds apart is no change of the room."""
     rules_battery_low_pct: float = Field(default=15.0, ge=0, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

@@ -30,6 +30,8 @@ class Limits:
     rapid_change_c_per_min: float = 1.0
     # Two readings further apart than this say nothing about how fast it changed.
     rapid_change_span_s: float = 15 * 60
+    # ... and closer than this say more about the probe's resolution than the room.
+    rapid_change_min_span_s: float = 60.0
     battery_low_pct: float = 15.0
     unavailable_after_s: float = 120.0
     offline_after_s: float = 10 * 60
@@ -153,36 +155,43 @@ def _record_interval(data: Readings, limits: Limits) -> list[Condition]:
 
 
 def _rapid_change(data: Readings, limits: Limits) -> list[Condition]:
+    """Each reading against the last one at least ``rapid_change_min_span_s`` before it (of
+    the same sensor, and no more than ``rapid_change_span_s``): a probe's resolution step
+    between readings seconds apart (0.1 °C in 5 s is 1.2 °C/min) is no door left open."""
     w = data.temperature
     idx = np.flatnonzero(w.ok)
     if idx.size < 2:
         return []
     t, v, g = w.epoch_s[idx], w.temp[idx], w.group[idx]
-    dt = np.diff(t)
+    # One sorted key over all sensors (sorted by sensor, then time) to find each reading's
+    # partner in its own sensor's past; whole microseconds, so a partner exactly the minimum
+    # span back is found whatever else is judged with it.
+    us = np.round(t * 1e6).astype(np.int64)  # exact below 2**53 µs (the year 2255)
+    us -= us.min()
+    reach = int(us.max()) + 2 * round(limits.rapid_change_span_s * 1e6) + 1
+    key = g.astype(np.int64) * reach + us
+    j = np.searchsorted(key, key - round(limits.rapid_change_min_span_s * 1e6), side="right") - 1
+    has = j >= 0
+    jj = np.where(has, j, 0)
+    dt = t - t[jj]
+    same = has & (g[jj] == g) & (dt > 0) & (dt <= limits.rapid_change_span_s)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.abs(np.diff(v)) / (dt / 60.0)
-    # Step k goes from value k to value k + 1; a step between two sensors is no step.
-    crossing = g[1:] != g[:-1]
-    fast = (
-        ~crossing
-        & (dt > 0)
-        & (dt <= limits.rapid_change_span_s)
-        & (rate > limits.rapid_change_c_per_min)
-    )
+        rate = np.where(same, np.abs(v - v[jj]) / (dt / 60.0), 0.0)
+    fast = same & (rate > limits.rapid_change_c_per_min)
+    new_group = np.r_[True, g[1:] != g[:-1]]
     found = []
-    for s, last, ended in _spans(fast, np.r_[True, crossing[:-1]]):
-        peak = float(np.max(rate[s:last]))
-        closed = ended and not crossing[last]
+    for s, e, ended in _spans(fast, new_group):
+        peak = float(np.max(rate[s:e]))
         found.append(
             Condition(
                 "rapid_change",
                 data.sensor(int(idx[s])),
                 data.location(int(idx[s])),
-                at(t[s]),
-                at(t[last]) if closed else None,
+                at(t[jj[s]]),
+                at(t[e - 1]) if ended else None,
                 f"temperature changing {peak:.1f} °C/min "
                 f"(over {limits.rapid_change_c_per_min:g} °C/min): door open?",
-                {"peak_c_per_min": peak, "from_c": float(v[s]), "to_c": float(v[last])},
+                {"peak_c_per_min": peak, "from_c": float(v[jj[s]]), "to_c": float(v[e - 1])},
             )
         )
     return found

@@ -358,3 +358,30 @@ def test_a_gap_the_backlog_leaves_stays_an_alarm(
     left = [a for a in find_alarms(site, active=True, limit=1000) if a.kind == "record_interval"]
     assert [(a.started_at, a.ended_at) for a in left] == [(T0 + 179 * M, T0 + 240 * M)]
     assert left[0].withdrawn_at is None
+
+
+def test_a_probes_resolution_step_between_readings_seconds_apart_is_no_rapid_change(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    """Readings every 5 s of a probe with 0.1 °C resolution flickering between two values:
+    0.1 °C in 5 s is 1.2 °C/min, and raised 73 alarms in 10 minutes. Judged over a minute at
+    least, it is none; a door left open (3 °C in 90 s) still is one."""
+
+    def every_5_s(temps: list[float]) -> None:
+        batch = site.execute("INSERT INTO ingest_batches DEFAULT VALUES RETURNING id").fetchone()
+        assert batch is not None
+        with site.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c,"
+                " batch_id) VALUES ('S1', %s, %s, 'gw', 'ok', %s, %s)",
+                [(n + 1, T0 + timedelta(seconds=5 * n), v, batch[0]) for n, v in enumerate(temps)],
+            )
+
+    flicker = [5.0 + 0.1 * (n % 2) for n in range(120)]  # ten minutes
+    door = [5.1 + 3.0 * min(n, 18) / 18 for n in range(1, 37)]  # then 3 °C in 90 s
+    every_5_s(flicker + door)
+    clock.advance(20 * 60)
+    RulesEngine(db_url, clock=clock).process_pending(site)
+    rapid = [a for a in find_alarms(site, limit=1000) if a.kind == "rapid_change"]
+    assert len(rapid) == 1
+    assert rapid[0].started_at >= T0 + timedelta(minutes=9)
