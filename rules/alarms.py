@@ -44,13 +44,16 @@ _END = """
 UPDATE alarms SET ended_at = %(at)s WHERE id = %(id)s AND ended_at IS NULL RETURNING id
 """
 
-# Assigned sensors with their last reading: silent ones are offline.
+# Assigned sensors with their last reading: silent ones are offline. A silence counts from
+# when the worker began watching at the earliest: after a restart (the demo's, a deployment's)
+# the gateways get the offline limit to be heard before anyone is called.
 _SILENT = """
 SELECT s.id, a.location_id, coalesce(last.ts, lower(a.valid))
 FROM sensors s
 JOIN sensor_assignments a ON a.sensor_id = s.id AND a.valid @> %(now)s::timestamptz
 LEFT JOIN LATERAL (SELECT max(r.ts) AS ts FROM readings r WHERE r.sensor_id = s.id) last ON true
-WHERE coalesce(last.ts, lower(a.valid)) < %(now)s::timestamptz - make_interval(secs => %(after)s)
+WHERE greatest(coalesce(last.ts, lower(a.valid)), %(watching_since)s::timestamptz)
+      < %(now)s::timestamptz - make_interval(secs => %(after)s)
 """
 
 _OFFLINE_HEARD_AGAIN = """
@@ -316,7 +319,9 @@ def withdraw_filled_gaps(
     return withdrawn
 
 
-def check_timers(conn: Conn, now: datetime, limits: Limits) -> int:
+def check_timers(
+    conn: Conn, now: datetime, limits: Limits, *, watching_since: datetime | None = None
+) -> int:
     """Raise or clear what needs no reading: silent sensors, overdue calibrations; withdraw
     the offline alarms whose silence late readings filled. Returns how many alarms were
     raised or changed."""
@@ -333,7 +338,7 @@ def check_timers(conn: Conn, now: datetime, limits: Limits) -> int:
             end(conn, alarm_id, heard, now)
             changed += 1
     for sensor, location, last in conn.execute(
-        _SILENT, {"now": now, "after": limits.offline_after_s}
+        _SILENT, {"now": now, "after": limits.offline_after_s, "watching_since": watching_since}
     ).fetchall():
         silent_min = (now - last).total_seconds() / 60
         condition = Condition(

@@ -80,6 +80,7 @@ class RulesEngine:
         self._timers_every_s = timers_every_s
         self._late_after = late_after
         self._timers_due: datetime | None = None
+        self._watching_since = self._clock.now()
         self.stats = RulesStats()
 
     def tick(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -89,7 +90,9 @@ class RulesEngine:
         now = self._clock.now()
         if self._timers_due is None or now >= self._timers_due:
             with conn.transaction():
-                self.stats.alarms += alarms.check_timers(conn, now, self._limits)
+                self.stats.alarms += alarms.check_timers(
+                    conn, now, self._limits, watching_since=self._watching_since
+                )
             self._timers_due = now + timedelta(seconds=self._timers_every_s)
         self.stats.notices += self.desk.tick(conn)
 

@@ -385,3 +385,23 @@ def test_a_probes_resolution_step_between_readings_seconds_apart_is_no_rapid_cha
     rapid = [a for a in find_alarms(site, limit=1000) if a.kind == "rapid_change"]
     assert len(rapid) == 1
     assert rapid[0].started_at >= T0 + timedelta(minutes=9)
+
+
+def test_after_a_restart_sensors_get_the_offline_limit_to_be_heard(
+    site: Conn, db_url: str, clock: ManualClock
+) -> None:
+    """Every demo start raised an offline alarm for each sensor ("silent since yesterday"),
+    active until someone acknowledged it. A silence counts from when the worker began
+    watching at the earliest; one that lasts past the limit is still an alarm, dated from the
+    last reading."""
+    _store(site, "S1", [(-24 * 60, 5.0, None, None)])  # yesterday, before the restart
+    engine = RulesEngine(db_url, clock=clock)  # started at T0
+    engine.tick(site)
+    assert [a.kind for a in find_alarms(site, limit=100)] == []
+    clock.advance(5 * 60)
+    _store(site, "S1", [(5, 5.0, None, None)])  # S1 is heard again; S2 says nothing
+    engine.tick(site)
+    clock.advance(6 * 60 + 30)
+    engine.tick(site)
+    offline = [a for a in find_alarms(site, limit=100) if a.kind == "offline"]
+    assert [a.sensor_id for a in offline] == ["S2"]
