@@ -685,6 +685,16 @@ class LocationIn(RequestModel):
     parent_id: str | None = Field(default=None, description="a compartment's vehicle")
     area_m2: float | None = Field(default=None, gt=0, le=1e6)
     volume_m3: float | None = Field(default=None, gt=0, le=1e6)
+    alarm_delay_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="out of range this long before it is an excursion; unset (the default): "
+        "the delays of the products stored there apply, the shortest of those set",
+    )
+    quarantine_area: bool = Field(
+        default=False, description="quarantined and rejected goods may be put only here"
+    )
 
     model_config = {"json_schema_extra": {"examples": [
         {"site_id": "sh1", "kind": "cold_room", "name": "Cold room 1", "temp_min_c": 2.0,

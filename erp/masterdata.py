@@ -27,6 +27,11 @@ class Location:
     parent_id: str | None = None
     area_m2: float | None = None
     volume_m3: float | None = None
+    alarm_delay_s: int | None = None
+    """Out of range this long before it is an excursion; unset: the products' delays apply
+    (the shortest of those set)."""
+    quarantine_area: bool = False
+    """Quarantined and rejected goods may be put only here."""
 
 
 def upsert_site(conn: Conn, site_id: str, name: str, timezone: str = "UTC") -> None:
@@ -41,12 +46,14 @@ def upsert_location(conn: Conn, loc: Location) -> None:
     conn.execute(
         """
         INSERT INTO locations (id, site_id, parent_id, kind, name, area_m2, volume_m3,
-                               temp_min_c, temp_max_c)
+                               temp_min_c, temp_max_c, alarm_delay_s, quarantine_area)
         VALUES (%(id)s, %(site_id)s, %(parent_id)s, %(kind)s, %(name)s, %(area_m2)s,
-                %(volume_m3)s, %(temp_min_c)s, %(temp_max_c)s)
+                %(volume_m3)s, %(temp_min_c)s, %(temp_max_c)s, %(alarm_delay_s)s,
+                %(quarantine_area)s)
         ON CONFLICT (id) DO UPDATE SET
             name = excluded.name, area_m2 = excluded.area_m2, volume_m3 = excluded.volume_m3,
-            temp_min_c = excluded.temp_min_c, temp_max_c = excluded.temp_max_c
+            temp_min_c = excluded.temp_min_c, temp_max_c = excluded.temp_max_c,
+            alarm_delay_s = excluded.alarm_delay_s, quarantine_area = excluded.quarantine_area
         """,
         loc.__dict__,
     )
@@ -159,7 +166,8 @@ def get_site(conn: Conn, site_id: str, *, lock: bool = False) -> Site | None:
 
 
 _LOCATION_COLUMNS = (
-    "id, site_id, kind::text, name, temp_min_c, temp_max_c, parent_id, area_m2, volume_m3"
+    "id, site_id, kind::text, name, temp_min_c, temp_max_c, parent_id, area_m2, volume_m3,"
+    " alarm_delay_s, quarantine_area"
 )
 
 

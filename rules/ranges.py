@@ -69,14 +69,14 @@ class Places:
         """From rows of (id, temp min, temp max, alarm delay, kind, rh min, rh max), with
         the settings of some places patched (replay)."""
         patches = patches or {}
-        table: list[tuple[Any, ...]] = [(None, None, None, 0, None, None, None)]
+        table: list[tuple[Any, ...]] = [(None, None, None, None, None, None, None)]
         for loc, lo, hi, delay, kind, rh_lo, rh_hi in rows:
             patch = patches.get(loc)
             if patch is not None:
                 lo = lo if patch.temp_min_c is None else patch.temp_min_c
                 hi = hi if patch.temp_max_c is None else patch.temp_max_c
                 delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
-            table.append((loc, lo, hi, delay or 0, kind, rh_lo, rh_hi))
+            table.append((loc, lo, hi, delay, kind, rh_lo, rh_hi))
         unknown = set(patches) - {t[0] for t in table}
         if unknown:
             raise RuleViolation(f"no location {', '.join(sorted(unknown))}")
@@ -85,7 +85,7 @@ class Places:
             ids=list(c[0]),
             lo=_floats(c[1]),
             hi=_floats(c[2]),
-            delay_s=np.array(c[3], dtype=float),
+            delay_s=_floats(c[3]),  # NaN: unset, the products' delays apply
             rh_lo=_floats(c[5]),
             rh_hi=_floats(c[6]),
             transport=np.array([k in TRANSPORT for k in c[4]], dtype=bool),
@@ -169,7 +169,8 @@ def with_ranges(cols: Columns, spans: dict[str, list[ProductSpan]]) -> Readings:
     lo, hi = p.lo[loc], p.hi[loc]
     rh_lo, rh_hi = p.rh_lo[loc], p.rh_hi[loc]
     own_range = ~(np.isnan(lo) & np.isnan(hi))
-    delay = np.where(own_range, p.delay_s[loc], np.inf)
+    place_delay = p.delay_s[loc]
+    delay = np.where(own_range & ~np.isnan(place_delay), place_delay, np.inf)
     for place, place_spans in spans.items():
         code = p.code.get(place)
         if code is None:

@@ -172,3 +172,20 @@ def test_a_nul_character_in_a_filter_is_a_422_not_a_500(client: Any) -> None:
                       headers=client.qa1)  # fmt: skip
     assert resp.status_code == 422
     assert "NUL" in resp.json()["detail"][0]["msg"]
+
+
+def test_a_locations_alarm_delay_and_quarantine_area_are_set_through_the_api(
+    client: Any,
+) -> None:
+    body = {"site_id": "s1", "kind": "cold_room", "name": "Quarantine cage 2", "temp_min_c": 2,
+            "temp_max_c": 8}  # fmt: skip
+    made = client.put("/api/v1/locations/QZ2", json=body, headers=client.admin).json()
+    assert (made["alarm_delay_s"], made["quarantine_area"]) == (None, False)
+    set_ = {**body, "alarm_delay_s": 600, "quarantine_area": True}
+    done = client.put("/api/v1/locations/QZ2", json=set_, headers=client.admin)
+    assert done.status_code == 200, done.text
+    read = client.get("/api/v1/locations/QZ2", headers=client.qa1).json()
+    assert (read["alarm_delay_s"], read["quarantine_area"]) == (600, True)
+    bad = client.put("/api/v1/locations/QZ2", json={**body, "alarm_delay_s": -1},
+                     headers=client.admin)  # fmt: skip
+    assert bad.status_code == 422

@@ -82,9 +82,16 @@ def test_a_stricter_profile_would_have_raised_one_in_the_truck(live: tuple[Conn,
         ("TC", T0 + 60 * M, T0 + 90 * M, None),
     ]
     assert [e.location_id for e in report.new] == ["TC"]
-    # A longer alarm delay on the product does not lengthen the rooms' own, stricter one.
+    # With the rooms' delay unset, the product's applies: an hour's delay, no excursion.
     longer = replay(conn, T0, T0 + 2 * H, profiles={"2-8": RangePatch(alarm_delay_s=3600)})
-    assert [e.recorded_id for e in longer.excursions] == [le]
+    assert longer.excursions == []
+    # A room's own delay, set, is not lengthened by a product's longer one.
+    own = replay(
+        conn, T0, T0 + 2 * H,
+        profiles={"2-8": RangePatch(alarm_delay_s=3600)},
+        locations={"CR": RangePatch(alarm_delay_s=0)},
+    )  # fmt: skip
+    assert [e.recorded_id for e in own.excursions] == [le]
 
 
 def test_a_replay_needs_a_period_and_known_places(live: tuple[Conn, int, int]) -> None:

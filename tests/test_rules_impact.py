@@ -91,3 +91,32 @@ def test_an_excursion_in_the_truck_holds_only_the_lots_in_the_truck_then(
         )
     ]
     assert kinds == ["excursion.opened", "excursion.closed", "hold.placed", "capa.opened"]
+
+
+def test_a_products_alarm_delay_applies_where_the_place_sets_none(
+    conn: Conn, db_url: str, clock: ManualClock
+) -> None:
+    """The demo's 2-8 °C profile said 120 s, yet the first 8.1 °C reading held both insulin
+    lots: every place defaulted to a delay of 0, and the shortest delay wins. Now a place's
+    delay is unset unless set, and the product's applies."""
+    make_erp(conn)  # the 2-8 profile: 300 s; cold room CR: no delay of its own
+    conn.execute("UPDATE temperature_profiles SET alarm_delay_s = 120")
+    lot_id = register_lot(conn, "logi1", GTIN, "D1").id
+    record_movement(conn, "logi1", lot_id, "receiving", 10, T0, to_location="CR")
+    # One minute at 8.1 °C: shorter than the product's 2 minutes.
+    _store(conn, "S1", [(m, 8.1 if m == 10 else 5.0) for m in range(0, 30)])
+    clock.advance(3600)
+    engine = RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1"))
+    engine.process_pending(conn)
+    assert conn.execute("SELECT count(*) FROM location_excursions").fetchone() == (0,)
+    assert get_lot(conn, lot_id).status == "available"
+    # Three minutes: past it, an excursion, and the lot held.
+    _store(conn, "S1", [(m, 8.6 if 40 <= m < 43 else 5.0) for m in range(30, 60)])
+    engine.process_pending(conn)
+    assert conn.execute("SELECT count(*) FROM location_excursions").fetchone() == (1,)
+    assert get_lot(conn, lot_id).status == "quarantined"
+    # A delay set on the place, shorter, is the one that counts there.
+    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
+    _store(conn, "S1", [(m, 8.3 if m == 70 else 5.0) for m in range(60, 90)])
+    engine.process_pending(conn)
+    assert conn.execute("SELECT count(*) FROM location_excursions").fetchone() == (2,)
