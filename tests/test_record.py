@@ -28,7 +28,16 @@ from coldtrail.erp.products import register_lot
 from coldtrail.rules.engine import RulesEngine
 from coldtrail.rules.impact import CapaPolicy
 from coldtrail.rules.mkt import weighted_mkt, weights
-from tests.conftest import GTIN, QA_PASSWORD, T0, api_client, cli_json, make_erp, token
+from tests.conftest import (
+    GTIN,
+    QA_PASSWORD,
+    T0,
+    api_client,
+    cli_json,
+    make_erp,
+    store_readings,
+    token,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 M = timedelta(minutes=1)
@@ -70,6 +79,8 @@ def shipped(conn: Conn, db_url: str, clock: ManualClock) -> dict[str, Any]:
     real rules engine and the lot held; delivered at minute 175."""
     make_erp(conn)
     conn.execute("UPDATE locations SET alarm_delay_s = 300")
+    # S1 (cold room) says it is calibrated until next year, with no certificate on file.
+    conn.execute("UPDATE sensors SET calibration_due = %s WHERE id = 'S1'", (date(2027, 6, 1),))
     upsert_sensor(conn, "S3", "xy-md02", "SN-S3")
     assign_sensor(conn, "S3", "TC", T0 - 60 * M, position="rear door")
     conn.execute(
@@ -255,6 +266,7 @@ def test_gaps_stay_gaps_in_every_form(shipped: dict[str, Any], db_url: str,
     s2 = next(c for c in doc["channels"] if c["sensor_id"] == "S2")
     assert set(s2["readings"]["calibration_status"]) == {"valid"}
     assert "CAL-2024-101 NIM Lab 2024-01-10 2025-01-10 passed" in pdf_text
+
     assert "overdue for 135 readings" in pdf_text
 
 
@@ -269,6 +281,15 @@ def test_location_record_covers_its_period_and_refuses_bad_requests(
         body = ok.json()
         assert [c["sensor_id"] for c in body["channels"]] == ["S2", "S3"]
         assert body["channels"][0]["readings"]["measured_at"][-1] == _iso(59)
+        # The cold room's S1 has a due date next year and no certificate: no evidence, so
+        # "none" (it showed "valid").
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            store_readings(conn, [("S1", n, T0 + n * M, 5.0) for n in range(1, 6)])
+        room = client.get("/api/v1/locations/CR/record", params={"from": _iso(0),
+                          "to": _iso(60)}, headers=auditor).json()  # fmt: skip
+        [s1] = room["channels"]
+        assert s1["sensor_id"] == "S1"
+        assert set(s1["readings"]["calibration_status"]) == {"none"}
         assert body["lots"][0]["lot_number"] == "A-1"
         for params, code in (
             ({"from": _iso(60), "to": _iso(0)}, 409),

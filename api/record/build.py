@@ -531,15 +531,16 @@ def _channel(
 
 
 def _calibration(t: np.ndarray, certs: list[Certificate], due: date | None) -> np.ndarray:
-    if not certs and due is None:
+    """``valid`` only where a passed certificate covers the day: a due date on the sensor
+    with no certificate on file is a claim, not evidence (``none``)."""
+    del due  # the calibration_overdue alarm's business, not the record's evidence
+    if not certs:
         return np.full(t.size, 2, dtype=np.int64)
     day = np.floor(t / 86400.0)
     covered = np.zeros(t.size, dtype=bool)
     for c in certs:
         if c.passed:
             covered |= (day >= _day(c.calibrated_on)) & (day <= _day(c.valid_until))
-    if not certs and due is not None:
-        covered = day <= _day(due)
     return np.where(covered, 0, 1).astype(np.int64)
 
 
