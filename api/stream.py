@@ -403,11 +403,17 @@ async def frames(
         hub.unsubscribe(sub)
 
 
+CONTROL_TYPES = ("feed", "ready", "reset", "lagged", "expired", "revoked")
+"""What every stream gets, whatever it asks for: naming them in ``types`` is allowed."""
+
+
 def parse_types(text: str | None) -> frozenset[str] | None:
     if not text:
         return None
-    types = frozenset(t.strip() for t in text.split(",") if t.strip())
-    unknown = sorted(types - set(STREAM_TYPES))
+    named = frozenset(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(named - set(STREAM_TYPES) - set(CONTROL_TYPES))
     if unknown:
-        raise ValueError(f"unknown stream types {unknown}; known: {', '.join(STREAM_TYPES)}")
-    return types
+        raise ValueError(
+            f"unknown stream types {unknown}; known: {', '.join(STREAM_TYPES + CONTROL_TYPES)}"
+        )
+    return named & frozenset(STREAM_TYPES)  # only control events asked for: no data events

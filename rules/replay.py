@@ -115,6 +115,13 @@ def replay(
                 helper.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
         places = load_places(conn, locations or {})
+        if profiles:
+            known = {str(r[0]) for r in conn.execute("SELECT id FROM temperature_profiles")}
+            unknown = sorted(set(profiles) - known)
+            if unknown:
+                raise RuleViolation(
+                    f"no profile {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                )
         chosen = [
             r[0] for r in conn.execute(_SENSORS, {"start": start, "end": end, "sensors": sensors})
         ]

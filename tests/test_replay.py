@@ -100,3 +100,12 @@ def test_a_replay_needs_a_period_and_known_places(live: tuple[Conn, int, int]) -
         replay(conn, T0, T0)
     with pytest.raises(RuleViolation, match="no location NOPE"):
         replay(conn, T0, T0 + H, locations={"NOPE": RangePatch(temp_max_c=1.0)})
+
+
+def test_a_replay_of_a_profile_that_does_not_exist_is_refused(
+    live: tuple[Conn, int, int],
+) -> None:
+    """`replay --profile NOPE=2..8` was accepted, ignored, and answered as if nothing changed."""
+    conn, _, _ = live
+    with pytest.raises(RuleViolation, match="no profile NOPE; known: 2-8"):
+        replay(conn, T0, T0 + H, profiles={"NOPE": RangePatch(temp_max_c=8.0)})

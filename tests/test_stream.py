@@ -406,3 +406,14 @@ async def test_more_clients_than_worker_threads_do_not_stall_the_api(api: Api) -
         live = await http.get("/api/v1/live", headers=api.headers)
     assert firsts == ["event: ready"] * n
     assert live.status_code == 200
+
+
+def test_stream_types_may_name_the_control_events_every_stream_gets() -> None:
+    """The README lists `feed` among the events; `types=readings,feed` was a 422."""
+    from coldtrail.api.stream import parse_types
+
+    assert parse_types("readings,feed") == frozenset({"readings"})
+    assert parse_types("feed,ready") == frozenset()  # control events only: no data events
+    assert parse_types(None) is None
+    with pytest.raises(ValueError, match="unknown stream types \\['nope'\\]"):
+        parse_types("readings,nope")
