@@ -8,7 +8,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from coldtrail.erp.outbox import SINKS
 from coldtrail.erp.people import Role
@@ -290,6 +298,13 @@ class LotIn(RequestModel):
     expiry: date | None = None
     production_date: date | None = None
     serials: list[str] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _scan_or_fields(self) -> LotIn:
+        # A request that names no lot is malformed (422), not in conflict with anything.
+        if self.scan is None and (self.gtin is None or self.lot_number is None):
+            raise ValueError("give either scan, or gtin and lot_number")
+        return self
 
 
 MovementKind = Literal["receiving", "put_away", "transfer", "loading", "delivery", "return"]
