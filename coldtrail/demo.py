@@ -40,7 +40,9 @@ from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.outbox import Destination, add_destination
 from coldtrail.erp.people import authenticate, ensure_admin
 from coldtrail.erp.products import Product, Profile, register_scan, upsert_product, upsert_profile
+from coldtrail.errors import ConfigError
 from coldtrail.net import free_port
+from coldtrail.redact import redact_url
 from coldtrail.settings import Settings, load_settings
 from coldtrail.sim.ble import SimFormat, SimulatedAirwaves, SimulatedBleLogger, advert_to_json
 from coldtrail.sim.modbus_server import ModbusSimServer, SimulatedDevice
@@ -306,6 +308,21 @@ async def _embedded_broker(port: int) -> Any:
     return broker
 
 
+def _port_free(host: str, port: int) -> None:
+    """The API's port must be free: found taken only when the API starts, it once left 18
+    tracebacks and a demo that never ended."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"the demo's API port {host}:{port} is taken ({exc.strerror}): stop what uses"
+                " it, or set COLDTRAIL_API_BIND=127.0.0.1:8001"
+            ) from None
+
+
 async def run_demo(
     settings: Settings, data_dir: Path, stop: asyncio.Event, duration: float | None = None
 ) -> None:
@@ -313,6 +330,7 @@ async def run_demo(
     # in a config is read relative to the config's folder.
     data_dir = await asyncio.to_thread(data_dir.absolute)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    _port_free(settings.api_host, settings.api_port)  # before anything starts: one line, exit 2
     clock = SystemClock()
     overrides: dict[str, Any] = {}
     pg = None
@@ -432,6 +450,8 @@ async def run_demo(
         'print(json.load(sys.stdin)["access_token"])\')\n'
         f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
         f'  Push:      curl -N -H "Authorization: Bearer $TOKEN" {base}/api/v1/stream\n'
+        f"  Database:  {redact_url(url)} (for `coldtrail audit verify`, `report`, `kpi`:\n"
+        f"             COLDTRAIL_DATABASE_URL='{redact_url(url)}' coldtrail audit verify)\n"
         f"  Edge configs: {', '.join(str(p) for p in configs)}\n"
         "  The truck's front compartment leaves 2-8 °C about 90 s from now, and the insulin\n"
         f"  lots aboard go on hold: {base}/api/v1/holds. Ctrl-C stops.\n",

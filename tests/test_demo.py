@@ -97,3 +97,27 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "Traceback" not in output
     assert "demo stopped" in output
     assert (tmp_path / ".coldtrail" / "demo" / "edge-gw-trk01.toml").is_file()
+    # Its database, for `coldtrail audit verify`, `report` and `kpi`.
+    assert "COLDTRAIL_DATABASE_URL='postgresql://" in output
+
+
+def test_demo_with_its_port_taken_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    """It once printed 18 tracebacks and never ended."""
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDTRAIL_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [COLDTRAIL, "demo", "--data-dir", str(tmp_path / "demo")],
+            env={**env, "COLDTRAIL_API_BIND": f"127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"127.0.0.1:{port} is taken" in result.stderr
