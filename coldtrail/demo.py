@@ -163,15 +163,23 @@ def load_demo_data(database_url: str) -> None:
         due = (clock.now() + timedelta(days=200)).date()
         for _, sensor, location, position, unit, _ in LOGGERS:
             upsert_sensor(conn, sensor, "xy-md02", f"XY{unit:02d}-{sensor[-4:]}", due)
-            assign_sensor(conn, sensor, location, since, position)
+            _place_once(conn, sensor, location, since, position)
         for _, sensor, location, position, model, mac, _ in BLE_LOGGERS:
             upsert_sensor(conn, sensor, model, mac.replace(":", ""), due)
-            assign_sensor(conn, sensor, location, since, position)
+            _place_once(conn, sensor, location, since, position)
         for sensor, model, kind, location, position, _ in TRUCK_UNITS:
             upsert_sensor(conn, sensor, model, f"{model.upper()}-{sensor[-6:]}", kind=kind)
-            assign_sensor(conn, sensor, location, since, position)
+            _place_once(conn, sensor, location, since, position)
         conn.commit()
         _load_demo_stock(conn, clock.now())
+
+
+def _place_once(conn: Any, sensor: str, location: str, since: datetime, position: str) -> None:
+    """Placed on the first start only: a sensor someone moved since stays where they put it
+    (placing it again from yesterday crashed the demo's restart)."""
+    if conn.execute("SELECT 1 FROM sensor_assignments WHERE sensor_id = %s", (sensor,)).fetchone():
+        return
+    assign_sensor(conn, sensor, location, since, position)
 
 
 # (GTIN, product, profile, lot scans): GS1's example GTIN, and one made up (valid check digit).

@@ -83,12 +83,17 @@ def assign_sensor(
     Placing it again where it already is changes nothing.
     """
     current = conn.execute(
-        "SELECT location_id, position FROM sensor_assignments "
+        "SELECT location_id, position, lower(valid) FROM sensor_assignments "
         "WHERE sensor_id = %s AND upper_inf(valid) FOR UPDATE",
         (sensor_id,),
     ).fetchone()
-    if current == (location_id, position):
+    if current is not None and current[:2] == (location_id, position):
         return
+    if current is not None and current[2] is not None and since < current[2]:
+        raise RuleViolation(
+            f"sensor {sensor_id} is in {current[0]} since {current[2].isoformat()}: a new "
+            "placement starts after that"
+        )
     try:
         # One savepoint for both: a refused placement leaves the current one as it was.
         with conn.transaction():

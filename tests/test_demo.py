@@ -121,3 +121,32 @@ def test_demo_with_its_port_taken_says_so_in_one_line_and_exits_2(tmp_path: Path
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"127.0.0.1:{port} is taken" in result.stderr
+
+
+def test_demo_data_loads_again_after_a_sensor_was_moved(conn: Any, db_url: str) -> None:
+    """A restart after someone moved a sensor crashed: placing it again from yesterday
+    made a placement end before it began."""
+    from datetime import UTC, datetime
+
+    from coldtrail.demo import load_demo_data
+    from coldtrail.erp.masterdata import assign_sensor
+    from coldtrail.errors import RuleViolation
+
+    load_demo_data(db_url)
+    _, sensor, home, *_ = LOGGERS[0]
+    other = (
+        next(loc.id for loc in LOCATIONS if loc.id != home and loc.kind == "cold_room")
+        if (any(loc.id != home and loc.kind == "cold_room" for loc in LOCATIONS))
+        else next(loc.id for loc in LOCATIONS if loc.id != home and loc.kind == "compartment")
+    )
+    with conn.transaction():
+        assign_sensor(conn, sensor, other, datetime.now(UTC), "moved by QA")
+    load_demo_data(db_url)  # the restart
+    where = conn.execute(
+        "SELECT location_id FROM sensor_assignments WHERE sensor_id = %s AND upper_inf(valid)",
+        (sensor,),
+    ).fetchone()
+    assert where == (other,)
+    # Placing it anywhere from before its placement began is refused with a reason.
+    with pytest.raises(RuleViolation, match="a new placement starts after that"):
+        assign_sensor(conn, sensor, home, datetime(2020, 1, 1, tzinfo=UTC))
