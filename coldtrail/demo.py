@@ -198,7 +198,9 @@ DEMO_SHIPMENT = "SH-DEMO-1"
 
 
 def _load_demo_stock(conn: Any, now: datetime) -> None:
-    """Products, lots received yesterday, and a shipment on the truck that left 20 min ago.
+    """Products, lots received yesterday, and a shipment loaded onto the truck, which leaves
+    as the demo starts: its record begins with the truck's first readings (loaded 30 min
+    before the demo, the first record an auditor saw had a 30-minute gap and 25 % complete).
     Loaded once: a demo restarted on the same data keeps its history."""
     if conn.execute("SELECT 1 FROM shipments WHERE id = %s", (DEMO_SHIPMENT,)).fetchone():
         return
@@ -219,10 +221,10 @@ def _load_demo_stock(conn: Any, now: datetime) -> None:
     for lot_id, profile_id in lots:
         if profile_id == "2-8C":
             record_movement(
-                conn, actor, lot_id, "loading", 40, now - timedelta(minutes=30),
+                conn, actor, lot_id, "loading", 40, now,
                 from_location="CR-01", to_location="TRK-01-C1", shipment_id=DEMO_SHIPMENT,
             )  # fmt: skip
-    depart(conn, actor, DEMO_SHIPMENT, now - timedelta(minutes=20))
+    depart(conn, actor, DEMO_SHIPMENT, now)
 
 
 def _admin_password(settings: Settings, data_dir: Path) -> str:

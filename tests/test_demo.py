@@ -85,6 +85,12 @@ def test_demo_serves_live_readings_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert shipment["shipment"]["state"] == "in_transit"
         assert [lot["aboard"] for lot in shipment["lots"]] == ["40", "40"]
         assert httpx.get(f"{base}/audit/verify", headers=headers).json()["ok"] is True
+        # The shipment leaves as the demo starts: its record has no gap at the start (loaded
+        # 30 min before, the first record an auditor saw was 25 % complete).
+        record = httpx.get(
+            f"{base}/shipments/{DEMO_SHIPMENT}/record", params={"format": "json"}, headers=headers
+        ).json()
+        assert record["summary"]["gaps"] == 0, record["gaps"]
         # Its events go to its own broker, which has no MQTT 5 (tests/test_outbox.py shows
         # the sink delivering to it so).
         (dest,) = httpx.get(f"{base}/outbox/destinations", headers=headers).json()
