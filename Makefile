@@ -10,11 +10,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint venv clean
 
+# Said before it starts: the first install takes about a minute, and a silent minute looks
+# like a hang.
 $(STAMP): pyproject.toml
+	@echo "Installing ColdTrail and its dependencies into $(VENV) (about a minute the first time)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+	@echo "Installed."
 
 venv: $(STAMP)
 
