@@ -290,6 +290,13 @@ def test_location_record_covers_its_period_and_refuses_bad_requests(
         [s1] = room["channels"]
         assert s1["sensor_id"] == "S1"
         assert set(s1["readings"]["calibration_status"]) == {"none"}
+        # A period reaching into the future ends now: tomorrow is no gap (it counted as one).
+        now = clock.now().isoformat().replace("+00:00", "Z")
+        later = (clock.now() + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+        upto_now = client.get(url, params={"from": _iso(0), "to": now}, headers=auditor).json()
+        ahead = client.get(url, params={"from": _iso(0), "to": later}, headers=auditor).json()
+        assert ahead["end"] == upto_now["end"]
+        assert ahead["summary"] == upto_now["summary"]
         assert body["lots"][0]["lot_number"] == "A-1"
         for params, code in (
             ({"from": _iso(60), "to": _iso(0)}, 409),

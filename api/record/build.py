@@ -380,7 +380,9 @@ def location_record(
         for r in conn.execute(_LOTS_IN_PLACES, {"locations": places, "start": start, "end": end})
     ]
     subject = Subject("location", place.id, place.name, tuple(places))
-    return _build(conn, subject, start, end, now, lots, None)
+    # A period reaching into the future ends now: what has not happened yet is no gap (it
+    # counted as one, and a record run mid-period showed 50 % complete).
+    return _build(conn, subject, start, max(start, min(end, now)), now, lots, None)
 
 
 def _build(
