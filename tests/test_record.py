@@ -501,3 +501,28 @@ def test_a_record_whose_client_went_away_gives_its_place_back() -> None:
     assert not gate.enter()
     sending.close()  # the client disconnected
     assert gate.enter()
+
+
+def test_a_capa_linked_to_an_excursion_later_is_in_the_record(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    """A CAPA QA opened and linked to the excursion by hand was missing from the record: only
+    the one the rules opened was shown."""
+    from coldtrail.erp.capa import NewCapa, open_capa
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        [(le,)] = conn.execute("SELECT id FROM location_excursions").fetchall()
+        # As where the rules opened none (a profile that does not hold on excursions).
+        conn.execute("UPDATE location_excursions SET capa_id = NULL WHERE id = %s", (le,))
+        conn.execute("DELETE FROM capa_links WHERE kind = 'excursion' AND ref = %s", (str(le),))
+        capa = open_capa(
+            conn, "qa1",
+            NewCapa("Compressor check", "qa1", T0.date() + timedelta(days=30),
+                    links=(("excursion", str(le)),)),
+            clock.now(),
+        )  # fmt: skip
+    with api_client(db_url, clock) as client:
+        doc = client.get("/api/v1/shipments/SH1/record", params={"format": "json"},
+                         headers=_auditor(client)).json()  # fmt: skip
+    [exc] = doc["excursions"]
+    assert (exc["capa_id"], exc["capa_state"]) == (capa.id, "open")

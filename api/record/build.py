@@ -101,8 +101,12 @@ ORDER BY 1
 _EXCURSIONS = """
 SELECT le.id, le.location_id, le.started_at, le.ended_at, le.state::text, le.late, le.sensors,
        le.limit_min_c, le.limit_max_c, le.min_c, le.max_c, le.duration_s, le.degree_minutes,
-       le.mkt_c, le.capa_id, c.state::text, le.detected_at
-FROM location_excursions le LEFT JOIN capas c ON c.id = le.capa_id
+       le.mkt_c, c.id, c.state::text, le.detected_at
+FROM location_excursions le
+-- The CAPA the rules opened, or else the first one QA linked to it later.
+LEFT JOIN capas c ON c.id = coalesce(
+    le.capa_id,
+    (SELECT min(k.capa_id) FROM capa_links k WHERE k.kind = 'excursion' AND k.ref = le.id::text))
 WHERE le.location_id = ANY(%(locations)s) AND le.started_at < %(end)s
   AND coalesce(le.ended_at, 'infinity') > %(start)s
 ORDER BY le.started_at, le.id
