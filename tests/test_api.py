@@ -327,7 +327,8 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("PUT", "/api/v1/gateways/{gateway_id}"): (ADMIN, {"json": {"disabled": False}}),
     ("GET", "/api/v1/kept-aside"): (ADMIN, {"params": {"gateway": "gw-1"}}),
 }  # fmt: skip
-PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
+# /docs: the Swagger UI page; the document it reads, /openapi.json, is not an APIRoute.
+PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token"), ("GET", "/docs")}
 
 
 # POSTs that write nothing: an auditor may make them.

@@ -319,7 +319,17 @@ def test_floats_and_times_print_as_the_server_prints_them(conn: Conn) -> None:
 def test_readings_stored_before_the_chain_are_linked_by_the_migration(empty_db_url: str) -> None:
     upgrade(empty_db_url, target=15)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        _site(conn, ("S1",))
+        # The master data as that schema takes it (today's code writes columns added since).
+        conn.execute("INSERT INTO sites (id, name) VALUES ('s1', 'Site 1')")
+        conn.execute(
+            "INSERT INTO locations (id, site_id, kind, name, temp_min_c, temp_max_c)"
+            " VALUES ('CR1', 's1', 'cold_room', 'Room 1', 2, 8)"
+        )
+        conn.execute("INSERT INTO sensors (id, model, serial) VALUES ('S1', 'xy-md02', 'SN-S1')")
+        conn.execute(
+            "INSERT INTO sensor_assignments (sensor_id, location_id, valid)"
+            " VALUES ('S1', 'CR1', tstzrange('0001-01-01', NULL))"
+        )
         # As ingest wrote them before: arrival stamped by the server, values of every kind.
         batch = conn.execute(
             "WITH b AS (INSERT INTO ingest_batches (readings, committed_at) VALUES (3, now())"
