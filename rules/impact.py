@@ -22,6 +22,7 @@ import psycopg
 from coldtrail.erp import capa, outbox
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.movements import lots_in_location
+from coldtrail.erp.tx import acting
 from coldtrail.errors import RecordError
 from coldtrail.rules.judge import bound
 
@@ -91,6 +92,22 @@ _OWNER_EXISTS = "SELECT 1 FROM users WHERE username = %(user)s AND NOT disabled"
 
 _CAPA_STATE = "SELECT state::text FROM capas WHERE id = %(id)s"
 
+# The texts the rules wrote follow the excursion until a person acts on them: a hold's reason
+# until someone signs for it, a CAPA's description until it leaves `open`. Each change is in
+# the trail; what someone signed or started work on never changes.
+_REFRESH_HOLD_REASON = """
+UPDATE holds h SET reason = %(reason)s
+WHERE h.id = %(id)s AND h.state = 'open' AND h.placed_by = %(actor)s
+  AND h.reason IS DISTINCT FROM %(reason)s
+  AND NOT EXISTS (SELECT 1 FROM signatures s
+                  WHERE s.record_type = 'hold' AND s.record_id = h.id)
+"""
+
+_REFRESH_CAPA_DESCRIPTION = """
+UPDATE capas SET description = %(text)s
+WHERE id = %(id)s AND state = 'open' AND description IS DISTINCT FROM %(text)s
+"""
+
 _EVIDENCE_READINGS = """
 SELECT r.sensor_id, r.seq, r.ts, r.received_at, r.status::text, r.temperature_c, r.humidity_pct
 FROM readings r
@@ -134,11 +151,13 @@ def apply(
     row = conn.execute(_LOCATION_EXCURSION, {"id": le_id}).fetchone()
     if row is None or row[9] == "withdrawn":
         return []
-    location, start, end, lo_seen, hi_seen, lo, hi, _, capa_id, _ = row
+    location, start, end, lo_seen, hi_seen, lo, hi, _, capa_id, state = row
     impacts = _impacts(conn, location, start, max(end, start + timedelta(seconds=1)))
+    minutes = (end - start).total_seconds() / 60.0
     reason = (
         f"excursion {le_id} in {location} from {start.isoformat()}: read "
-        f"{lo_seen:.1f}..{hi_seen:.1f} °C, allowed {bound(lo)}..{bound(hi)} °C"
+        f"{lo_seen:.1f}..{hi_seen:.1f} °C, allowed {bound(lo)}..{bound(hi)} °C, "
+        f"{'for' if state == 'closed' else 'so far'} {minutes:.0f} min"
     )
     holds: list[int] = []
     for impact in impacts:
@@ -193,6 +212,8 @@ def _hold_and_charge(conn: Conn, le_id: int, lot: int, reason: str, now: datetim
     hold: int | None = None
     if hold_on_excursion:
         hold = place_hold(conn, ACTOR, lot, reason, now, excursion_id=le_id).id
+        with acting(conn, ACTOR):
+            conn.execute(_REFRESH_HOLD_REASON, {"id": hold, "reason": reason, "actor": ACTOR})
     if budget is not None and used > budget and not exhausted:
         spent = (
             f"stability budget spent: {used:.0f} of {budget} min out of range over the lot's "
@@ -247,6 +268,12 @@ def _investigate(
     if state is None or state[0] == "closed":
         log.warning("excursion %d changed after its CAPA %s closed", le_id, capa_id)
         return
+    row = conn.execute(_LOCATION_EXCURSION, {"id": le_id}).fetchone()
+    if row is not None:
+        with acting(conn, ACTOR):
+            conn.execute(
+                _REFRESH_CAPA_DESCRIPTION, {"id": capa_id, "text": _description(row, impacts)}
+            )
     try:
         known = set(capa.get_capa(conn, capa_id).links)
         for kind, ref in links:

@@ -120,3 +120,46 @@ def test_a_products_alarm_delay_applies_where_the_place_sets_none(
     _store(conn, "S1", [(m, 8.3 if m == 70 else 5.0) for m in range(60, 90)])
     engine.process_pending(conn)
     assert conn.execute("SELECT count(*) FROM location_excursions").fetchone() == (2,)
+
+
+def test_the_texts_the_rules_wrote_follow_the_excursion_until_someone_acts(
+    conn: Conn, db_url: str, clock: ManualClock
+) -> None:
+    """A hold's reason and a CAPA's description were frozen at detection ("8.1..8.1 °C ...
+    (0 min)") while the excursion went on."""
+    from coldtrail.erp import audit
+    from coldtrail.erp.capa import get_capa
+    from coldtrail.erp.holds import dispose
+    from coldtrail.erp.signatures import Credentials
+    from tests.conftest import QA_PASSWORD
+
+    make_erp(conn)
+    lot_id = register_lot(conn, "logi1", GTIN, "T1").id
+    record_movement(conn, "logi1", lot_id, "receiving", 10, T0, to_location="CR")
+    engine = RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1"))
+    _store(conn, "S1", [(m, 8.1 if m >= 10 else 5.0) for m in range(0, 20)])
+    clock.advance(3600)
+    engine.process_pending(conn)
+    [hold] = find_holds(conn, state="open")
+    assert "read 8.1..8.1 °C" in hold.reason
+    assert hold.reason.endswith("so far 9 min")
+    _store(conn, "S1", [(m, 9.9) for m in range(20, 40)])  # still going
+    engine.process_pending(conn)
+    [hold] = find_holds(conn, state="open")
+    assert "read 8.1..9.9 °C" in hold.reason
+    assert hold.reason.endswith("so far 29 min")
+    [(capa_id,)] = conn.execute("SELECT capa_id FROM location_excursions").fetchall()
+    assert "8.1..9.9 °C" in get_capa(conn, capa_id).description
+    revisions = [
+        e for e in audit.entries(conn, record_type="holds", limit=100) if e.action == "update"
+    ]
+    assert [e.actor for e in revisions] == ["system:rules"]
+    # Signed for (rejected) while it goes on: what was signed stays as it was.
+    dispose(conn, "qa1", hold.id, "reject", Credentials("qa1", QA_PASSWORD), "approval",
+            "too warm too long", T0 + 2 * H)  # fmt: skip
+    _store(conn, "S1", [(m, 12.0 if m < 50 else 5.0) for m in range(40, 60)])
+    engine.process_pending(conn)
+    assert conn.execute("SELECT count(*) FROM location_excursions").fetchone() == (1,)
+    assert conn.execute("SELECT reason FROM holds WHERE id = %s", (hold.id,)).fetchone() == (
+        hold.reason,
+    )
