@@ -22,6 +22,7 @@ import numpy as np
 import psycopg
 
 from bench._db import backend, drop_database, make_database
+from bench.ingest import _register
 from coldtrail import readingchain as rc
 from coldtrail.erp.chain import verify_readings
 from coldtrail.ingest.copytext import copy_lines
@@ -33,19 +34,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def _fill(conn: Conn, readings: int, per_batch: int, sensors: int) -> float:
-    conn.execute("INSERT INTO sites (id, name) VALUES ('bench', 'Bench')")
-    conn.execute(
-        "INSERT INTO locations (id, site_id, kind, name) "
-        "VALUES ('BENCH-CR', 'bench', 'cold_room', 'Cold room')"
-    )
-    with conn.cursor().copy("COPY sensors (id, model, serial) FROM STDIN") as copy:
-        for i in range(sensors):
-            copy.write_row((f"S{i:05d}", "xy-md02", f"SN{i:05d}"))
-    conn.execute(
-        "INSERT INTO sensor_assignments (sensor_id, location_id, valid) "
-        "SELECT id, 'BENCH-CR', tstzrange('2000-01-01', NULL) FROM sensors"
-    )
-    conn.commit()
+    """Readings of ``sensors`` sensors, registered and placed as bench.ingest does."""
     rng = np.random.default_rng(7)
     store = Store()
     start = time.perf_counter()
@@ -93,6 +82,7 @@ def main() -> None:
     name = f"bench_chain_{os.getpid()}"
     url = make_database(name)
     try:
+        _register(url, args.sensors)
         with psycopg.connect(url) as conn:
             fill_s = _fill(conn, args.readings, args.per_batch, args.sensors)
         ours, reference = [], []

@@ -165,7 +165,7 @@ def verify_state(conn: Conn, limit: int = 20) -> StateCheck:
             params = {
                 "type": table,
                 "keys": keys.split(","),
-                "hidden": [h for h in hidden.rstrip("\x00").split(",") if h],
+                "hidden": [h for h in hidden.split(",") if h],
                 "limit": limit,
             }
             count = sql.SQL(q.COUNT_ROWS_OF).format(table=sql.Identifier(table))

@@ -10,7 +10,6 @@ the sensor and sequence number changed, added or removed.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -188,10 +187,8 @@ def _span(links: Sequence[Link]) -> dict[str, object]:
 
 def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[str]]:
     row = conn.execute(q.READING_CHAIN_FINGERPRINTS, {"link": ln.link}).fetchone()
-    stored = bytes(row[0]) if row else b""
-    size = rc.FINGERPRINT_BYTES
-    theirs = [stored[i : i + size] for i in range(0, len(stored), size)]
-    mine = [hashlib.sha256(line).digest()[:size] for line in lines]
+    theirs = _split(bytes(row[0]) if row else b"")
+    mine = _split(rc.fingerprints(lines))
     findings: list[str] = []
     matcher = difflib.SequenceMatcher(None, theirs, mine, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -207,7 +204,7 @@ def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[s
             after = _key(lines[at]) if at < len(lines) else "the end"
             findings.append(
                 f"{i2 - i1 - paired} reading(s) removed, between {before} and {after} in the "
-                "batch" + _missing(conn, lines, at, at)
+                "batch" + _missing(conn, lines, at)
             )
     summary = (
         f"batch {ln.batch_id} (link {ln.link}) holds {len(lines)} readings, its link "
@@ -218,15 +215,20 @@ def _what_differs(conn: Conn, ln: Link, lines: list[bytes]) -> tuple[str, list[s
     return summary, findings
 
 
+def _split(fingerprints: bytes) -> list[bytes]:
+    size = rc.FINGERPRINT_BYTES
+    return [fingerprints[i : i + size] for i in range(0, len(fingerprints), size)]
+
+
 def _key(line: bytes) -> str:
     sensor, seq, ts = line.split(b"\t", 3)[:3]
     return f"{sensor.decode('utf-8', 'backslashreplace')} seq {seq.decode()} at {ts.decode()}"
 
 
-def _missing(conn: Conn, lines: list[bytes], j1: int, j2: int) -> str:
-    """The numbers of a sensor next to a removed run that ingest claimed (``sensor_latest``)
-    but that no reading holds now."""
-    sensors = {lines[j].split(b"\t", 1)[0] for j in (j1 - 1, j2) if 0 <= j < len(lines)}
+def _missing(conn: Conn, lines: list[bytes], at: int) -> str:
+    """The numbers of the sensors on either side of a removed run (before line ``at``) that
+    ingest claimed (``sensor_latest``) but that no reading holds now."""
+    sensors = {lines[j].split(b"\t", 1)[0] for j in (at - 1, at) if 0 <= j < len(lines)}
     found = []
     for sensor in sorted(sensors):
         name = sensor.decode("utf-8", "backslashreplace")

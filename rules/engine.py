@@ -184,7 +184,7 @@ class RulesEngine:
         found = find_conditions(data, self._limits)
         for condition in found:
             self.stats.alarms += alarms.upsert(conn, condition, now) is not None
-        groups, newest, _ = resume_from(data, found)
+        groups, newest, resume = resume_from(data, found)
         # Each sensor's span judged again, first reading to newest: its gaps are known anew.
         oldest = data.epoch_s[np.flatnonzero(data.bounds[0])].tolist()
         judged_spans = {
@@ -192,15 +192,19 @@ class RulesEngine:
             for g, f, n in zip(groups.tolist(), oldest, newest.tolist(), strict=True)
         }
         self.stats.alarms_withdrawn += alarms.withdraw_filled_gaps(conn, found, judged_spans, now)
-        self._save_cursors(conn, data, found)
+        if groups.size:
+            self._save_cursors(conn, data, groups, newest, resume)
         return cols.size
 
     def _save_cursors(
-        self, conn: psycopg.Connection[tuple[Any, ...]], data: Readings, found: list[Condition]
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        data: Readings,
+        groups: np.ndarray,
+        newest: np.ndarray,
+        resume: np.ndarray,
     ) -> None:
-        groups, newest, resume = resume_from(data, found)
-        if groups.size == 0:
-            return
+        """Where each sensor's judging stands (``resume_from``), for the next batch's window."""
         conn.execute(
             q.SAVE_CURSORS,
             {

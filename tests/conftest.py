@@ -364,6 +364,14 @@ def store_readings(
         return int(batch[0])
 
 
+def as_superuser(conn: psycopg.Connection[tuple[Any, ...]], stmt: str, *params: object) -> None:
+    """What a database superuser can do: run ``stmt`` with the triggers that keep records
+    immutable (and write the audit trail) switched off for the transaction."""
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(stmt, params)
+
+
 def printed_lines(conn: psycopg.Connection[tuple[Any, ...]], batch_id: int) -> list[bytes]:
     """A batch's readings as the server prints them in the readings chain's canonical
     session, sorted: what its link covers."""

@@ -21,7 +21,15 @@ from coldtrail.erp.chain import verify_readings
 from coldtrail.erp.outbox import Destination, OutboxDispatcher, add_destination
 from coldtrail.erp.products import register_lot
 from coldtrail.errors import RuleViolation
-from tests.conftest import GTIN, T0, cli_json, make_erp, printed_lines, store_readings
+from tests.conftest import (
+    GTIN,
+    T0,
+    as_superuser,
+    cli_json,
+    make_erp,
+    printed_lines,
+    store_readings,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 M = timedelta(minutes=1)
@@ -41,12 +49,6 @@ def _history(conn: Conn) -> None:
         store_readings(conn, [("S1", 10 * n + i, T0 + (10 * n + i) * M, 5.0) for i in range(10)])
 
 
-def _superuser(conn: Conn, stmt: str, params: tuple[object, ...] = ()) -> None:
-    with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute(stmt, params)
-
-
 def _recompute_readings_chain(conn: Conn) -> None:
     """What someone who can write every table can do: every link made again from the rows."""
     prev = rc.GENESIS
@@ -55,14 +57,19 @@ def _recompute_readings_chain(conn: Conn) -> None:
         lines = printed_lines(conn, batch)
         body = rc.body(batch, lines)
         h = rc.link(prev, body)
-        _superuser(
+        as_superuser(
             conn,
             "UPDATE reading_chain SET readings = %s, body = %s, fingerprints = %s, "
             "prev_hash = %s, hash = %s WHERE link = %s",
-            (len(lines), body, rc.fingerprints(lines), prev, h, link),
+            len(lines),
+            body,
+            rc.fingerprints(lines),
+            prev,
+            h,
+            link,
         )
         prev = h
-    _superuser(conn, "UPDATE reading_chain_head SET hash = %s", (prev,))
+    as_superuser(conn, "UPDATE reading_chain_head SET hash = %s", prev)
 
 
 def _recompute_audit_chain(conn: Conn) -> None:
@@ -74,11 +81,11 @@ def _recompute_audit_chain(conn: Conn) -> None:
     for rid, at, actor, action, rtype, rec, old, new in rows:
         fields = (str(rid), audit._utc(at), actor, action, rtype, rec or "", old or "", new or "")
         h = hashlib.sha256(audit.message(prev, fields)).digest()
-        _superuser(
-            conn, "UPDATE audit_log SET prev_hash = %s, hash = %s WHERE id = %s", (prev, h, rid)
+        as_superuser(
+            conn, "UPDATE audit_log SET prev_hash = %s, hash = %s WHERE id = %s", prev, h, rid
         )
         prev = h
-    _superuser(conn, "UPDATE audit_head SET hash = %s", (prev,))
+    as_superuser(conn, "UPDATE audit_head SET hash = %s", prev)
 
 
 def _anchor(conn: Conn, key: Path, folder: Path) -> Path:
@@ -109,7 +116,7 @@ def test_a_recomputed_readings_chain_verifies_alone_but_fails_its_anchor(
     public = anchors.load_public(key)
     assert anchors.check(conn, folder, public).ok
 
-    _superuser(conn, "UPDATE readings SET temperature_c = 3.3 WHERE seq = 14")
+    as_superuser(conn, "UPDATE readings SET temperature_c = 3.3 WHERE seq = 14")
     assert not verify_readings(conn).ok
     _recompute_readings_chain(conn)
     assert verify_readings(conn).ok  # the rewrite is consistent in itself
@@ -125,7 +132,7 @@ def test_a_recomputed_audit_trail_verifies_alone_but_fails_its_anchor(
     _history(conn)
     folder = tmp_path / "anchors"
     _anchor(conn, key, folder)
-    _superuser(conn, "UPDATE audit_log SET actor = 'mallory' WHERE id = 5")
+    as_superuser(conn, "UPDATE audit_log SET actor = 'mallory' WHERE id = 5")
     _recompute_audit_chain(conn)
     assert audit.verify(conn).ok
     result = anchors.check(conn, folder, anchors.load_public(key))

@@ -27,7 +27,7 @@ from coldtrail.erp.masterdata import (
 from coldtrail.ingest.copytext import copy_lines, pg_float, pg_time
 from coldtrail.ingest.store import Envelope, Store
 from coldtrail.messages import PLAUSIBLE, ReadingDoc
-from tests.conftest import T0, printed_lines, store_readings
+from tests.conftest import T0, as_superuser, printed_lines, store_readings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 M = timedelta(minutes=1)
@@ -62,13 +62,6 @@ def _minutes(sensor: str, seqs: range, temp: float = 5.0) -> list[ReadingDoc]:
     ]
 
 
-def _as_superuser(conn: Conn, stmt: str, *params: object) -> None:
-    # What a database superuser can do: switch the immutability triggers off for a session.
-    with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
-        conn.execute(stmt, params)
-
-
 def _history(conn: Conn) -> list[int]:
     _site(conn)
     return [
@@ -93,21 +86,21 @@ def test_every_batch_ingest_stores_is_linked_and_verifies(conn: Conn) -> None:
 def test_a_changed_temperature_is_named_by_batch_sensor_and_seq(conn: Conn) -> None:
     batches = _history(conn)
     stmt = "UPDATE readings SET temperature_c = %s WHERE sensor_id = 'S1' AND seq = 14"
-    _as_superuser(conn, stmt, 3.3)
+    as_superuser(conn, stmt, 3.3)
     check = verify_readings(conn)
     assert not check.ok
     assert (check.batch_id, check.first_broken_link) == (batches[1], 2)
     assert check.findings == ["S1 seq 14 at 2026-11-22 10:14:00+00 was changed"]
     assert check.reason is not None
     assert "S1 seq 14" in check.reason
-    _as_superuser(conn, stmt, 5.14)  # put back
+    as_superuser(conn, stmt, 5.14)  # put back
     assert verify_readings(conn).ok
 
 
 def test_a_removed_reading_is_named_from_the_numbers_ingest_claimed(conn: Conn) -> None:
     batches = _history(conn)
     row = conn.execute("SELECT * FROM readings WHERE sensor_id = 'S2' AND seq = 5").fetchone()
-    _as_superuser(conn, "DELETE FROM readings WHERE sensor_id = 'S2' AND seq = 5")
+    as_superuser(conn, "DELETE FROM readings WHERE sensor_id = 'S2' AND seq = 5")
     check = verify_readings(conn)
     assert not check.ok
     assert check.batch_id == batches[0]
@@ -117,13 +110,13 @@ def test_a_removed_reading_is_named_from_the_numbers_ingest_claimed(conn: Conn) 
     ]
     assert row is not None
     cols = ", ".join(["%s"] * len(row))
-    _as_superuser(conn, f"INSERT INTO readings SELECT {cols}", *row)
+    as_superuser(conn, f"INSERT INTO readings SELECT {cols}", *row)
     assert verify_readings(conn).ok
 
 
 def test_a_reading_added_to_a_batch_is_named(conn: Conn) -> None:
     batches = _history(conn)
-    _as_superuser(
+    as_superuser(
         conn,
         "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c, batch_id) "
         "VALUES ('S1', 99, %s, 'gw-a', 'ok', 4.0, %s)",
@@ -134,13 +127,13 @@ def test_a_reading_added_to_a_batch_is_named(conn: Conn) -> None:
     assert not check.ok
     assert check.batch_id == batches[1]
     assert check.findings == ["S1 seq 99 at 2026-11-22 10:15:00+00 was added"]
-    _as_superuser(conn, "DELETE FROM readings WHERE seq = 99")
+    as_superuser(conn, "DELETE FROM readings WHERE seq = 99")
     assert verify_readings(conn).ok
 
 
 def test_a_reading_outside_every_linked_batch_is_named(conn: Conn) -> None:
     _history(conn)
-    _as_superuser(
+    as_superuser(
         conn,
         "INSERT INTO readings (sensor_id, seq, ts, gateway, status, temperature_c, batch_id) "
         "VALUES ('S1', 99, %s, 'gw-a', 'ok', 4.0, 424242)",
@@ -155,7 +148,7 @@ def test_a_reading_outside_every_linked_batch_is_named(conn: Conn) -> None:
 def test_a_reading_moved_out_of_its_batch_span_is_found(conn: Conn) -> None:
     batches = _history(conn)
     # Moved a month on (delete and insert: a TimescaleDB chunk holds only its own times).
-    _as_superuser(
+    as_superuser(
         conn,
         "WITH gone AS (DELETE FROM readings WHERE seq = 12 RETURNING *) "
         "INSERT INTO readings SELECT sensor_id, seq, ts + interval '30 days', received_at, "
@@ -170,11 +163,11 @@ def test_a_reading_moved_out_of_its_batch_span_is_found(conn: Conn) -> None:
 
 def test_a_changed_or_removed_link_breaks_the_chain(conn: Conn) -> None:
     _history(conn)
-    _as_superuser(conn, "UPDATE reading_chain SET readings = 9 WHERE link = 2")
+    as_superuser(conn, "UPDATE reading_chain SET readings = 9 WHERE link = 2")
     check = verify_readings(conn)
     assert (check.ok, check.first_broken_link) == (False, 2)
-    _as_superuser(conn, "UPDATE reading_chain SET readings = 10 WHERE link = 2")
-    _as_superuser(conn, "DELETE FROM reading_chain WHERE link = 3")
+    as_superuser(conn, "UPDATE reading_chain SET readings = 10 WHERE link = 2")
+    as_superuser(conn, "DELETE FROM reading_chain WHERE link = 3")
     check = verify_readings(conn)
     assert not check.ok
     assert "links at the end were removed" in (check.reason or "")
@@ -201,7 +194,7 @@ def test_since_checks_only_the_links_written_from_then(conn: Conn) -> None:
     conn.execute("SELECT pg_sleep(0.01)")  # links are stamped with clock_timestamp()
     cut = datetime.now(UTC)
     _write(conn, _minutes("S1", range(21, 31)))
-    _as_superuser(conn, "UPDATE readings SET temperature_c = 0 WHERE seq = 3")
+    as_superuser(conn, "UPDATE readings SET temperature_c = 0 WHERE seq = 3")
     assert not verify_readings(conn).ok
     recent = verify_readings(conn, since=cut)
     assert recent.ok, recent.reason
@@ -211,9 +204,9 @@ def test_since_checks_only_the_links_written_from_then(conn: Conn) -> None:
 def test_windows_of_batches_verify_as_a_whole_does(conn: Conn) -> None:
     batches = _history(conn)
     assert verify_readings(conn, window=7).ok  # one link a window, some larger than it
-    _as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 20 AND sensor_id = 'S2'")
+    as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 20 AND sensor_id = 'S2'")
     assert verify_readings(conn, window=15).batch_id == batches[2]
-    _as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 2 AND sensor_id = 'S1'")
+    as_superuser(conn, "UPDATE readings SET humidity_pct = 1 WHERE seq = 2 AND sensor_id = 'S1'")
     assert verify_readings(conn, window=7).batch_id == batches[0]
 
 
