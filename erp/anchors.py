@@ -169,17 +169,19 @@ def read(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Signed anchors in ``path`` (a file or every file under a directory): a file of one
     JSON document, or JSON lines (as the file destination writes them); bare anchors or
     outbox events carrying one. Yields (where, signed anchor); what is not one is skipped."""
+    if not path.exists():
+        raise ConfigError(f"no anchors at {path}")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         text = f.read_text(encoding="utf-8", errors="replace")
         try:
             docs = [json.loads(text)]
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested too deep: not an anchor
             docs = []
             for n, line in enumerate(text.splitlines(), 1):
                 try:
                     docs.append(json.loads(line))
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     yield f"{f}:{n}", {}
         for doc in docs:
             if isinstance(doc, dict) and doc.get("type") == f"coldtrail.{KIND}":

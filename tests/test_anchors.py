@@ -20,7 +20,7 @@ from coldtrail.erp import anchors, audit
 from coldtrail.erp.chain import verify_readings
 from coldtrail.erp.outbox import Destination, OutboxDispatcher, add_destination
 from coldtrail.erp.products import register_lot
-from coldtrail.errors import RuleViolation
+from coldtrail.errors import ConfigError, RuleViolation
 from tests.conftest import (
     GTIN,
     T0,
@@ -209,3 +209,21 @@ def test_a_file_destination_writes_only_under_the_configured_folder(
     traversal = f"file://{tmp_path}/allowed/../escaped.jsonl"
     with pytest.raises(RuleViolation, match="not under"):
         add_destination(conn, "admin", Destination("f", "file", traversal))
+
+
+def test_hostile_files_among_the_anchors_are_skipped_and_the_rest_checked(
+    conn: Conn, key: Path, tmp_path: Path
+) -> None:
+    _history(conn)
+    folder = tmp_path / "anchors"
+    _anchor(conn, key, folder)
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "bytes.json").write_bytes(b'{"anchor": "\xff\xfe not utf-8"}\n\x00\x01')
+    (folder / "nan.json").write_text('{"anchor": {"format": NaN}}')
+    (folder / "event.jsonl").write_text('{"type": "coldtrail.hold.placed", "data": {}}\n')
+    result = anchors.check(conn, folder, anchors.load_public(key))
+    assert result.ok, result.reason
+    assert result.anchors == 1
+    assert len(result.skipped) >= 4
+    with pytest.raises(ConfigError, match="no anchors at"):
+        anchors.check(conn, tmp_path / "nowhere", anchors.load_public(key))
