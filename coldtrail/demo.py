@@ -450,6 +450,9 @@ async def run_demo(
     agents = [services.edge_agent(settings, path, clock) for path in configs]
 
     base = f"http://{settings.api_host}:{settings.api_port}"
+    # The embedded database is the demo's own, on a socket in its folder: shown whole, so the
+    # command works as printed (like the admin password). One the operator gave stays hidden.
+    shown_url = url if pg is not None else redact_url(url)
     banner: Callable[[], None] = lambda: print(  # noqa: E731
         "\nColdTrail demo is running.\n"
         f"  API docs:  {base}/docs\n"
@@ -460,8 +463,8 @@ async def run_demo(
         'print(json.load(sys.stdin)["access_token"])\')\n'
         f'             curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/live\n'
         f'  Push:      curl -N -H "Authorization: Bearer $TOKEN" {base}/api/v1/stream\n'
-        f"  Database:  {redact_url(url)} (for `coldtrail audit verify`, `report`, `kpi`:\n"
-        f"             COLDTRAIL_DATABASE_URL='{redact_url(url)}' coldtrail audit verify)\n"
+        f"  Database:  {shown_url} (for `coldtrail audit verify`, `report`, `kpi`:\n"
+        f"             COLDTRAIL_DATABASE_URL='{shown_url}' coldtrail audit verify)\n"
         f"  Edge configs: {', '.join(str(p) for p in configs)}\n"
         "  The truck's front compartment leaves 2-8 °C about 90 s from now, and the insulin\n"
         f"  lots aboard go on hold: {base}/api/v1/holds. Ctrl-C stops.\n",
