@@ -139,6 +139,18 @@ class LiveDoor(BaseModel):
     open_since: datetime | None = Field(description="while open: the first reading of this opening")
 
 
+class LiveEffective(BaseModel):
+    """What the rules judge the place's readings by now."""
+
+    temp_min_c: float | None = Field(description="the place's, narrowed by its products'")
+    temp_max_c: float | None
+    alarm_delay_s: float = Field(
+        description="out of range this long before it is an excursion: the place's own delay "
+        "(where it has a range and a delay), or else the shortest of its products', or 0"
+    )
+    profiles: list[str] = Field(description="profiles of the products stored there now")
+
+
 class LivePlace(BaseModel):
     id: str
     name: str
@@ -147,6 +159,8 @@ class LivePlace(BaseModel):
     parent_id: str | None
     temp_min_c: float | None
     temp_max_c: float | None
+    alarm_delay_s: int | None = Field(description="the place's own; None: its products' apply")
+    effective: LiveEffective
     probes: int = Field(description="probes placed there now")
     state: LiveState = Field(
         description="its worst probe's state (a vehicle's: of its compartments' too); "
@@ -171,6 +185,8 @@ class LiveCompartment(BaseModel):
     name: str
     temp_min_c: float | None
     temp_max_c: float | None
+    alarm_delay_s: int | None
+    effective: LiveEffective
     state: LiveState
     colour: Colour
     doors: list[LiveDoor]
@@ -588,6 +604,17 @@ class RecordReadings(BaseModel):
     calibration_status: list[Literal["valid", "overdue", "none"]]
 
 
+class RecordLimit(BaseModel):
+    start: datetime
+    end: datetime
+    temp_min_c: float | None
+    temp_max_c: float | None
+    alarm_delay_s: float = Field(
+        description="out of range this long before it is an excursion: the place's own delay "
+        "or, unset, the shortest of the stored products' (0 when neither is set)"
+    )
+
+
 class RecordChannel(BaseModel):
     sensor_id: str
     model: str
@@ -598,6 +625,9 @@ class RecordChannel(BaseModel):
     start: datetime
     end: datetime
     interval_s: int = Field(description="GSP recording interval: 300 in transport, 1800 stored")
+    limits: list[RecordLimit] = Field(
+        description="the range and alarm delay the rules judged by, each stretch they held"
+    )
     calibration_due: date | None
     certificates: list[RecordCertificate]
     stats: RecordStats
@@ -630,6 +660,7 @@ class RecordSubject(BaseModel):
     id: str
     name: str
     locations: list[str]
+    timezone: str = Field(description="the site's time zone: the PDF's times are given there")
     shipment: RecordShipment | None
 
 

@@ -59,6 +59,16 @@ LIVE_FRAME = f"""WITH{_SENSORS_OF_SITE}, own AS (
   FROM sensor WHERE kind = 'probe' AND loc IS NOT NULL GROUP BY loc
 ), place AS MATERIALIZED (
   SELECT l.id, l.name, l.kind, l.site_id, l.parent_id, l.temp_min_c, l.temp_max_c,
+         l.alarm_delay_s,
+         -- What the rules judge by now (rules.ranges.with_ranges): the place's range narrowed
+         -- by the profiles of the products stored there; its delay if it has a range and a
+         -- delay of its own, else the shortest of the products', else none (0).
+         json_build_object(
+           'temp_min_c', greatest(l.temp_min_c, pr.lo), 'temp_max_c', least(l.temp_max_c, pr.hi),
+           'alarm_delay_s', coalesce(least(
+               CASE WHEN l.temp_min_c IS NOT NULL OR l.temp_max_c IS NOT NULL
+                    THEN l.alarm_delay_s END, pr.delay), 0),
+           'profiles', coalesce(pr.profiles, ARRAY[]::text[])) AS effective,
          coalesce(o.probes, 0) AS probes,
          (%(ranked)s::text[])[coalesce(CASE WHEN l.kind = 'vehicle' THEN
              (SELECT max(o2.rank) FROM own o2 JOIN locations c ON c.id = o2.loc
@@ -67,6 +77,14 @@ LIVE_FRAME = f"""WITH{_SENSORS_OF_SITE}, own AS (
          (SELECT min(le.id) FROM location_excursions le
           WHERE le.location_id = l.id AND le.state = 'open') AS open_excursion
   FROM locations l LEFT JOIN own o ON o.loc = l.id
+  LEFT JOIN LATERAL (
+    SELECT max(p.temp_min_c) AS lo, min(p.temp_max_c) AS hi, min(p.alarm_delay_s) AS delay,
+           array_agg(DISTINCT p.id ORDER BY p.id) AS profiles
+    FROM lot_stays s
+    JOIN lots lo ON lo.id = s.lot_id
+    JOIN products pd ON pd.gtin = lo.gtin
+    JOIN temperature_profiles p ON p.id = pd.profile_id
+    WHERE s.location_id = l.id AND s.during @> %(now)s::timestamptz) pr ON true
   WHERE %(site)s::text IS NULL OR l.site_id = %(site)s
 ), door AS (
   SELECT d.loc, d.id, json_build_object(
@@ -100,7 +118,8 @@ SELECT
   (SELECT coalesce(json_agg(json_build_object(
       'id', l.id, 'name', l.name, 'kind', l.kind, 'site_id', l.site_id,
       'parent_id', l.parent_id, 'temp_min_c', l.temp_min_c, 'temp_max_c', l.temp_max_c,
-      'probes', l.probes, 'state', l.state, 'colour', %(colours)s::jsonb ->> l.state,
+      'alarm_delay_s', l.alarm_delay_s, 'effective', l.effective, 'probes', l.probes,
+      'state', l.state, 'colour', %(colours)s::jsonb ->> l.state,
       'open_location_excursion_id', l.open_excursion,
       'doors', coalesce((SELECT json_agg(d.doc ORDER BY d.id COLLATE "C") FROM door d
                          WHERE d.loc = l.id), '[]'))
@@ -113,7 +132,8 @@ SELECT
       'compartments', coalesce((
           SELECT json_agg(json_build_object(
             'id', c.id, 'name', c.name, 'temp_min_c', c.temp_min_c, 'temp_max_c', c.temp_max_c,
-            'state', c.state, 'colour', %(colours)s::jsonb ->> c.state,
+            'alarm_delay_s', c.alarm_delay_s, 'effective', c.effective, 'state', c.state,
+            'colour', %(colours)s::jsonb ->> c.state,
             'doors', coalesce((SELECT json_agg(d.doc ORDER BY d.id COLLATE "C") FROM door d
                                WHERE d.loc = c.id), '[]'))
           ORDER BY c.id COLLATE "C") FROM place c WHERE c.parent_id = v.id), '[]'),

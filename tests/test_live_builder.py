@@ -13,7 +13,9 @@ import psycopg
 
 from coldtrail.api.live import LiveBuilder
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
-from tests.conftest import T0, make_site
+from coldtrail.erp.movements import record_movement
+from coldtrail.erp.products import register_lot
+from tests.conftest import GTIN, T0, make_erp, make_site
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 M = timedelta(minutes=1)
@@ -158,3 +160,35 @@ def test_builds_on_several_threads_at_once_each_give_the_full_document(
     assert not errors
     assert len(docs) == 20
     assert all(doc == expected for doc in docs)
+
+
+def test_each_place_shows_the_range_and_alarm_delay_the_rules_judge_by_now(
+    conn: Conn, db_url: str
+) -> None:
+    make_erp(conn)  # CR and TC 2-8 °C; the 2-8 profile alarms after 300 s
+    conn.execute("UPDATE temperature_profiles SET temp_min_c = 3.0, alarm_delay_s = 600")
+
+    def places() -> dict[str, Any]:
+        doc = _built(LiveBuilder(), db_url, None, T0)
+        compartments = {c["id"]: c for v in doc["vehicles"] for c in v["compartments"]}
+        return {
+            p["id"]: (p["alarm_delay_s"], p["effective"], compartments.get(p["id"], p)["effective"])
+            for p in doc["locations"]
+        }
+
+    empty = {"temp_min_c": 2.0, "temp_max_c": 8.0, "alarm_delay_s": 0, "profiles": []}
+    # Nothing stored, no delay of its own: a reading out of range is an excursion at once.
+    assert places()["CR"] == (None, empty, empty)
+    lot = register_lot(conn, "logi1", GTIN, "A-1").id
+    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * M, to_location="CR")
+    stored = {"temp_min_c": 3.0, "temp_max_c": 8.0, "alarm_delay_s": 600, "profiles": ["2-8"]}
+    # The product's delay applies and its range narrows the room's; the truck is untouched.
+    assert places()["CR"] == (None, stored, stored)
+    assert places()["TC"][1] == empty
+    # A delay of the room's own applies where it is the shorter one.
+    conn.execute("UPDATE locations SET alarm_delay_s = 120 WHERE id IN ('CR', 'TC')")
+    assert places()["CR"][1]["alarm_delay_s"] == 120
+    assert places()["TC"][1]["alarm_delay_s"] == 120
+    assert places()["TC"][2]["alarm_delay_s"] == 120  # as a vehicle's compartment too
+    conn.execute("UPDATE locations SET alarm_delay_s = 3600 WHERE id = 'CR'")
+    assert places()["CR"][1]["alarm_delay_s"] == 600

@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import os
-from datetime import date, timedelta
+import shutil
+import subprocess
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import jsonschema
 import numpy as np
 import psycopg
 import pypdf
+import pypdfium2 as pdfium  # type: ignore[import-untyped]
 import pytest
 
 from coldtrail.api import record as rec
@@ -33,6 +36,7 @@ from tests.conftest import (
     QA_PASSWORD,
     T0,
     api_client,
+    as_superuser,
     cli_json,
     make_erp,
     store_readings,
@@ -78,6 +82,8 @@ def shipped(conn: Conn, db_url: str, clock: ManualClock) -> dict[str, Any]:
     """Shipment SH1 with lot A, over three hours of two probes, its excursion judged by the
     real rules engine and the lot held; delivered at minute 175."""
     make_erp(conn)
+    # The PDF writes times in the site's zone: eight hours ahead of UTC.
+    conn.execute("UPDATE sites SET timezone = 'Asia/Shanghai'")
     conn.execute("UPDATE locations SET alarm_delay_s = 300")
     # S1 (cold room) says it is calibrated until next year, with no certificate on file.
     conn.execute("UPDATE sensors SET calibration_due = %s WHERE id = 'S1'", (date(2027, 6, 1),))
@@ -136,6 +142,7 @@ def test_qa_release_with_signature_shows_in_every_form_of_the_record(
         )  # fmt: skip
         assert signed.status_code == 200, signed.text
         signed_at = signed.json()["signatures"][0]["signed_at"].replace("+00:00", "Z")
+        signed_local = _local(datetime.fromisoformat(signed_at))
         forms = _forms(client, qa)
     doc = forms["json"].json()
     [exc] = doc["excursions"]
@@ -147,8 +154,8 @@ def test_qa_release_with_signature_shows_in_every_form_of_the_record(
     )  # fmt: skip
     text = _pdf_text(forms["pdf"].content)
     assert (
-        f"hold {shipped['hold']} released Signed by Quinn Auditt (qa1, qa) at {signed_at}; "
-        "meaning: approval; release: stability data cover 20 min at 12 °C"
+        f"hold {shipped['hold']} released 已放行 Signed by Quinn Auditt (qa1, qa) at "
+        f"{signed_local}; meaning: approval 批准; release: stability data cover 20 min at 12 °C"
     ) in text
 
 
@@ -227,8 +234,8 @@ def test_csv_json_pdf_and_epcis_agree_on_every_number(shipped: dict[str, Any], d
     [exc] = doc["excursions"]
     assert (exc["location_id"], exc["max_c"]) == ("TC", 12.0)
     assert (
-        f"{exc['id']} TC {exc['started_at']} {exc['ended_at']} {exc['min_c']:.2f} "
-        f"{exc['max_c']:.2f} {exc['duration_s'] / 60:.1f} {exc['state']}"
+        f"{exc['id']} TC {_local(exc['started_at'])} {_local(exc['ended_at'])} "
+        f"{exc['min_c']:.2f} {exc['max_c']:.2f} {exc['duration_s'] / 60:.1f} ended 已结束"
     ) in pdf_text, pdf_text[pdf_text.find("Dispositions and signatures") :][:300]
 
 
@@ -259,8 +266,8 @@ def test_gaps_stay_gaps_in_every_form(shipped: dict[str, Any], db_url: str,
     # Slots start at minute 10: 100-129 lost is six, 140-149 unavailable two more.
     assert s3["stats"]["intervals_recorded"] == 33 - 6 - 2
     pdf_text = _pdf_text(forms["pdf"].content)
-    assert f"S3 TC {_iso(99)} {_iso(130)} 31.0 0 30" in pdf_text
-    assert f"S3 TC {_iso(139)} {_iso(151)} 12.0 11 0" in pdf_text
+    assert f"S3 TC {_local(99)} {_local(130)} 31.0 0 30" in pdf_text
+    assert f"S3 TC {_local(139)} {_local(151)} 12.0 11 0" in pdf_text
     # Calibration: S2 covered by a certificate, S3's lapsed in 2025.
     assert set(s3["readings"]["calibration_status"]) == {"overdue"}
     s2 = next(c for c in doc["channels"] if c["sensor_id"] == "S2")
@@ -349,6 +356,15 @@ def _auditor(client: Any) -> dict[str, str]:
 
 def _iso(minute: int) -> str:
     return (T0 + minute * M).isoformat().replace("+00:00", "Z")
+
+
+def _local(at: int | str | datetime) -> str:
+    """A time as the PDF writes it at the shipped fixture's site (UTC+8)."""
+    if isinstance(at, int):
+        at = T0 + at * M
+    elif isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return f"{at.astimezone(timezone(timedelta(hours=8))):%Y-%m-%d %H:%M:%S} +08:00"
 
 
 def _pdf_text(content: bytes) -> str:
@@ -526,3 +542,150 @@ def test_a_capa_linked_to_an_excursion_later_is_in_the_record(
                          headers=_auditor(client)).json()  # fmt: skip
     [exc] = doc["excursions"]
     assert (exc["capa_id"], exc["capa_state"]) == (capa.id, "open")
+
+
+CHINESE = {
+    "product": "胰岛素注射液 (Insulin injection)",
+    "place": "冷藏车厢A区",
+    "destination": "北京协和医院药房",
+}
+
+
+def test_the_pdf_carries_chinese_data_as_text_embeds_its_font_and_renders(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        as_superuser(conn, "UPDATE products SET name = %s", CHINESE["product"])
+        as_superuser(conn, "UPDATE locations SET name = %s WHERE id = 'TC'", CHINESE["place"])
+        as_superuser(conn, "UPDATE shipments SET destination = %s", CHINESE["destination"])
+    with api_client(db_url, clock) as client:
+        pdf = _forms(client, token(client, "qa1", QA_PASSWORD))["pdf"].content
+    (tmp_path / "record.pdf").write_bytes(pdf)
+    reader = pypdf.PdfReader(io.BytesIO(pdf))
+    # Every font is embedded (none left for the reader's machine to find) and is ours.
+    fonts = {}
+    for page in reader.pages:
+        resources: Any = page["/Resources"]
+        for ref in resources["/Font"].values():
+            font = ref.get_object()
+            fonts[font["/BaseFont"]] = font
+    assert fonts, "the PDF names no font"
+    for name, font in fonts.items():
+        described = font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font else font
+        descriptor = described["/FontDescriptor"].get_object()
+        assert "/FontFile2" in descriptor, f"{name} is not embedded"
+        assert "WenQuanYi" in str(name), name
+
+    text = _pdf_text(pdf)
+    engines = {"pypdf": text, "pdfium": _pdfium_text(pdf)}
+    if shutil.which("pdftotext"):
+        done = subprocess.run(
+            [shutil.which("pdftotext") or "", "-", "-"], input=pdf, capture_output=True, check=True
+        )
+        engines["pdftotext"] = " ".join(done.stdout.decode().split())
+    for engine, words in engines.items():
+        for value in CHINESE.values():
+            assert value in words, f"{engine} lost {value!r}"
+        assert "连续温度记录" in words, engine
+        assert "■" not in words, engine
+        assert "\ufffd" not in words, engine
+
+    # Times in the site's zone with the offset; the range written out and on the chart.
+    assert f"Period 期间 {_local(10)} to {_local(175)}" in text
+    assert "Time zone 时区 Asia/Shanghai (UTC+08:00)" in text
+    assert "2.0 to 8.0 °C, alarm after 5 min" in text
+    assert "max 8.0 °C" in text
+    assert "min 2.0 °C" in text
+    assert "Time 时间, Asia/Shanghai (UTC+08:00)" in text
+    assert "Vehicle, state 车辆、状态 TRK, delivered 已送达" in text
+    # Each page names the shipment and counts the pages.
+    total = len(reader.pages)
+    assert total >= 2
+    for n, page in enumerate(reader.pages, start=1):
+        words = " ".join(page.extract_text().split())
+        assert "— shipment SH1" in words, n
+        assert f"page {n} of {total}" in words, n
+        # No heading stranded at the foot of a page: whatever follows it comes first there.
+        content = words.split(" Continuous temperature record 连续温度记录 — shipment")[0]
+        assert not content.endswith(HEADINGS), n
+
+    # Rendered, the pages show the chart's colours: the range band, the excursion, the gap.
+    document = pdfium.PdfDocument(pdf)
+    colours = set()
+    for n in range(len(document)):
+        image = document[n].render(scale=2).to_pil()
+        image.save(tmp_path / f"record-page-{n + 1}.png")
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+        assert (pixels.min(axis=1) < 100).sum() > 2000, f"page {n + 1} is blank"
+        colours |= {tuple(int(v) // 16 for v in p) for p in np.unique(pixels, axis=0)}
+    assert _near(colours, BAND_SEEN), "no range band drawn"
+    assert _near(colours, RED_SEEN), "no excursion shaded"
+
+
+HEADINGS = (
+    "Summary 汇总", "Allowed ranges and alarm delays 允许温度范围及报警延迟", "Charts 温度曲线",
+    "Excursions and dispositions 温度偏差及处理", "Gaps in the record 记录缺失", "Calibration 校准",
+    "How to read this record 说明",
+)  # fmt: skip
+# The band and the excursion shading over white, as pdfium draws them (in sixteenths).
+BAND_SEEN = (13, 15, 13)
+RED_SEEN = (15, 12, 12)
+
+
+def _near(colours: set[tuple[int, ...]], want: tuple[int, int, int]) -> bool:
+    return any(all(abs(a - b) <= 1 for a, b in zip(c, want, strict=True)) for c in colours)
+
+
+def _pdfium_text(content: bytes) -> str:
+    document = pdfium.PdfDocument(content)
+    return " ".join(
+        " ".join(document[n].get_textpage().get_text_range().split()) for n in range(len(document))
+    )
+
+
+LIMIT_KEYS = ("temp_min_c", "temp_max_c", "alarm_delay_s")
+
+
+def test_the_record_gives_the_range_and_alarm_delay_in_force_place_or_product(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    def limits() -> list[tuple[str, str, float | None, float | None, float]]:
+        with api_client(db_url, clock) as client:
+            doc = _forms(client, token(client, "qa1", QA_PASSWORD))["json"].json()
+        return [
+            (x["start"][11:16], x["end"][11:16], *(x[k] for k in LIMIT_KEYS))
+            for c in doc["channels"]
+            for x in c["limits"]
+        ]
+
+    # The compartment's own delay (300 s) over the whole shipment (10:10 to 12:55 UTC), for
+    # both probes.
+    assert limits() == [("10:10", "12:55", 2.0, 8.0, 300.0)] * 2
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        as_superuser(conn, "UPDATE locations SET alarm_delay_s = NULL WHERE id = 'TC'")
+        as_superuser(conn, "UPDATE temperature_profiles SET alarm_delay_s = 900")
+    # Unset: the product's while the lot is aboard (delivered at 12:50), none after it.
+    assert limits() == [("10:10", "12:50", 2.0, 8.0, 900.0), ("12:50", "12:55", 2.0, 8.0, 0.0)] * 2
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        as_superuser(conn, "UPDATE locations SET alarm_delay_s = 60 WHERE id = 'TC'")
+    assert limits() == [("10:10", "12:55", 2.0, 8.0, 60.0)] * 2  # the shorter of the two
+
+
+def test_chart_time_labels_fall_on_round_local_hours_and_days_with_the_offset() -> None:
+    from coldtrail.api.record.pdf import Times, time_ticks
+
+    shanghai = Times("Asia/Shanghai")
+    start = datetime(2026, 11, 22, 10, 7, tzinfo=UTC).timestamp()
+    ticks = time_ticks(start, start + 5 * 3600, shanghai)
+    assert [label for _, label in ticks] == [
+        "11-22 19:00", "11-22 20:00", "11-22 21:00", "11-22 22:00", "11-22 23:00",
+    ]  # fmt: skip
+    week = time_ticks(start, start + 7 * 86400, shanghai)
+    assert [label for _, label in week][:2] == ["11-24", "11-26"]
+    assert all(datetime.fromtimestamp(t, UTC).hour == 16 for t, _ in week)  # local midnight
+    # Across the change to summer time, the zone label gives both offsets.
+    berlin = Times("Europe/Berlin")
+    a, b = datetime(2026, 3, 28, 12, tzinfo=UTC), datetime(2026, 3, 30, 12, tzinfo=UTC)
+    assert berlin.zone_label(a, b) == "Europe/Berlin (UTC+01:00 → +02:00)"
+    assert berlin(b) == "2026-03-30 14:00:00 +02:00"
+    assert Times("Not/AZone")(b) == "2026-03-30 12:00:00 +00:00"

@@ -216,6 +216,7 @@ class Channel:
     humidity: np.ndarray
     lo: np.ndarray  # nan: no lower limit
     hi: np.ndarray
+    delay_s: np.ndarray  # the alarm delay the rules judged each reading by
     calibration: np.ndarray  # index into CALIBRATION_NAMES
     stands_s: np.ndarray  # time each valid value stands for; 0 for the others
     stats: Stats
@@ -232,6 +233,45 @@ class Channel:
     @cached_property
     def out_of_range(self) -> np.ndarray:
         return _outside(self.valid, self.temp, self.lo, self.hi)
+
+    @cached_property
+    def limits(self) -> tuple[Limit, ...]:
+        """The range and alarm delay in force, one entry for each stretch they held, from
+        the channel's start to its end (a change takes effect at the reading it first
+        applied to)."""
+        if self.ts_us.size == 0:
+            return ()
+        keys = np.stack([self.lo, self.hi, self.delay_s])
+        # NaN == NaN is False: compare the NaN masks and the numbers apart.
+        nan = np.isnan(keys)
+        same = (np.diff(nan.astype(np.int8), axis=1) == 0).all(axis=0) & (
+            (np.diff(np.nan_to_num(keys), axis=1) == 0) | nan[:, 1:]
+        ).all(axis=0)
+        starts = np.concatenate(([0], np.flatnonzero(~same) + 1)).tolist()
+        ends = [*starts[1:], self.ts_us.size]
+        out = []
+        for s, e in zip(starts, ends, strict=True):
+            begin = self.start if s == 0 else _at(int(self.ts_us[s]))
+            end = self.end if e == self.ts_us.size else _at(int(self.ts_us[e]))
+            lo, hi, delay = (float(v) for v in keys[:, s])
+            out.append(Limit(begin, end, None if lo != lo else lo, None if hi != hi else hi,
+                             delay))  # fmt: skip
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A channel's range and alarm delay over a stretch of the record."""
+
+    start: datetime
+    end: datetime
+    temp_min_c: float | None
+    temp_max_c: float | None
+    alarm_delay_s: float
+
+
+def _at(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 def _valid(status: np.ndarray, temp: np.ndarray) -> np.ndarray:
@@ -297,6 +337,8 @@ class Subject:
     name: str
     locations: tuple[str, ...]
     shipment: movements.Shipment | None = None
+    timezone: str = "UTC"
+    """The site's: the PDF writes its times there, with the offset."""
 
 
 @dataclass(frozen=True)
@@ -363,7 +405,7 @@ def shipment_record(conn: Conn, shipment_id: str, now: datetime) -> Record:
         for r in conn.execute(_LOTS_OF_SHIPMENT, {"ids": list(quantities)})
     ]
     subject = Subject("shipment", ship.id, f"{ship.origin_site} → {ship.destination}",
-                      tuple(places), ship)  # fmt: skip
+                      tuple(places), ship, _timezone(conn, ship.vehicle_id))  # fmt: skip
     return _build(conn, subject, start, end, now, lots, list(quantities))
 
 
@@ -383,10 +425,19 @@ def location_record(
         LotRef(*r)
         for r in conn.execute(_LOTS_IN_PLACES, {"locations": places, "start": start, "end": end})
     ]
-    subject = Subject("location", place.id, place.name, tuple(places))
+    subject = Subject("location", place.id, place.name, tuple(places), None,
+                      _timezone(conn, place.id))  # fmt: skip
     # A period reaching into the future ends now: what has not happened yet is no gap (it
     # counted as one, and a record run mid-period showed 50 % complete).
     return _build(conn, subject, start, max(start, min(end, now)), now, lots, None)
+
+
+_TIMEZONE = "SELECT s.timezone FROM locations l JOIN sites s ON s.id = l.site_id WHERE l.id = %s"
+
+
+def _timezone(conn: Conn, location_id: str) -> str:
+    row = conn.execute(_TIMEZONE, (location_id,)).fetchone()
+    return "UTC" if row is None else str(row[0])
 
 
 def _build(
@@ -448,6 +499,7 @@ def _build(
             epoch,
             judged.temperature.lo,
             judged.temperature.hi,
+            judged.temperature.delay_s,
         )
         for i, r in enumerate(rows)
     ]
@@ -476,6 +528,7 @@ def _channel(
     epoch: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
+    delay: np.ndarray,
 ) -> Channel:
     sensor, model, serial, due, loc, loc_name, kind, position, t0, t1 = row
     interval = (
@@ -529,6 +582,7 @@ def _channel(
         humidity=d["rh"].astype(float),
         lo=chan_lo,
         hi=chan_hi,
+        delay_s=delay[part].copy(),
         calibration=_calibration(t, certs, due),
         stands_s=stands,
         stats=stats,

@@ -144,6 +144,16 @@ def _channel(c: Channel, readings: str) -> dict[str, Any]:
         "start": iso(c.start),
         "end": iso(c.end),
         "interval_s": c.interval_s,
+        "limits": [
+            {
+                "start": iso(x.start),
+                "end": iso(x.end),
+                "temp_min_c": x.temp_min_c,
+                "temp_max_c": x.temp_max_c,
+                "alarm_delay_s": x.alarm_delay_s,
+            }
+            for x in c.limits
+        ],
         "calibration_due": c.calibration_due.isoformat() if c.calibration_due else None,
         "certificates": [
             {
@@ -260,6 +270,7 @@ def _as_json(r: Record, markers: list[str]) -> dict[str, Any]:
             "id": r.subject.id,
             "name": r.subject.name,
             "locations": list(r.subject.locations),
+            "timezone": r.subject.timezone,
             "shipment": None
             if ship is None
             else {
