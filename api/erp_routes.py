@@ -14,9 +14,9 @@ from fastapi import Depends, FastAPI, File, Header, Path, Query, Request, Respon
 
 from coldtrail.api import etag, models, web
 from coldtrail.clock import Clock
-from coldtrail.erp import audit, capa, chain, holds, kpi, movements, outbox, products
+from coldtrail.erp import audit, capa, chain, disposal, holds, kpi, movements, outbox, products
 from coldtrail.erp.people import Role, User
-from coldtrail.erp.signatures import Credentials
+from coldtrail.erp.signatures import Credentials, Signature
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
 from coldtrail.redact import redact_url
@@ -47,6 +47,12 @@ class LotDetail:
     stays: list[movements.Stay]
     movements: list[movements.Movement]
     holds: list[holds.Hold]
+
+
+@dataclass(frozen=True)
+class LotExit:
+    movement: movements.Movement
+    signature: Signature
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,22 @@ def register(app: FastAPI, deps: Deps) -> None:
             holds.find_holds(conn, lot_id=lot_id, limit=1000),
         )
 
+    @app.post(PREFIX + "/lots/{lot_id}/exit", tags=["lots"], responses=signed, status_code=201)
+    def lot_exit(
+        lot_id: int, body: models.LotExitIn, conn: Db, user: Qa, request: Request
+    ) -> LotExit:
+        """Goods out of the site, signed (21 CFR 11.200): back to the supplier, or destroyed.
+        A rejected lot leaves from a quarantine area only; only a rejected lot is destroyed;
+        a lot under quarantine leaves by neither until QA decides."""
+        request.app.state.password_guard(request)
+        movement, signature = disposal.leave(
+            conn, user.username, lot_id, body.kind, body.quantity, body.at,
+            from_location=body.from_location, party=body.party,
+            credentials=Credentials(body.username, body.password, web.client(request)),
+            meaning=body.meaning, reason=body.reason,
+        )  # fmt: skip
+        return LotExit(movement, signature)
+
     # -------------------------------------------------------------- movements and shipments
 
     @app.post(PREFIX + "/movements", tags=["movements"], responses=refusals, status_code=201)
@@ -209,8 +231,12 @@ def register(app: FastAPI, deps: Deps) -> None:
         return movements.depart(conn, user.username, shipment_id, body.at)
 
     @app.post(PREFIX + "/shipments/{shipment_id}/arrive", tags=["shipments"], responses=refusals)
-    def arrive(shipment_id: str, body: models.At, conn: Db, user: Logistics) -> movements.Shipment:
-        return movements.arrive(conn, user.username, shipment_id, body.at)
+    def arrive(
+        shipment_id: str, body: models.ArriveIn, conn: Db, user: Logistics
+    ) -> movements.Shipment:
+        return movements.arrive(
+            conn, user.username, shipment_id, body.at, quarantine_to=body.quarantine_to
+        )
 
     # -------------------------------------------------------------- holds
 

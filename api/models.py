@@ -349,6 +349,14 @@ class At(RequestModel):
     at: Instant
 
 
+class ArriveIn(At):
+    quarantine_to: str | None = Field(
+        default=None,
+        description="a quarantine area: lots still aboard that are quarantined or rejected are "
+        "moved there (a transfer each) before the shipment closes",
+    )
+
+
 class HoldIn(RequestModel):
     lot_id: int
     reason: str = Field(min_length=1, max_length=2000)
@@ -361,6 +369,24 @@ class SignatureIn(RequestModel):
     password: str = Field(min_length=1, max_length=1024)
     meaning: Literal["authorship", "review", "approval", "responsibility", "verification"]
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class LotExitIn(SignatureIn):
+    kind: Literal["return_to_supplier", "destruction"]
+    quantity: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    at: Instant = Field(description="when the goods left")
+    from_location: str = Field(description="a quarantine area, for a rejected lot")
+    party: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"\S",
+        description="the supplier taking the goods back, or who destroyed them",
+    )
+    model_config = {"json_schema_extra": {"examples": [
+        {"kind": "destruction", "quantity": 40, "at": "2026-11-23T09:00:00Z",
+         "from_location": "QZ", "party": "Shanghai Medical Waste Disposal Co. 上海医废处置",
+         "username": "qa1", "password": "…", "meaning": "approval",
+         "reason": "rejected after excursion 7; destroyed under witness"}]}}  # fmt: skip
 
 
 class DispositionIn(SignatureIn):

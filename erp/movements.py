@@ -16,7 +16,12 @@ from coldtrail.erp import queries as q
 from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound, RuleViolation
 
-MovementKind = Literal["receiving", "put_away", "transfer", "loading", "delivery", "return"]
+MovementKind = Literal[
+    "receiving", "put_away", "transfer", "loading", "delivery", "return",
+    # Signed by QA, through coldtrail.erp.disposal only:
+    "return_to_supplier", "destruction",
+]  # fmt: skip
+SIGNED_KINDS = ("return_to_supplier", "destruction")
 ShipmentState = Literal["planned", "in_transit", "delivered", "cancelled"]
 
 
@@ -82,6 +87,10 @@ def record_movement(
     shipment_id: str | None = None,
     party: str | None = None,
 ) -> Movement:
+    if kind in SIGNED_KINDS:
+        raise RuleViolation(
+            f"a {kind.replace('_', ' ')} is signed by QA: POST /api/v1/lots/{lot_id}/exit"
+        )
     _check_shape(kind, from_location, to_location, shipment_id)
     with acting(conn, actor):
         row = conn.execute(
@@ -106,7 +115,10 @@ def _check_shape(
     kind: MovementKind, src: str | None, dst: str | None, shipment: str | None
 ) -> None:
     # The same rules as the table's CHECK, said in words a user can act on.
-    if kind in ("receiving", "return"):
+    if kind in SIGNED_KINDS:
+        if src is None or dst is not None:
+            raise RuleViolation(f"a {kind} names where the goods leave from (from_location)")
+    elif kind in ("receiving", "return"):
         if src is not None or dst is None:
             raise RuleViolation(f"a {kind} names where the goods go (to_location), not a source")
     elif kind == "delivery":
@@ -190,14 +202,23 @@ def depart(conn: Conn, actor: str, shipment_id: str, at: datetime) -> Shipment:
     return get_shipment(conn, shipment_id)
 
 
-def arrive(conn: Conn, actor: str, shipment_id: str, at: datetime) -> Shipment:
-    """Close the shipment; refused while a lot it carried is still on the vehicle."""
+def arrive(
+    conn: Conn, actor: str, shipment_id: str, at: datetime, *, quarantine_to: str | None = None
+) -> Shipment:
+    """Close the shipment; refused while a lot it carried is still on the vehicle.
+
+    With ``quarantine_to`` (a quarantine area), the lots still aboard that are quarantined or
+    rejected are first moved there, each by a transfer of the shipment at the time of
+    arrival: goods no customer may take come back into quarantine. A lot fit to deliver
+    still aboard is not moved: its delivery or transfer is recorded first."""
     with acting(conn, actor):
         current = _locked_shipment(conn, shipment_id)
         if current.state != "in_transit":
             raise RuleViolation(f"shipment {shipment_id} is {current.state}, not in transit")
         if current.departed_at is not None and at < current.departed_at:
             raise RuleViolation(f"shipment {shipment_id} departed at {current.departed_at}")
+        if quarantine_to is not None:
+            _unload_into_quarantine(conn, actor, current, quarantine_to, at)
         aboard = [
             f"{lot.lot_number} ({lot.aboard})"
             for lot in shipment_lots(conn, shipment_id)
@@ -206,10 +227,29 @@ def arrive(conn: Conn, actor: str, shipment_id: str, at: datetime) -> Shipment:
         if aboard:
             raise RuleViolation(
                 f"shipment {shipment_id} still carries lot(s) {', '.join(aboard)}: record "
-                "their delivery or transfer first"
+                "their delivery or transfer first (lots under quarantine or rejected: arrive "
+                "with quarantine_to, a quarantine area they are moved into)"
             )
         conn.execute(q.ARRIVE_SHIPMENT, {"id": shipment_id, "at": at})
     return get_shipment(conn, shipment_id)
+
+
+def _unload_into_quarantine(
+    conn: Conn, actor: str, ship: Shipment, area: str, at: datetime
+) -> None:
+    row = conn.execute(q.QUARANTINE_AREA, {"id": area}).fetchone()
+    if row is None:
+        raise NotFound(f"no location {area!r}")
+    if not row[0]:
+        raise RuleViolation(f"{area} is not a quarantine area")
+    aboard = [lot.lot_id for lot in shipment_lots(conn, ship.id) if lot.aboard > 0]
+    stays = conn.execute(q.HELD_ABOARD, {"vehicle": ship.vehicle_id, "lots": aboard}).fetchall()
+    for lot_id, location, quantity in stays:
+        conn.execute(
+            q.INSERT_MOVEMENT,
+            {"lot": lot_id, "kind": "transfer", "from": location, "to": area, "qty": quantity,
+             "at": at, "shipment": ship.id, "party": None, "by": actor},
+        )  # fmt: skip
 
 
 def shipment_lots(conn: Conn, shipment_id: str) -> list[ShipmentLot]:

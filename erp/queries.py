@@ -229,6 +229,19 @@ ORDER BY lower(s.during), s.lot_id, s.location_id
 LOT_STAYS = _STAY_SELECT + "WHERE s.lot_id = %(lot)s ORDER BY lower(s.during), s.location_id"
 
 LOCATION_KIND = "SELECT kind::text FROM locations WHERE id = %(id)s"
+QUARANTINE_AREA = "SELECT quarantine_area FROM locations WHERE id = %(id)s"
+
+# Where on the vehicle each of these lots lies now, of those under quarantine or rejected.
+HELD_ABOARD = """
+SELECT s.lot_id, s.location_id, s.quantity
+FROM lot_stays s
+JOIN lots l ON l.id = s.lot_id
+JOIN locations v ON v.id = s.location_id
+WHERE upper_inf(s.during) AND s.lot_id = ANY(%(lots)s)
+  AND (v.id = %(vehicle)s OR v.parent_id = %(vehicle)s)
+  AND l.status IN ('quarantined', 'rejected')
+ORDER BY s.lot_id, s.location_id
+"""
 
 INSERT_SHIPMENT = """
 INSERT INTO shipments (id, vehicle_id, origin_site, destination, route)

@@ -111,6 +111,8 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
         shipment_id="SH1",
     )  # fmt: skip
     place_hold(conn, "admin", lot, "probe at 9 °C", T0 - 20 * m)
+    spare = register_lot(conn, "admin", GTIN, "L2").id  # available: it may go back, signed
+    record_movement(conn, "admin", spare, "receiving", 20, T0 - 120 * m, to_location="CR")
     open_capa(conn, "admin", NewCapa("First", "qa1", T0.date()), T0)
     second = open_capa(conn, "admin", NewCapa("Second", "qa1", T0.date()), T0).id
     advance(conn, "admin", second, Step("investigation"), T0)
@@ -179,6 +181,23 @@ def _signed(role: Role) -> dict[str, Any]:
             "meaning": "approval",
             "reason": "within stability data",
         }
+    }
+
+
+def _exit(role: Role) -> dict[str, Any]:
+    return {
+        "url": "/api/v1/lots/2/exit",
+        "json": {
+            "kind": "return_to_supplier",
+            "quantity": 5,
+            "at": SOON,
+            "from_location": "CR",
+            "party": "Supplier 供应商",
+            "username": _username(role),
+            "password": _password(role),
+            "meaning": "approval",
+            "reason": "recalled by the supplier",
+        },
     }
 
 
@@ -281,6 +300,7 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("POST", "/api/v1/holds"): (QA, {"json": {"lot_id": 1, "reason": "investigation"}}),
     ("GET", "/api/v1/holds/{hold_id}"): (EVERYONE, {}),
     ("POST", "/api/v1/holds/{hold_id}/disposition"): (QA, _signed),
+    ("POST", "/api/v1/lots/{lot_id}/exit"): (QA, _exit),
     ("GET", "/api/v1/capa"): (EVERYONE, {}),
     ("GET", "/api/v1/capa/overdue"): (EVERYONE, {}),
     ("POST", "/api/v1/capa"): (
