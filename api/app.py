@@ -236,7 +236,19 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     # the response is sent, so a long response (the push stream) holds none.
     Db = Annotated[Conn, Depends(db, scope="function")]
 
-    def current_user(conn: Db, token: Annotated[str | None, Depends(oauth2)]) -> User:
+    async def presented_token(
+        request: Request, header: Annotated[str | None, Depends(oauth2)]
+    ) -> str | None:
+        """The bearer token, or on a read the web console's session (the same token, kept in
+        an HttpOnly, SameSite=Strict cookie): a write through the API always needs the
+        header, so a form posted from elsewhere can't write with a browser's cookie."""
+        if header:
+            return header
+        if request.method in ("GET", "HEAD"):
+            return request.cookies.get(auth.SESSION_COOKIE)
+        return None
+
+    def current_user(conn: Db, token: Annotated[str | None, Depends(presented_token)]) -> User:
         subject = auth.token_subject(token or "", config.secret_key, clock.now())
         user = people.load_user(conn, subject[0]) if subject else None
         # A token from before a password change, a disable or a revocation: refused.
@@ -293,13 +305,18 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     def token(
         request: Request, conn: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]
     ) -> models.Token:
+        return issue(sign_in(request, conn, form.username, form.password))
+
+    def sign_in(request: Request, conn: Conn, username: str, password: str) -> User:
+        """The person these credentials name, the attempt (either way) in the audit trail;
+        401 when they are wrong, 429 when this address guesses too fast."""
         guard(request)
-        if not USERNAME.fullmatch(form.username):
+        if not USERNAME.fullmatch(username):
             # No account can have such a name: refused before the database, so a megabyte
             # of name costs nothing and adds no row (the trail keeps its start).
             with acting(conn, "anonymous"):
                 audit.record(
-                    conn, "anonymous", "login_failed", "user", form.username[:64],
+                    conn, "anonymous", "login_failed", "user", username[:64],
                     {"reason": "not a user name"},
                 )  # fmt: skip
             raise HTTPException(
@@ -309,16 +326,14 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
             )
         locked: str | None = None
         try:
-            user = people.authenticate(
-                conn, form.username, form.password, clock.now(), web.client(request)
-            )
+            user = people.authenticate(conn, username, password, clock.now(), web.client(request))
         except AccountLocked as exc:
             user, locked = None, str(exc)
         # Part 11 wants every login and every failed one in the trail (with the name tried).
         action = "login" if user is not None else "login_failed"
-        with acting(conn, form.username):
+        with acting(conn, username):
             audit.record(
-                conn, form.username, action, "user", form.username,
+                conn, username, action, "user", username,
                 {"reason": "locked"} if locked else None,
             )  # fmt: skip
         if user is None:
@@ -327,7 +342,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
                 locked or "incorrect username or password",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return issue(user)
+        return user
 
     def issue(user: User) -> models.Token:
         return models.Token(
@@ -422,7 +437,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         allow=allow,
         token_expiry=lambda token: auth.token_expiry(token, config.secret_key),
         still_valid=still_valid,
-        bearer=oauth2,
+        bearer=presented_token,
         clock=clock,
         keepalive_s=config.stream_keepalive_s,
     )

@@ -10,6 +10,9 @@ import jwt
 
 from coldtrail.erp.people import User
 
+SESSION_COOKIE = "ct_session"
+"""The web console keeps its session's token here (HttpOnly, SameSite=Strict)."""
+
 
 def issue_token(user: User, secret: str, now: datetime, ttl_s: int) -> str:
     claims = {
