@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from coldtrail import __version__
+from coldtrail import __version__, console
 from coldtrail.api import (
     account_routes,
     auth,
@@ -249,10 +249,8 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         return None
 
     def current_user(conn: Db, token: Annotated[str | None, Depends(presented_token)]) -> User:
-        subject = auth.token_subject(token or "", config.secret_key, clock.now())
-        user = people.load_user(conn, subject[0]) if subject else None
-        # A token from before a password change, a disable or a revocation: refused.
-        if user is None or subject is None or user.token_generation != subject[1]:
+        user = auth.user_of(conn, token, config.secret_key, clock.now())
+        if user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "not authenticated",
@@ -441,4 +439,17 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         clock=clock,
         keepalive_s=config.stream_keepalive_s,
     )
+
+    def live_document(conn: Conn, site: str | None) -> bytes:
+        body, _ = snapshots.get(site, lambda now: live_builder.build(conn, site, now))
+        return body
+
+    # The web console at /, on the same logins, tokens, roles and queries.
+    console.register(
+        app,
+        console.ConsoleDeps(
+            db=db, clock=clock, secret_key=config.secret_key, token_ttl_s=config.token_ttl_s,
+            sign_in=sign_in, live=live_document, password_guard=guard,
+        ),
+    )  # fmt: skip
     return app

@@ -8,10 +8,21 @@ from typing import Any
 
 import jwt
 
+from coldtrail.erp import people
 from coldtrail.erp.people import User
 
 SESSION_COOKIE = "ct_session"
 """The web console keeps its session's token here (HttpOnly, SameSite=Strict)."""
+
+
+def user_of(conn: Any, token: str | None, secret: str, now: datetime) -> User | None:
+    """The person a presented token stands for now: None for a bad or expired token, or one
+    from before a password change, a disable or a revocation (its generation is gone)."""
+    subject = token_subject(token or "", secret, now)
+    user = people.load_user(conn, subject[0]) if subject else None
+    if user is None or subject is None or user.token_generation != subject[1]:
+        return None
+    return user
 
 
 def issue_token(user: User, secret: str, now: datetime, ttl_s: int) -> str:

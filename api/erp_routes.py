@@ -62,6 +62,16 @@ class ShipmentDetail:
     completeness: list[kpi.Completeness]
 
 
+def verify_all(conn: Conn, since: datetime | None = None) -> models.ChainCheckOut:
+    """The trail's chain, the readings' chain and the tables against the trail (shared by
+    the API and the web console)."""
+    trail = asdict(audit.verify(conn))
+    readings = asdict(chain.verify_readings(conn, since=since))
+    state = asdict(audit.verify_state(conn))
+    trail["ok"] = trail["ok"] and readings["ok"] and state["ok"]
+    return models.ChainCheckOut(**trail, readings=readings, state=state)
+
+
 def register(app: FastAPI, deps: Deps) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
@@ -441,11 +451,7 @@ def register(app: FastAPI, deps: Deps) -> None:
         """Recompute the hash chain of the whole trail (names the first broken row), every
         link of the readings' chain from the rows (names the batch, sensor and seq), and
         each audited table against what the trail says its rows became."""
-        trail = asdict(audit.verify(conn))
-        readings = asdict(chain.verify_readings(conn, since=since))
-        state = asdict(audit.verify_state(conn))
-        trail["ok"] = trail["ok"] and readings["ok"] and state["ok"]
-        return models.ChainCheckOut(**trail, readings=readings, state=state)
+        return verify_all(conn, since)
 
     @app.get(
         PREFIX + "/kpi",

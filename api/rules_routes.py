@@ -100,6 +100,41 @@ class BudgetOut:
     exhausted_at: datetime | None
 
 
+def location_excursions(
+    conn: Conn, state: str | None, location: str | None, after: int = 0, limit: int = 100
+) -> list[LocationExcursion]:
+    """Location excursions by id (shared by the API and the web console)."""
+    rows = conn.execute(
+        _LOCATION_EXCURSIONS,
+        {"state": state, "location": location, "after": after, "limit": limit},
+    ).fetchall()
+    return [LocationExcursion(*r) for r in rows]
+
+
+def excursion_detail(conn: Conn, excursion_id: int) -> ExcursionDetail:
+    """One location excursion with the lots it touched, its alarms and its probes'."""
+    rows = conn.execute(
+        _LOCATION_EXCURSIONS.replace("AND id > %(after)s", "AND id = %(after)s"),
+        {"state": None, "location": None, "after": excursion_id, "limit": 1},
+    ).fetchall()
+    if not rows:
+        raise NotFound(f"no excursion {excursion_id}")
+    impacts = [Impact(*r) for r in conn.execute(_IMPACTS, {"id": excursion_id})]
+    raised = conn.execute(
+        "SELECT id FROM alarms WHERE location_excursion_id = %s ORDER BY id", (excursion_id,)
+    ).fetchall()
+    probes = [
+        models.Excursion.from_row(r)
+        for r in conn.execute(api_q.PROBE_EXCURSIONS_OF, {"id": excursion_id})
+    ]
+    return ExcursionDetail(
+        LocationExcursion(*rows[0]),
+        impacts,
+        [alarms.get_alarm(conn, r[0]) for r in raised],
+        probes,
+    )
+
+
 def register(app: FastAPI, deps: Deps) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Anyone = Annotated[User, Depends(deps.allow(EVERYONE))]
@@ -121,37 +156,14 @@ def register(app: FastAPI, deps: Deps) -> None:
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[LocationExcursion]:
-        rows = conn.execute(
-            _LOCATION_EXCURSIONS,
-            {"state": state, "location": location, "after": after, "limit": limit},
-        ).fetchall()
-        return [LocationExcursion(*r) for r in rows]
+        return location_excursions(conn, state, location, after, limit)
 
     @app.get(PREFIX + "/location-excursions/{excursion_id}", tags=["excursions"],
              responses=refusals)  # fmt: skip
     def get_location_excursion(
         excursion_id: Annotated[int, Path(ge=1)], conn: Db, _: Anyone
     ) -> ExcursionDetail:
-        rows = conn.execute(
-            _LOCATION_EXCURSIONS.replace("AND id > %(after)s", "AND id = %(after)s"),
-            {"state": None, "location": None, "after": excursion_id, "limit": 1},
-        ).fetchall()
-        if not rows:
-            raise NotFound(f"no excursion {excursion_id}")
-        impacts = [Impact(*r) for r in conn.execute(_IMPACTS, {"id": excursion_id})]
-        raised = conn.execute(
-            "SELECT id FROM alarms WHERE location_excursion_id = %s ORDER BY id", (excursion_id,)
-        ).fetchall()
-        probes = [
-            models.Excursion.from_row(r)
-            for r in conn.execute(api_q.PROBE_EXCURSIONS_OF, {"id": excursion_id})
-        ]
-        return ExcursionDetail(
-            LocationExcursion(*rows[0]),
-            impacts,
-            [alarms.get_alarm(conn, r[0]) for r in raised],
-            probes,
-        )
+        return excursion_detail(conn, excursion_id)
 
     @app.get(PREFIX + "/alarms", tags=["alarms"])
     def list_alarms(

@@ -348,8 +348,18 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("GET", "/api/v1/kept-aside"): (ADMIN, {"params": {"gateway": "gw-1"}}),
 }  # fmt: skip
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/auth/token")}
-# Pages outside the OpenAPI document: the Swagger UI (test_docs_load_nothing_from_outside_the_api).
-PAGES = {("GET", "/docs")}
+# Pages outside the OpenAPI document: the Swagger UI (test_docs_load_nothing_from_outside_the_api)
+# and the web console's (tests/test_console.py).
+PAGES = {("GET", "/docs")} | {
+    (method, path)
+    for method, paths in (
+        ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
+                 "/records", "/shipments/{shipment_id}", "/audit")),
+        ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
+                  "/holds/{hold_id}/disposition", "/audit/verify")),
+    )
+    for path in paths
+}  # fmt: skip
 
 
 # POSTs that write nothing: an auditor may make them.

@@ -1,0 +1,39 @@
+// The live board follows the API's push stream (Server-Sent Events; the session cookie
+// signs it in): each reading updates its probe's row where it is shown, without a reload.
+// New alarms and excursions reload the page, which the server draws as it is now.
+"use strict";
+(function () {
+  const feed = document.getElementById("feed");
+  const say = (state) => { if (feed) { feed.dataset.state = state; feed.textContent = feed.dataset[state] || state; } };
+  function fmt(value, digits, unit) {
+    return value === null || value === undefined ? "—" : Number(value).toFixed(digits) + " " + unit;
+  }
+  function local(ts) {
+    const d = new Date(ts);
+    const pad = (n) => String(n).padStart(2, "0");
+    return pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+  }
+  function reading(r) {
+    const row = document.querySelector('tr[data-sensor="' + CSS.escape(r.sensor) + '"]');
+    if (!row) return;
+    const shown = row.querySelector(".ts").dataset.ts;
+    if (shown && new Date(shown) > new Date(r.ts)) return;  // an older reading, late
+    row.querySelector(".t").textContent = r.status === "ok" ? fmt(r.temperature_c, 1, "°C") : "—";
+    row.querySelector(".rh").textContent = fmt(r.humidity_pct, 0, "%");
+    const ts = row.querySelector(".ts");
+    ts.dataset.ts = r.ts;
+    ts.textContent = local(r.ts);
+    row.classList.add("fresh");
+    setTimeout(() => row.classList.remove("fresh"), 1500);
+  }
+  const source = new EventSource("/api/v1/stream?types=readings,alarm,excursion");
+  source.addEventListener("ready", () => say("live"));
+  source.addEventListener("readings", (e) => JSON.parse(e.data).readings.forEach(reading));
+  source.addEventListener("alarm", () => window.location.reload());
+  source.addEventListener("excursion", () => window.location.reload());
+  source.addEventListener("reset", () => window.location.reload());
+  for (const end of ["expired", "revoked", "lagged"]) {
+    source.addEventListener(end, () => { source.close(); window.location.reload(); });
+  }
+  source.onerror = () => say("reconnecting");
+})();

@@ -1,0 +1,363 @@
+"""The console's pages and forms.
+
+No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+"""
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
+from starlette.exceptions import HTTPException
+
+from coldtrail.api import auth, web
+from coldtrail.api.erp_routes import EVERYONE, OVERSIGHT, QA, STOCK, verify_all
+from coldtrail.api.record.build import location_record, shipment_record
+from coldtrail.api.record.pdf import STATES, Times
+from coldtrail.api.rules_routes import excursion_detail, location_excursions
+from coldtrail.clock import Clock
+from coldtrail.console import charts, i18n
+from coldtrail.console import session as s
+from coldtrail.erp import audit, holds, masterdata, movements
+from coldtrail.erp.people import Role, User
+from coldtrail.erp.signatures import Credentials
+from coldtrail.erp.tx import Conn, acting
+from coldtrail.errors import NotFound, RecordError, SignatureRefused
+from coldtrail.rules import alarms
+
+STATIC = Path(__file__).resolve().parent / "static"
+INBOX_FILTERS = ("open", "late", "revised", "withdrawn", "all")
+MEANINGS = ("approval", "review", "responsibility", "verification", "authorship")
+
+
+@dataclass(frozen=True)
+class ConsoleDeps:
+    db: Callable[[], AsyncIterator[Conn]]
+    clock: Clock
+    secret_key: str
+    token_ttl_s: int
+    sign_in: Callable[[Request, Conn, str, str], User]
+    """The API's login: audited, throttled, raises its 401 or 429."""
+    live: Callable[[Conn, str | None], bytes]
+    """The live document the API serves (``GET /api/v1/live``)."""
+    password_guard: Callable[[Request], None]
+
+
+class NeedsLogin(Exception):
+    pass
+
+
+class LocalTimes(Times):
+    """Times of a page in the site's zone; ``short`` for the dense tables of the board."""
+
+    def short(self, at: str | datetime | None) -> str:
+        if not at:
+            return "—"
+        t = datetime.fromisoformat(at) if isinstance(at, str) else at
+        return f"{self.local(t):%m-%d %H:%M:%S}"
+
+
+def register(app: FastAPI, deps: ConsoleDeps) -> None:
+    Db = Annotated[Conn, Depends(deps.db, scope="function")]
+    app.mount("/static", StaticFiles(directory=STATIC), name="console-static")
+
+    def language(request: Request) -> str:
+        return i18n.choose(request.cookies.get(s.LANGUAGE_COOKIE),
+                           request.headers.get("accept-language"))  # fmt: skip
+
+    def viewer(request: Request, conn: Conn) -> User | None:
+        return auth.user_of(
+            conn, request.cookies.get(auth.SESSION_COOKIE), deps.secret_key, deps.clock.now()
+        )
+
+    def who(request: Request, conn: Conn, roles: frozenset[Role] = EVERYONE) -> User:
+        user = viewer(request, conn)
+        if user is None:
+            raise NeedsLogin
+        if user.role not in roles:
+            raise HTTPException(403, f"role {user.role.value} may not do this")
+        return user
+
+    def render(
+        request: Request, user: User | None, template: str, status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
+        lang = language(request)
+        session = request.cookies.get(auth.SESSION_COOKIE)
+        body = i18n.environment(lang).get_template(template).render(
+            request=request, user=user, lang=lang, languages=i18n.LANGUAGES,
+            csrf=s.csrf_token(deps.secret_key, session) if session and user else "",
+            states=STATES, can=_abilities(user), **ctx,
+        )  # fmt: skip
+        response = HTMLResponse(body, status_code=status, headers=dict(s.SECURITY_HEADERS))
+        if user is not None and session:
+            _renew(request, response, user, session)
+        return response
+
+    def _renew(request: Request, response: Response, user: User, token: str) -> None:
+        """A page used in the second half of the session's life gets a fresh one."""
+        expires = auth.token_expiry(token, deps.secret_key)
+        now = deps.clock.now()
+        if expires is not None and (expires - now).total_seconds() < deps.token_ttl_s / 2:
+            fresh = auth.issue_token(user, deps.secret_key, now, deps.token_ttl_s)
+            s.set_session(response, request, fresh, deps.token_ttl_s)
+
+    def checked(request: Request, conn: Conn, csrf: str, roles: frozenset[Role]) -> User:
+        """The person posting a form: signed in, allowed, and the form theirs (CSRF)."""
+        user = who(request, conn, roles)
+        if not s.csrf_ok(deps.secret_key, request.cookies.get(auth.SESSION_COOKIE), csrf):
+            raise HTTPException(403, "this form did not come from your session: reload the page")
+        return user
+
+    @app.exception_handler(NeedsLogin)
+    async def _login_first(request: Request, _: Exception) -> Response:
+        target = request.url.path if request.method == "GET" else "/"
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    # ---------------------------------------------------------------- session
+
+    @app.get("/login", include_in_schema=False)
+    def login_page(request: Request, next: str = "/") -> HTMLResponse:
+        token = s.new_login_token()
+        response = render(request, None, "login.html", login_csrf=token, next=_local(next))
+        s.set_login_token(response, request, token)
+        return response
+
+    @app.post("/login", include_in_schema=False)
+    def login(
+        request: Request,
+        conn: Db,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+        next: Annotated[str, Form(max_length=200)] = "/",
+    ) -> Response:
+        _ = i18n.gettext_for(language(request))
+        if not s.login_csrf_ok(request, csrf):
+            token = s.new_login_token()
+            response = render(request, None, "login.html", status=403, login_csrf=token,
+                              next=_local(next),
+                              error=_("The form expired: please sign in again."))  # fmt: skip
+            s.set_login_token(response, request, token)
+            return response
+        try:
+            user = deps.sign_in(request, conn, username, password)
+        except HTTPException as exc:
+            token = s.new_login_token()
+            message = (
+                _("Too many attempts from this address: wait a minute.")
+                if exc.status_code == 429
+                else _("Wrong user name or password.")
+            )
+            response = render(request, None, "login.html", status=exc.status_code,
+                              login_csrf=token, next=_local(next), error=message,
+                              username=username)  # fmt: skip
+            s.set_login_token(response, request, token)
+            return response
+        done = RedirectResponse(_local(next), status_code=303)
+        token = auth.issue_token(user, deps.secret_key, deps.clock.now(), deps.token_ttl_s)
+        s.set_session(done, request, token, deps.token_ttl_s)
+        return done
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(
+        request: Request, conn: Db, csrf: Annotated[str, Form(max_length=100)] = ""
+    ) -> Response:
+        user = checked(request, conn, csrf, EVERYONE)
+        with acting(conn, user.username):
+            audit.record(conn, user.username, "logout", "user", user.username)
+        response = RedirectResponse("/login", status_code=303)
+        s.end_session(response)
+        return response
+
+    @app.post("/language", include_in_schema=False)
+    def choose_language(
+        request: Request,
+        language_code: Annotated[str, Form(alias="language", pattern="^(en|zh)$")],
+        back: Annotated[str, Form(max_length=200)] = "/",
+    ) -> Response:
+        # Only a preference, harmless if forged: no session or CSRF token needed.
+        response = RedirectResponse(_local(back), status_code=303)
+        s.set_language(response, request, language_code)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request, conn: Db) -> Response:
+        user = who(request, conn)
+        start = {Role.QA: "/excursions", Role.AUDITOR: "/records"}.get(user.role, "/board")
+        return RedirectResponse(start, status_code=303)
+
+    # ---------------------------------------------------------------- logistics
+
+    @app.get("/board", include_in_schema=False)
+    def board(request: Request, conn: Db, site: str | None = None) -> HTMLResponse:
+        user = who(request, conn)
+        doc = json.loads(deps.live(conn, site))
+        by_place: dict[str, list[dict[str, Any]]] = {}
+        for sensor in doc["sensors"]:
+            place = sensor.get("location") or {}
+            if sensor["kind"] == "probe" and place.get("id"):
+                by_place.setdefault(place["id"], []).append(sensor)
+        active = alarms.find_alarms(conn, active=True, limit=200)
+        when = LocalTimes(_site_zone(conn, site))
+        return render(request, user, "board.html", doc=doc, by_place=by_place, alarms=active,
+                      when=when, now=deps.clock.now())  # fmt: skip
+
+    @app.post("/alarms/{alarm_id}/acknowledge", include_in_schema=False)
+    def acknowledge(
+        request: Request,
+        conn: Db,
+        alarm_id: int,
+        comment: Annotated[str, Form(max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = checked(request, conn, csrf, STOCK)
+        try:
+            alarms.acknowledge(conn, alarm_id, user.username, comment, deps.clock.now())
+        except RecordError as exc:
+            return _problem(request, user, exc)
+        return RedirectResponse("/board", status_code=303)
+
+    # ---------------------------------------------------------------- QA
+
+    @app.get("/excursions", include_in_schema=False)
+    def inbox(request: Request, conn: Db, show: str = "open") -> HTMLResponse:
+        user = who(request, conn)
+        show = show if show in INBOX_FILTERS else "open"
+        state = {"open": "open", "withdrawn": "withdrawn"}.get(show)
+        found = location_excursions(conn, state, None, 0, 1000)
+        if show == "late":
+            found = [e for e in found if e.late]
+        elif show == "revised":
+            found = [e for e in found if e.revision > 1]
+        found.sort(key=lambda e: e.started_at, reverse=True)
+        return render(request, user, "excursions.html", excursions=found, show=show,
+                      filters=INBOX_FILTERS, when=LocalTimes(_site_zone(conn, None)))  # fmt: skip
+
+    @app.get("/excursions/{excursion_id}", include_in_schema=False)
+    def excursion(request: Request, conn: Db, excursion_id: int) -> HTMLResponse:
+        user = who(request, conn)
+        detail = excursion_detail(conn, excursion_id)
+        e = detail.excursion
+        now = deps.clock.now()
+        margin = timedelta(hours=1)
+        end = min(e.ended_at + margin if e.ended_at else now, now)
+        start = e.started_at - margin
+        record = location_record(
+            conn, e.location_id, start, max(end, start + timedelta(minutes=1)), now
+        )
+        when = LocalTimes(record.subject.timezone)
+        drawn = [charts.chart(c, record, when) for c in record.channels]
+        held = {h.id: h for h in holds.find_holds(conn, limit=1000)
+                if h.excursion_id == excursion_id}  # fmt: skip
+        return render(request, user, "excursion.html", x=detail, e=e, charts=drawn,
+                      holds=held, when=when, meanings=MEANINGS,
+                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+
+    @app.post("/holds/{hold_id}/disposition", include_in_schema=False)
+    def dispose(
+        request: Request,
+        conn: Db,
+        hold_id: int,
+        disposition: Annotated[str, Form(pattern="^(release|reject)$")],
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        meaning: Annotated[str, Form(pattern="^(" + "|".join(MEANINGS) + ")$")],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+        open_excursions: Annotated[str, Form(max_length=200)] = "",
+        back: Annotated[str, Form(max_length=200)] = "/excursions",
+    ) -> Response:
+        user = checked(request, conn, csrf, QA)
+        deps.password_guard(request)
+        named = [int(x) for x in open_excursions.replace(",", " ").split() if x.isdigit()]
+        try:
+            holds.dispose(
+                conn, user.username, hold_id, disposition,  # type: ignore[arg-type]
+                Credentials(username, password, web.client(request)), meaning,  # type: ignore[arg-type]
+                reason, deps.clock.now(), open_excursions=named,
+            )  # fmt: skip
+        except SignatureRefused as exc:
+            return _problem(request, user, exc, status=403)
+        except RecordError as exc:
+            return _problem(request, user, exc)
+        return RedirectResponse(_local(back), status_code=303)
+
+    # ---------------------------------------------------------------- auditors
+
+    @app.get("/records", include_in_schema=False)
+    def records(request: Request, conn: Db) -> HTMLResponse:
+        user = who(request, conn)
+        shipments = movements.find_shipments(conn, limit=200)
+        places = masterdata.list_locations(conn)
+        now = deps.clock.now()
+        return render(request, user, "records.html", shipments=shipments, places=places,
+                      period_from=(now - timedelta(days=30)).isoformat().replace("+00:00", "Z"),
+                      period_to=now.isoformat().replace("+00:00", "Z"))  # fmt: skip
+
+    @app.get("/shipments/{shipment_id}", include_in_schema=False)
+    def shipment(request: Request, conn: Db, shipment_id: str) -> HTMLResponse:
+        user = who(request, conn)
+        try:
+            record = shipment_record(conn, shipment_id, deps.clock.now())
+        except NotFound as exc:
+            return _problem(request, user, exc, status=404)
+        except RecordError as exc:
+            return _problem(request, user, exc)
+        when = LocalTimes(record.subject.timezone)
+        drawn = [charts.chart(c, record, when) for c in record.channels]
+        return render(request, user, "record.html", r=record, charts=drawn, when=when,
+                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+
+    @app.get("/audit", include_in_schema=False)
+    def trail(
+        request: Request,
+        conn: Db,
+        record_type: str | None = None,
+        record_id: str | None = None,
+        actor: str | None = None,
+    ) -> HTMLResponse:
+        user = who(request, conn, OVERSIGHT)
+        rows = audit.entries(conn, record_type=record_type or None, record_id=record_id or None,
+                             actor=actor or None, limit=500)  # fmt: skip
+        return render(request, user, "audit.html", rows=rows, record_type=record_type or "",
+                      record_id=record_id or "", actor=actor or "",
+                      when=LocalTimes(_site_zone(conn, None)))  # fmt: skip
+
+    @app.post("/audit/verify", include_in_schema=False)
+    def verify(
+        request: Request, conn: Db, csrf: Annotated[str, Form(max_length=100)] = ""
+    ) -> HTMLResponse:
+        user = checked(request, conn, csrf, OVERSIGHT)
+        return render(request, user, "verify.html", check=verify_all(conn))
+
+    def _problem(request: Request, user: User, exc: Exception, status: int = 409) -> HTMLResponse:
+        return render(request, user, "problem.html", status=status, message=str(exc))
+
+
+def _abilities(user: User | None) -> dict[str, bool]:
+    """What the page offers; the server checks each again when it is used."""
+    role = user.role if user else None
+    return {
+        "acknowledge": role in STOCK,
+        "sign": role in QA,
+        "audit": role in OVERSIGHT,
+    }
+
+
+def _local(target: str) -> str:
+    """Only a path of this site: never a redirect elsewhere."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _site_zone(conn: Conn, site: str | None) -> str:
+    sites = masterdata.list_sites(conn)
+    chosen = [x for x in sites if x.id == site] or sites
+    return chosen[0].timezone if chosen else "UTC"

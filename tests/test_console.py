@@ -1,0 +1,304 @@
+"""The web console: served by the API app, in a real browser (Debian's chromium driven by
+Playwright), on the real database and broker; its pages' security and catalogue checked
+without one too."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail.api.app import create_app
+from coldtrail.api.erp_routes import verify_all
+from coldtrail.clock import ManualClock
+from coldtrail.console import i18n
+from coldtrail.erp.people import Role, create_user
+from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
+from coldtrail.mqtt import MqttOptions
+from tests.conftest import QA_PASSWORD, T0, RunningApi, api_config, publish
+from tests.test_record import shipped  # noqa: F401 - the fixture: SH1 with a held lot
+
+CHROMIUM = shutil.which("chromium")
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium (.ci/run installs it) drives the browser tests"
+)
+TEMPLATES = i18n.TEMPLATES
+# Where screenshots go: the test's own folder, or one named to keep them (CI artefacts).
+SHOTS = os.environ.get("COLDTRAIL_SCREENSHOTS")
+
+
+@dataclass
+class Site:
+    url: str
+    db_url: str
+    hold: int
+    mqtt: MqttOptions
+    root: str
+    shots: Path
+
+
+@pytest.fixture
+def site(
+    shipped: dict[str, Any],  # noqa: F811
+    db_url: str,
+    clock: ManualClock,
+    mqtt_options: MqttOptions,
+    topic_root: str,
+    tmp_path: Path,
+) -> Iterator[Site]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_user(conn, "audi1", "Ada Auditor", Role.AUDITOR, QA_PASSWORD)
+        # Two people sign a release of this product.
+        conn.execute("UPDATE temperature_profiles SET release_signatures = 2")
+    shots = Path(SHOTS) if SHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    app = create_app(api_config(db_url, mqtt_options, topic_root), clock)
+    with RunningApi(app) as running:
+        yield Site(running.url, db_url, shipped["hold"], mqtt_options, topic_root, shots)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def _page(browser: Any, site: Site, lang: str = "en") -> Any:
+    context = browser.new_context(
+        base_url=site.url, locale="zh-CN" if lang == "zh" else "en-US",
+        timezone_id="Asia/Shanghai", viewport={"width": 1280, "height": 900},
+    )  # fmt: skip
+    return context.new_page()
+
+
+def _login(page: Any, user: str, password: str = QA_PASSWORD) -> None:
+    page.goto("/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("form.login button[type=submit]")
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.content()
+
+
+def _shot(page: Any, site: Site, name: str) -> None:
+    page.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
+
+
+def _logout(page: Any) -> None:
+    page.click("form.who button[type=submit]")
+    page.wait_for_url(re.compile(r".*/login$"))
+
+
+@needs_browser
+def test_logistics_sees_a_published_reading_on_the_live_board_within_2_s(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site)
+    _login(page, "logi1")
+    assert page.url.endswith("/board")
+    expect(page.locator("#feed")).to_have_attribute("data-state", "live", timeout=10_000)
+    row = page.locator('tr[data-sensor="S2"]')
+    expect(row.locator(".t")).not_to_have_text("6.7 °C")
+    late = Reading(sensor="S2", seq=9001, ts=T0 + timedelta(hours=5), temperature_c=6.66,
+                   humidity_pct=41.0)  # fmt: skip
+    publish(site.mqtt, telemetry_topic(site.root, "s1", "gw"), encode_telemetry("gw", T0, [late]))
+    expect(row.locator(".t")).to_have_text("6.7 °C", timeout=2_000)
+    expect(row.locator(".rh")).to_have_text("41 %")
+    _shot(page, site, "board-en")
+
+
+@needs_browser
+def test_qa_releases_a_lot_with_two_signatures_and_a_wrong_password_is_refused_and_audited(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site)
+    _login(page, "qa1")
+    assert page.url.endswith("/excursions")
+    page.click("a[href='/excursions?show=all']")
+    page.click("a[href='/excursions/1']")
+    _shot(page, site, "excursion-en")
+
+    def sign(password: str, reason: str) -> None:
+        page.click("button.open-dialog")
+        dialog = page.locator("dialog[open]")
+        expect(dialog).to_be_visible()
+        dialog.locator("input[value=release]").check()
+        dialog.locator("input[name=password]").fill(password)
+        dialog.locator("textarea[name=reason]").fill(reason)
+        _shot(page, site, "signature-dialog-en")
+        dialog.locator("button[type=submit]").click()
+        page.wait_for_load_state()
+
+    sign("not-my-password", "stability data cover 20 min at 12 °C")
+    expect(page.locator("p.error")).to_contain_text("user id or password is wrong")
+    with psycopg.connect(site.db_url) as conn:
+        failed = conn.execute(
+            "SELECT actor FROM audit_log WHERE action = 'signature_failed' AND record_id = %s",
+            (str(site.hold),),
+        ).fetchall()
+    assert failed == [("qa1",)]
+    page.goto("/excursions/1")
+    sign(QA_PASSWORD, "stability data cover 20 min at 12 °C")
+    # One of two signatures: the hold stays open, the signature shows.
+    expect(page.locator("td", has_text="Quinn Auditt (qa1) approval")).to_be_visible()
+    expect(page.locator("button.open-dialog")).to_be_visible()
+    _logout(page)
+    _login(page, "qa2")
+    page.goto("/excursions/1")
+    sign(QA_PASSWORD, "second signature: data reviewed")
+    expect(page.locator("td", has_text="Mara Manager (qa2) approval")).to_be_visible()
+    expect(page.get_by_role("cell", name="released", exact=True)).to_be_visible()
+    expect(page.locator("button.open-dialog")).to_have_count(0)
+    _shot(page, site, "excursion-released-en")
+    with psycopg.connect(site.db_url) as conn:
+        row = conn.execute("SELECT state::text FROM holds WHERE id = %s", (site.hold,)).fetchone()
+    assert row == ("released",)
+
+
+@needs_browser
+def test_an_auditor_downloads_the_pdf_verifies_the_trail_and_can_write_nothing(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site)
+    _login(page, "audi1")
+    assert page.url.endswith("/records")
+    page.click("a[href='/shipments/SH1']")
+    expect(page.locator("h1")).to_contain_text("SH1")
+    _shot(page, site, "record-en")
+    with page.expect_download() as got:
+        page.click("a[href$='format=pdf']")
+    pdf = Path(got.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF")
+    page.goto("/audit")
+    _shot(page, site, "audit-en")
+    page.click("text=Verify the trail and the readings")
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        verdict = verify_all(conn)
+    shown = page.locator("p.ok" if verdict.ok else "p.error")
+    expect(shown).to_be_visible()
+    _shot(page, site, "verify-en")
+
+    # No write control is offered; a form posted anyway is refused, with or without a token.
+    page.goto("/excursions/1")
+    expect(page.locator("button.open-dialog")).to_have_count(0)
+    page.goto("/board")
+    expect(page.locator("form[action$='/acknowledge']")).to_have_count(0)
+    form = {"disposition": "release", "username": "audi1", "password": QA_PASSWORD,
+            "meaning": "approval", "reason": "forged"}  # fmt: skip
+    forged = page.request.post(f"/holds/{site.hold}/disposition", form=form)
+    assert forged.status == 403, forged.text()
+    token = page.locator("form.who input[name=csrf]").input_value()
+    as_auditor = page.request.post(f"/holds/{site.hold}/disposition", form={**form, "csrf": token})
+    assert as_auditor.status == 403
+    assert "role auditor may not do this" in as_auditor.text()
+    # Through the API, a write needs the bearer header: the session cookie alone is no login.
+    api = page.request.post("/api/v1/holds", data={"lot_id": 1, "reason": "forged"})
+    assert api.status == 401
+
+
+@needs_browser
+def test_the_console_in_chinese_end_to_end(browser: Any, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site, "zh")
+    page.goto("/login")
+    expect(page.locator("h1")).to_have_text("登录")
+    _login(page, "qa1")
+    expect(page.locator("nav a[href='/board']")).to_have_text("实时监控")
+    page.goto("/excursions?show=all")
+    expect(page.locator("td", has_text="已结束")).to_be_visible()
+    _shot(page, site, "excursions-zh")
+    page.goto("/excursions/1")
+    expect(page.locator("h2#lots-h")).to_have_text("涉及的批次")
+    _shot(page, site, "excursion-zh")
+    page.click("button.open-dialog")
+    expect(page.locator("dialog[open] h3")).to_contain_text("电子签名")
+    _shot(page, site, "signature-dialog-zh")
+    page.keyboard.press("Escape")
+    for path, name in (("/board", "board-zh"), ("/records", "records-zh"),
+                       ("/shipments/SH1", "record-zh"), ("/audit", "audit-zh")):  # fmt: skip
+        page.goto(path)
+        _shot(page, site, name)
+    # Switched to English, the same session reads in English.
+    page.select_option("#language", "en")
+    page.click("form.lang button[type=submit]")
+    expect(page.locator("nav a[href='/board']")).to_have_text("Live board")
+
+
+# ------------------------------------------------------------------ without a browser
+
+
+def test_every_page_refuses_inline_script_and_style_and_every_template_keeps_to_it(
+    site: Site,
+) -> None:
+    import httpx2
+
+    for template in TEMPLATES.glob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
+        assert not re.search(r"\sstyle=|\son[a-z]+=|javascript:", text), template.name
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        start = http.get("/board")
+        assert (start.status_code, start.headers["location"]) == (303, "/login?next=/board")
+        login = http.get("/login")
+        csp = login.headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        # Without the form's token (a login posted from elsewhere): refused, a new form given.
+        refused = http.post("/login", data={"username": "qa1", "password": QA_PASSWORD})
+        assert refused.status_code == 403
+        token = re.search(r'name="csrf" value="([^"]+)"', refused.text)
+        assert token is not None
+        done = http.post("/login", data={"username": "qa1", "password": QA_PASSWORD,
+                                         "csrf": token.group(1)})  # fmt: skip
+        assert done.status_code == 303
+        cookie = done.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie
+        for path in ("/board", "/excursions", "/excursions/1", "/records", "/shipments/SH1",
+                     "/audit"):  # fmt: skip
+            page = http.get(path)
+            assert page.status_code == 200, (path, page.text[:300])
+            assert page.headers["content-security-policy"] == csp, path
+
+
+def test_every_message_of_the_templates_and_pages_has_a_chinese_translation() -> None:
+    from babel.messages.extract import extract_from_dir
+
+    found = {
+        (msg if isinstance(msg, str) else msg[0])
+        for _, _, msg, _, _ in extract_from_dir(
+            str(TEMPLATES.parent),
+            method_map=[("templates/**.html", "jinja2.ext:babel_extract"), ("**.py", "python")],
+            options_map={"templates/**.html": {"extensions": "jinja2.ext.i18n"}},
+        )
+    }
+    assert len(found) > 100
+    zh = i18n.translations("zh")
+    missing = sorted(m for m in found if zh.gettext(m) == m)
+    assert missing == []
+    codes = sorted(
+        f"{context}:{code}"
+        for context, values in i18n.CODES.items()
+        for code in values
+        if zh.pgettext(context, code) == code
+    )
+    assert codes == []
