@@ -7,6 +7,7 @@ COPY edge ./edge
 COPY ingest ./ingest
 COPY rules ./rules
 COPY api ./api
+COPY console ./console
 COPY erp ./erp
 COPY dashboards ./dashboards
 COPY firmware-sim ./firmware-sim

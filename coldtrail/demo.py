@@ -455,6 +455,7 @@ async def run_demo(
     shown_url = url if pg is not None else redact_url(url)
     banner: Callable[[], None] = lambda: print(  # noqa: E731
         "\nColdTrail demo is running.\n"
+        f"  Console:   {base}/ (live board, excursions, signatures, records; 中文/English)\n"
         f"  API docs:  {base}/docs\n"
         f"  Live view: {base}/api/v1/live (bearer token from POST {base}/api/v1/auth/token)\n"
         f"  Sign in:   admin / {shown}\n"

@@ -22,7 +22,7 @@ from coldtrail.api.record.build import location_record, shipment_record
 from coldtrail.api.record.pdf import STATES, Times
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import charts, i18n
+from coldtrail.console import charts, fonts, i18n
 from coldtrail.console import session as s
 from coldtrail.erp import audit, holds, masterdata, movements
 from coldtrail.erp.people import Role, User
@@ -113,6 +113,14 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         if not s.csrf_ok(deps.secret_key, request.cookies.get(auth.SESSION_COOKIE), csrf):
             raise HTTPException(403, "this form did not come from your session: reload the page")
         return user
+
+    @app.get("/fonts/cjk.ttf", include_in_schema=False)
+    def cjk_font() -> Response:
+        # Asked for only by a browser whose machine has none of the CJK fonts named before
+        # it in the stylesheet (a kiosk, a server's headless browser): pages show Chinese
+        # from the package's own font, never as boxes.
+        return Response(fonts.cjk_ttf(), media_type="font/ttf",
+                        headers={"Cache-Control": "public, max-age=604800"})  # fmt: skip
 
     @app.exception_handler(NeedsLogin)
     async def _login_first(request: Request, _: Exception) -> Response:

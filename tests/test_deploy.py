@@ -220,7 +220,8 @@ def test_the_image_runs_coldtrail_as_a_user_not_root() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE)
     assert 'ENTRYPOINT ["coldtrail"]' in text
-    for folder in ("edge", "ingest", "rules", "api", "erp", "dashboards", "firmware-sim"):
+    stages = ("edge", "ingest", "rules", "api", "console", "erp", "dashboards", "firmware-sim")
+    for folder in stages:
         assert f"COPY {folder} ./{folder}" in text, f"the image lacks {folder}/"
 
 
