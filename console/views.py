@@ -3,7 +3,6 @@
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
 from coldtrail.console import charts, fonts, i18n
 from coldtrail.console import session as s
+from coldtrail.console.board import Boards
 from coldtrail.erp import audit, holds, masterdata, movements
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
@@ -202,19 +202,22 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
 
     # ---------------------------------------------------------------- logistics
 
+    boards = Boards()
+
     @app.get("/board", include_in_schema=False)
     def board(request: Request, conn: Db, site: str | None = None) -> HTMLResponse:
         user = who(request, conn)
-        doc = json.loads(deps.live(conn, site))
-        by_place: dict[str, list[dict[str, Any]]] = {}
-        for sensor in doc["sensors"]:
-            place = sensor.get("location") or {}
-            if sensor["kind"] == "probe" and place.get("id"):
-                by_place.setdefault(place["id"], []).append(sensor)
+        lang = language(request)
+        label = i18n.translations_cached(lang)
+        zone_name = _site_zone(conn, site)
+        drawn = boards.get(
+            site, lang, deps.live(conn, site),
+            lambda state: label.pgettext("live", state).replace("_", " "), zone_name,
+        )  # fmt: skip
         active = alarms.find_alarms(conn, active=True, limit=200)
-        when = LocalTimes(_site_zone(conn, site))
-        return render(request, user, "board.html", doc=doc, by_place=by_place, alarms=active,
-                      when=when, now=deps.clock.now())  # fmt: skip
+        rows = {place: Markup(html) for place, html in drawn.rows.items()}  # noqa: S704 - escaped in Board
+        return render(request, user, "board.html", doc=drawn.doc, rows=rows, alarms=active,
+                      when=LocalTimes(zone_name), now=deps.clock.now())  # fmt: skip
 
     @app.post("/alarms/{alarm_id}/acknowledge", include_in_schema=False)
     def acknowledge(

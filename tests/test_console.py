@@ -243,6 +243,74 @@ def test_the_console_in_chinese_end_to_end(browser: Any, site: Site) -> None:
     expect(page.locator("nav a[href='/board']")).to_have_text("Live board")
 
 
+PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
+         "/audit")  # fmt: skip
+
+
+@needs_browser
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_no_page_has_a_serious_or_critical_accessibility_violation(
+    browser: Any, site: Site, lang: str
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
+
+    axe = Axe()
+    page = _page(browser, site, lang)
+    # The checker itself finds what it should: an image without a text is critical.
+    page.set_content('<html lang="en"><title>t</title><main><img src="/x.png"></main></html>')
+    assert [v.split(" ")[0] for v in _serious(axe.run(page).response)] == ["image-alt"]
+    page.goto("/login")
+    found = _serious(axe.run(page).response)
+    _login(page, "qa1")
+    for path in PAGES:
+        page.goto(path)
+        found += [f"{path}: {v}" for v in _serious(axe.run(page).response)]
+    assert found == []
+
+
+def _serious(response: dict[str, Any]) -> list[str]:
+    return [
+        f"{v['id']} ({v['impact']}): {v['nodes'][0]['target']}"
+        for v in response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@needs_browser
+def test_the_signature_dialog_works_from_the_keyboard_alone(browser: Any, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site)
+    _login(page, "qa1")
+    page.goto("/excursions/1")
+    opener = page.locator("button.open-dialog")
+    for _ in range(60):  # Tab through the page to the dialog's button
+        page.keyboard.press("Tab")
+        if opener.evaluate("b => b === document.activeElement"):
+            break
+    else:
+        pytest.fail("Tab never reached the signature button")
+    page.keyboard.press("Enter")
+    dialog = page.locator("dialog[open]")
+    expect(dialog).to_be_visible()
+    assert dialog.evaluate("d => d.contains(document.activeElement)")
+    page.keyboard.press("Escape")
+    expect(page.locator("dialog[open]")).to_have_count(0)
+    assert opener.evaluate("b => b === document.activeElement")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Space")  # focus starts on the first choice: release
+    page.keyboard.press("Tab")  # the choices are one stop: on to the user name (filled in)
+    page.keyboard.press("Tab")
+    page.keyboard.type(QA_PASSWORD)
+    page.keyboard.press("Tab")  # the meaning keeps "approval"
+    page.keyboard.press("Tab")
+    page.keyboard.type("typed without a mouse")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # Sign
+    page.wait_for_load_state()
+    expect(page.locator("td", has_text="typed without a mouse")).to_be_visible()
+
+
 # ------------------------------------------------------------------ without a browser
 
 
