@@ -37,6 +37,9 @@ CODES: dict[str, tuple[str, ...]] = {
     "lot": ("available", "quarantined", "released", "rejected"),
     "shipment": ("planned", "in_transit", "delivered", "cancelled"),
     "meaning": ("authorship", "review", "approval", "responsibility", "verification"),
+    "capa": ("open", "investigation", "actions", "effectiveness_check", "closed"),
+    "movement": ("receiving", "put_away", "transfer", "loading", "delivery", "return",
+                 "return_to_supplier", "destruction"),
     "alarm": ("excursion", "offline", "unavailable", "record_interval", "rapid_change",
               "battery_low", "calibration_overdue", "humidity"),
 }  # fmt: skip

@@ -5,7 +5,7 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,12 +18,13 @@ from starlette.exceptions import HTTPException
 from coldtrail.api import auth, web
 from coldtrail.api.erp_routes import EVERYONE, OVERSIGHT, QA, STOCK, verify_all
 from coldtrail.api.record.build import location_record, shipment_record
-from coldtrail.api.record.pdf import STATES, Times
+from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import charts, fonts, i18n
+from coldtrail.console import charts, fonts, i18n, qa
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
+from coldtrail.console.kit import Kit, LocalTimes, site_zone
 from coldtrail.erp import audit, holds, masterdata, movements
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
@@ -51,16 +52,6 @@ class ConsoleDeps:
 
 class NeedsLogin(Exception):
     pass
-
-
-class LocalTimes(Times):
-    """Times of a page in the site's zone; ``short`` for the dense tables of the board."""
-
-    def short(self, at: str | datetime | None) -> str:
-        if not at:
-            return "—"
-        t = datetime.fromisoformat(at) if isinstance(at, str) else at
-        return f"{self.local(t):%m-%d %H:%M:%S}"
 
 
 def register(app: FastAPI, deps: ConsoleDeps) -> None:
@@ -113,6 +104,15 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         if not s.csrf_ok(deps.secret_key, request.cookies.get(auth.SESSION_COOKIE), csrf):
             raise HTTPException(403, "this form did not come from your session: reload the page")
         return user
+
+    def _problem_page(
+        request: Request, user: User, exc: Exception, status: int = 409
+    ) -> HTMLResponse:
+        return render(request, user, "problem.html", status=status, message=str(exc))
+
+    _problem = _problem_page
+    kit = Kit(who, checked, render, _problem_page, deps.clock, deps.password_guard)
+    qa.register(app, kit, Db)
 
     @app.get("/fonts/cjk.ttf", include_in_schema=False)
     def cjk_font() -> Response:
@@ -209,7 +209,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         user = who(request, conn)
         lang = language(request)
         label = i18n.translations_cached(lang)
-        zone_name = _site_zone(conn, site)
+        zone_name = site_zone(conn, site)
         drawn = boards.get(
             site, lang, deps.live(conn, site),
             lambda state: label.pgettext("live", state).replace("_", " "), zone_name,
@@ -248,7 +248,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
             found = [e for e in found if e.revision > 1]
         found.sort(key=lambda e: e.started_at, reverse=True)
         return render(request, user, "excursions.html", excursions=found, show=show,
-                      filters=INBOX_FILTERS, when=LocalTimes(_site_zone(conn, None)))  # fmt: skip
+                      filters=INBOX_FILTERS, when=LocalTimes(site_zone(conn, None)))  # fmt: skip
 
     @app.get("/excursions/{excursion_id}", include_in_schema=False)
     def excursion(request: Request, conn: Db, excursion_id: int) -> HTMLResponse:
@@ -338,7 +338,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
                              actor=actor or None, limit=500)  # fmt: skip
         return render(request, user, "audit.html", rows=rows, record_type=record_type or "",
                       record_id=record_id or "", actor=actor or "",
-                      when=LocalTimes(_site_zone(conn, None)))  # fmt: skip
+                      when=LocalTimes(site_zone(conn, None)))  # fmt: skip
 
     @app.post("/audit/verify", include_in_schema=False)
     def verify(
@@ -346,9 +346,6 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     ) -> HTMLResponse:
         user = checked(request, conn, csrf, OVERSIGHT)
         return render(request, user, "verify.html", check=verify_all(conn))
-
-    def _problem(request: Request, user: User, exc: Exception, status: int = 409) -> HTMLResponse:
-        return render(request, user, "problem.html", status=status, message=str(exc))
 
 
 def _abilities(user: User | None) -> dict[str, bool]:
@@ -366,9 +363,3 @@ def _local(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
-
-
-def _site_zone(conn: Conn, site: str | None) -> str:
-    sites = masterdata.list_sites(conn)
-    chosen = [x for x in sites if x.id == site] or sites
-    return chosen[0].timezone if chosen else "UTC"

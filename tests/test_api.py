@@ -371,9 +371,12 @@ PAGES = {("GET", "/docs")} | {
     (method, path)
     for method, paths in (
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
-                 "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit")),
+                 "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
+                 "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
-                  "/holds/{hold_id}/disposition", "/audit/verify")),
+                  "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
+                  "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
+                  "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence")),
     )
     for path in paths
 }  # fmt: skip

@@ -243,8 +243,95 @@ def test_the_console_in_chinese_end_to_end(browser: Any, site: Site) -> None:
     expect(page.locator("nav a[href='/board']")).to_have_text("Live board")
 
 
+@needs_browser
+def test_qa_takes_a_capa_through_every_step_with_evidence_and_a_signed_close(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    page = _page(browser, site)
+    _login(page, "qa1")
+    page.goto("/capa")
+    _shot(page, site, "capa-board-en")
+    page.click("a[href='/capa/1']")
+
+    def step(**fields: str) -> None:
+        for name, value in fields.items():
+            page.fill(f"form.stack [name={name}]", value)
+        page.click("form.stack button[type=submit]")
+        page.wait_for_load_state()
+
+    step(comment="looking at the compressor log")
+    step(root_cause="compressor relay failed", comment="found")
+    page.fill("#ad", "replace the relay on all trucks")
+    page.fill("#ao", "logi1")
+    page.click("text=Add action")
+    page.fill("input[name=outcome]", "relays replaced on 4 trucks")
+    page.click("form[action$='/complete'] button")
+    page.set_input_files("#ev", files=[{"name": "冷机维修记录.pdf", "mimeType": "application/pdf",
+                                         "buffer": b"%PDF-1.4 relay invoice"}])  # fmt: skip
+    page.click("text=Upload evidence")
+    expect(page.locator("a", has_text="冷机维修记录.pdf")).to_be_visible()
+    step(comment="actions done")
+    _shot(page, site, "capa-en")
+    step(effectiveness="no excursion on the trucks for 30 days", password=QA_PASSWORD,
+         reason="effective")  # fmt: skip
+    with psycopg.connect(site.db_url) as conn:
+        row = conn.execute(
+            "SELECT c.state::text, (SELECT count(*) FROM capa_evidence e WHERE e.capa_id = c.id"
+            "  AND e.filename = '冷机维修记录.pdf'),"
+            " (SELECT count(*) FROM signatures s WHERE s.record_type = 'capa'"
+            "  AND s.record_id = c.id) FROM capas c WHERE c.id = 1"
+        ).fetchone()
+    assert row == ("closed", 1, 1)
+
+
+DESTROYER = "上海医疗废物处置中心（见证：qa2）"  # noqa: RUF001 - Chinese punctuation, as written
+
+
+@needs_browser
+def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    from coldtrail.erp.holds import dispose, place_hold
+    from coldtrail.erp.movements import record_movement
+    from coldtrail.erp.products import register_lot
+    from coldtrail.erp.signatures import Credentials
+    from tests.conftest import GTIN
+
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        lot = register_lot(conn, "logi1", GTIN, "R-9").id
+        record_movement(conn, "logi1", lot, "receiving", 12, T0, to_location="QZ", party="Acme")
+        hold = place_hold(conn, "qa1", lot, "frozen in transit", T0 + timedelta(minutes=5)).id
+        dispose(conn, "qa1", hold, "reject", Credentials("qa1", QA_PASSWORD), "responsibility",
+                "frozen: not usable", T0 + timedelta(minutes=6))  # fmt: skip
+    page = _page(browser, site, "zh")
+    _login(page, "qa1")
+    page.goto(f"/lots/{lot}")
+    page.click("button.open-dialog")
+    dialog = page.locator("dialog[open]")
+    dialog.locator("input[value=destruction]").check()
+    dialog.locator("input[name=party]").fill(DESTROYER)
+    dialog.locator("input[name=password]").fill(QA_PASSWORD)
+    dialog.locator("textarea[name=reason]").fill("按规程销毁")
+    _shot(page, site, "lot-exit-zh")
+    dialog.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    expect(page.locator("td", has_text="销毁")).to_be_visible()
+    with psycopg.connect(site.db_url) as conn:
+        row = conn.execute(
+            "SELECT m.kind::text, m.quantity, m.party, s.signer FROM movements m"
+            " JOIN signatures s ON s.record_type = 'movement' AND s.record_id = m.id"
+            " WHERE m.lot_id = %s",
+            (lot,),
+        ).fetchone()
+    assert row == ("destruction", 12, DESTROYER, "qa1")
+
+
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
-         "/audit")  # fmt: skip
+         "/audit", "/lots/1", "/capa", "/capa/1", "/kpi")  # fmt: skip
 
 
 @needs_browser
@@ -341,8 +428,7 @@ def test_every_page_refuses_inline_script_and_style_and_every_template_keeps_to_
         cookie = done.headers["set-cookie"]
         assert "HttpOnly" in cookie
         assert "SameSite=strict" in cookie
-        for path in ("/board", "/excursions", "/excursions/1", "/records", "/shipments/SH1",
-                     "/audit"):  # fmt: skip
+        for path in PAGES:
             page = http.get(path)
             assert page.status_code == 200, (path, page.text[:300])
             assert page.headers["content-security-policy"] == csp, path

@@ -1,0 +1,45 @@
+"""What the console's page modules share (no `from __future__ import annotations`: the
+routes that take it are read by FastAPI at run time)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from coldtrail.api.record.pdf import Times
+from coldtrail.clock import Clock
+from coldtrail.erp import masterdata
+from coldtrail.erp.people import Role, User
+from coldtrail.erp.tx import Conn
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What every page module of the console uses: who is asking (signed in, allowed), a
+    posted form's check (CSRF), drawing a page, and a refusal as a page."""
+
+    who: Callable[..., User]
+    checked: Callable[[Request, Conn, str, frozenset[Role]], User]
+    render: Callable[..., HTMLResponse]
+    problem: Callable[..., HTMLResponse]
+    clock: Clock
+    guard: Callable[[Request], None]
+
+
+class LocalTimes(Times):
+    """Times of a page in the site's zone; ``short`` for the dense tables of the board."""
+
+    def short(self, at: str | datetime | None) -> str:
+        if not at:
+            return "—"
+        t = datetime.fromisoformat(at) if isinstance(at, str) else at
+        return f"{self.local(t):%m-%d %H:%M:%S}"
+
+
+def site_zone(conn: Conn, site: str | None) -> str:
+    """The site's time zone (the first site's when none is named)."""
+    sites = masterdata.list_sites(conn)
+    chosen = [x for x in sites if x.id == site] or sites
+    return chosen[0].timezone if chosen else "UTC"

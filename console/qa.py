@@ -1,0 +1,217 @@
+"""QA's pages beyond the excursion: a lot (its stays, holds, a hold placed, rejected goods out
+with a signature), the CAPA board and a CAPA through every step with its evidence, and the
+compliance KPIs. Each form goes through the ERP call the API makes.
+
+No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+"""
+
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from coldtrail.api import web
+from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
+from coldtrail.console.kit import Kit, LocalTimes, site_zone
+from coldtrail.erp import capa, disposal, holds, kpi, masterdata, movements, products
+from coldtrail.erp.signatures import Credentials
+from coldtrail.errors import RecordError, SignatureRefused
+
+CAPA_STEPS = ("investigation", "actions", "effectiveness_check", "closed")
+NEXT_STEP = {"open": "investigation", "investigation": "actions",
+             "actions": "effectiveness_check", "effectiveness_check": "closed"}  # fmt: skip
+STEP = "^(investigation|actions|effectiveness_check|closed)$"
+MEANING = "^(approval|review|responsibility|verification|authorship)$"
+
+
+def register(app: FastAPI, kit: Kit, Db: Any) -> None:
+    # ---------------------------------------------------------------- lots
+
+    @app.get("/lots/{lot_id}", include_in_schema=False)
+    def lot(request: Request, conn: Db, lot_id: int) -> HTMLResponse:
+        user = kit.who(request, conn)
+        try:
+            found = products.get_lot(conn, lot_id)
+        except RecordError as exc:
+            return kit.problem(request, user, exc, status=404)
+        stays = movements.lot_history(conn, lot_id)
+        here = [x for x in stays if x.until is None]
+        areas = [p.id for p in masterdata.list_locations(conn) if p.quarantine_area]
+        return kit.render(
+            request, user, "lot.html", lot=found, stays=stays, here=here, areas=areas,
+            moves=movements.lot_movements(conn, lot_id),
+            holds=holds.find_holds(conn, lot_id=lot_id, limit=1000),
+            when=LocalTimes(site_zone(conn, None)),
+        )  # fmt: skip
+
+    @app.post("/lots/{lot_id}/hold", include_in_schema=False)
+    def place_hold(
+        request: Request,
+        conn: Db,
+        lot_id: int,
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        try:
+            holds.place_hold(conn, user.username, lot_id, reason, kit.clock.now())
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/lots/{lot_id}", status_code=303)
+
+    @app.post("/lots/{lot_id}/exit", include_in_schema=False)
+    def lot_exit(
+        request: Request,
+        conn: Db,
+        lot_id: int,
+        kind: Annotated[str, Form(pattern="^(return_to_supplier|destruction)$")],
+        quantity: Annotated[str, Form(max_length=30)],
+        from_location: Annotated[str, Form(max_length=64)],
+        party: Annotated[str, Form(min_length=1, max_length=200)],
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        meaning: Annotated[str, Form(pattern=MEANING)],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        kit.guard(request)
+        try:
+            amount = Decimal(quantity)
+        except InvalidOperation:
+            return kit.problem(request, user, ValueError(f"not a quantity: {quantity!r}"))
+        try:
+            disposal.leave(
+                conn, user.username, lot_id, kind, amount, kit.clock.now(),  # type: ignore[arg-type]
+                from_location=from_location, party=party,
+                credentials=Credentials(username, password, web.client(request)),
+                meaning=meaning, reason=reason,  # type: ignore[arg-type]
+            )  # fmt: skip
+        except SignatureRefused as exc:
+            return kit.problem(request, user, exc, status=403)
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/lots/{lot_id}", status_code=303)
+
+    # ---------------------------------------------------------------- CAPA
+
+    @app.get("/capa", include_in_schema=False)
+    def capa_board(request: Request, conn: Db) -> HTMLResponse:
+        user = kit.who(request, conn)
+        found = capa.find_capas(conn, limit=1000)
+        columns = {state: [c for c in found if c.state == state]
+                   for state in ("open", *CAPA_STEPS)}  # fmt: skip
+        late = {o.capa_id for o in capa.overdue(conn, kit.clock.now().date())}
+        return kit.render(request, user, "capa_board.html", columns=columns, late=late)
+
+    @app.get("/capa/{capa_id}", include_in_schema=False)
+    def capa_page(request: Request, conn: Db, capa_id: int) -> HTMLResponse:
+        user = kit.who(request, conn)
+        try:
+            found = capa.get_capa(conn, capa_id)
+        except RecordError as exc:
+            return kit.problem(request, user, exc, status=404)
+        return kit.render(request, user, "capa.html", c=found, next_step=NEXT_STEP.get(found.state),
+                          today=kit.clock.now().date(),
+                          when=LocalTimes(site_zone(conn, None)))  # fmt: skip
+
+    @app.post("/capa/{capa_id}/advance", include_in_schema=False)
+    def capa_advance(
+        request: Request,
+        conn: Db,
+        capa_id: int,
+        to_state: Annotated[
+            str, Form(pattern="^(investigation|actions|effectiveness_check|closed)$")
+        ],
+        expected_state: Annotated[str, Form(max_length=30)],
+        comment: Annotated[str, Form(max_length=5000)] = "",
+        root_cause: Annotated[str, Form(max_length=20_000)] = "",
+        effectiveness: Annotated[str, Form(max_length=20_000)] = "",
+        username: Annotated[str, Form(max_length=64)] = "",
+        password: Annotated[str, Form(max_length=1024)] = "",
+        meaning: Annotated[str, Form(max_length=30)] = "approval",
+        reason: Annotated[str, Form(max_length=2000)] = "",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        signature = None
+        if to_state == "closed":
+            kit.guard(request)
+            signature = capa.CloseSignature(
+                user.username, Credentials(username, password, web.client(request)),
+                meaning, reason,  # type: ignore[arg-type]
+            )  # fmt: skip
+        step = capa.Step(to_state, comment, root_cause or None, effectiveness or None,  # type: ignore[arg-type]
+                         expected_state)  # type: ignore[arg-type]  # fmt: skip
+        try:
+            capa.advance(conn, user.username, capa_id, step, kit.clock.now(), signature)
+        except SignatureRefused as exc:
+            return kit.problem(request, user, exc, status=403)
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+
+    @app.post("/capa/{capa_id}/actions", include_in_schema=False)
+    def capa_action(
+        request: Request,
+        conn: Db,
+        capa_id: int,
+        description: Annotated[str, Form(min_length=1, max_length=2000)],
+        owner: Annotated[str, Form(max_length=64)],
+        due_date: Annotated[date, Form()],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        try:
+            capa.add_action(conn, user.username, capa_id, description, owner, due_date)
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+
+    @app.post("/capa/{capa_id}/actions/{action_id}/complete", include_in_schema=False)
+    def capa_action_done(
+        request: Request,
+        conn: Db,
+        capa_id: int,
+        action_id: int,
+        outcome: Annotated[str, Form(min_length=1, max_length=5000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, STOCK)
+        try:
+            capa.complete_action(conn, user.username, capa_id, action_id, outcome,
+                                 kit.clock.now())  # fmt: skip
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+
+    @app.post("/capa/{capa_id}/evidence", include_in_schema=False)
+    def capa_evidence(
+        request: Request,
+        conn: Db,
+        capa_id: int,
+        file: Annotated[UploadFile, File()],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, STOCK)
+        content = file.file.read(capa.MAX_EVIDENCE_BYTES + 1)
+        try:
+            capa.add_evidence(
+                conn, user.username, capa_id, file.filename or "evidence",
+                file.content_type or "application/octet-stream", content, kit.clock.now(),
+            )  # fmt: skip
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+
+    # ---------------------------------------------------------------- KPIs
+
+    @app.get("/kpi", include_in_schema=False)
+    def kpis(request: Request, conn: Db, days: int = 30) -> HTMLResponse:
+        user = kit.who(request, conn, OVERSIGHT)
+        days = min(max(days, 1), 400)
+        end = kit.clock.now()
+        report = kpi.report(conn, end - timedelta(days=days), end)
+        return kit.render(request, user, "kpi.html", report=report, days=days)
