@@ -21,7 +21,7 @@ from coldtrail.api.record.build import location_record, shipment_record
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import charts, fonts, i18n, qa
+from coldtrail.console import admin, charts, fonts, i18n, qa
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import Kit, LocalTimes, site_zone
@@ -54,6 +54,12 @@ class NeedsLogin(Exception):
     pass
 
 
+class NotAllowed(Exception):
+    def __init__(self, user: User, message: str) -> None:
+        super().__init__(message)
+        self.user = user
+
+
 def register(app: FastAPI, deps: ConsoleDeps) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     app.mount("/static", StaticFiles(directory=STATIC), name="console-static")
@@ -72,7 +78,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         if user is None:
             raise NeedsLogin
         if user.role not in roles:
-            raise HTTPException(403, f"role {user.role.value} may not do this")
+            raise NotAllowed(user, f"role {user.role.value} may not do this")
         return user
 
     def render(
@@ -113,6 +119,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     _problem = _problem_page
     kit = Kit(who, checked, render, _problem_page, deps.clock, deps.password_guard)
     qa.register(app, kit, Db)
+    admin.register(app, kit, Db)
 
     @app.get("/fonts/cjk.ttf", include_in_schema=False)
     def cjk_font() -> Response:
@@ -121,6 +128,11 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         # from the package's own font, never as boxes.
         return Response(fonts.cjk_ttf(), media_type="font/ttf",
                         headers={"Cache-Control": "public, max-age=604800"})  # fmt: skip
+
+    @app.exception_handler(NotAllowed)
+    async def _not_allowed(request: Request, exc: Exception) -> Response:
+        user = exc.user if isinstance(exc, NotAllowed) else None
+        return render(request, user, "problem.html", status=403, message=str(exc))
 
     @app.exception_handler(NeedsLogin)
     async def _login_first(request: Request, _: Exception) -> Response:
@@ -355,6 +367,7 @@ def _abilities(user: User | None) -> dict[str, bool]:
         "acknowledge": role in STOCK,
         "sign": role in QA,
         "audit": role in OVERSIGHT,
+        "admin": role == Role.ADMIN,
     }
 
 

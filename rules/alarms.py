@@ -208,6 +208,20 @@ class Contact:
     kinds: tuple[str, ...] | None = None
 
 
+_CONTACTS = """
+SELECT id, name, channel, target, level, after_min, site_id, kinds::text[]
+FROM alarm_contacts ORDER BY coalesce(site_id, ''), level, id
+"""
+
+
+def contacts(conn: Conn) -> list[tuple[int, Contact]]:
+    """Every alarm contact, by site and level (targets as stored: redact before showing)."""
+    return [
+        (r[0], Contact(r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7]) if r[7] else None))
+        for r in conn.execute(_CONTACTS)
+    ]
+
+
 def add_contact(conn: Conn, actor: str, contact: Contact, known_channels: set[str]) -> int:
     if contact.channel not in known_channels:
         raise RuleViolation(

@@ -372,11 +372,13 @@ PAGES = {("GET", "/docs")} | {
     for method, paths in (
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
-                 "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi")),
+                 "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
-                  "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence")),
+                  "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence",
+                  "/admin/users", "/admin/users/{username}/disabled", "/admin/contacts",
+                  "/admin/locations/{location_id}")),
     )
     for path in paths
 }  # fmt: skip

@@ -26,6 +26,8 @@ from coldtrail.mqtt import MqttOptions
 from tests.conftest import QA_PASSWORD, T0, RunningApi, api_config, publish
 from tests.test_record import shipped  # noqa: F401 - the fixture: SH1 with a held lot
 
+ADMIN_PASSWORD = "admin-password-123"  # tests.conftest.api_config's bootstrap account
+
 CHROMIUM = shutil.which("chromium")
 needs_browser = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium (.ci/run installs it) drives the browser tests"
@@ -331,7 +333,7 @@ def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature
 
 
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
-         "/audit", "/lots/1", "/capa", "/capa/1", "/kpi")  # fmt: skip
+         "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin")  # fmt: skip
 
 
 @needs_browser
@@ -348,10 +350,12 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(
     assert [v.split(" ")[0] for v in _serious(axe.run(page).response)] == ["image-alt"]
     page.goto("/login")
     found = _serious(axe.run(page).response)
-    _login(page, "qa1")
+    _shot(page, site, f"{lang}-login")
+    _login(page, "admin", ADMIN_PASSWORD)  # who sees every page
     for path in PAGES:
         page.goto(path)
         found += [f"{path}: {v}" for v in _serious(axe.run(page).response)]
+        _shot(page, site, f"{lang}-{path.strip('/').split('?')[0].replace('/', '-')}")
     assert found == []
 
 
@@ -418,11 +422,11 @@ def test_every_page_refuses_inline_script_and_style_and_every_template_keeps_to_
         assert "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
         # Without the form's token (a login posted from elsewhere): refused, a new form given.
-        refused = http.post("/login", data={"username": "qa1", "password": QA_PASSWORD})
+        refused = http.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD})
         assert refused.status_code == 403
         token = re.search(r'name="csrf" value="([^"]+)"', refused.text)
         assert token is not None
-        done = http.post("/login", data={"username": "qa1", "password": QA_PASSWORD,
+        done = http.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD,
                                          "csrf": token.group(1)})  # fmt: skip
         assert done.status_code == 303
         cookie = done.headers["set-cookie"]
@@ -456,3 +460,57 @@ def test_every_message_of_the_templates_and_pages_has_a_chinese_translation() ->
         if zh.pgettext(context, code) == code
     )
     assert codes == []
+
+
+def _signed_in(http: Any, user: str, password: str) -> str:
+    """Signs ``http`` in through the login form; the CSRF token of its session's forms."""
+    form = http.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    done = http.post("/login", data={"username": user, "password": password,
+                                     "csrf": token.group(1)})  # fmt: skip
+    assert done.status_code == 303, done.text
+    page = http.get("/excursions")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    return csrf.group(1)
+
+
+def test_an_admin_adds_a_person_and_a_contact_and_sets_a_delay_and_no_one_else_can(
+    site: Site,
+) -> None:
+    import httpx2
+
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "admin", ADMIN_PASSWORD)
+        person = {"username": "wang.li", "full_name": "王丽", "role": "qa",
+                  "password": "correct-horse-battery-staple", "csrf": csrf}  # fmt: skip
+        assert http.post("/admin/users", data=person).status_code == 303
+        hook = "https://sms.example.cn/send?token=S3cr3t-T0ken&to=138"
+        contact = {"name": "值班经理", "channel": "webhook", "target": hook, "csrf": csrf}
+        assert http.post("/admin/contacts", data=contact).status_code == 303
+        place = {"temp_min_c": "2", "temp_max_c": "8", "alarm_delay_s": "600",
+                 "quarantine_area": "true", "csrf": csrf}  # fmt: skip
+        assert http.post("/admin/locations/CR", data=place).status_code == 303
+        bad = http.post("/admin/locations/CR", data={**place, "temp_max_c": "nan"})
+        assert bad.status_code == 409
+        assert "not a temperature" in bad.text
+        shown = http.get("/admin").text
+        assert "王丽" in shown
+        assert "值班经理" in shown
+        assert "S3cr3t-T0ken" not in shown  # the contact's secret stays out of the page
+    with psycopg.connect(site.db_url) as conn:
+        assert conn.execute(
+            "SELECT alarm_delay_s, quarantine_area FROM locations WHERE id = 'CR'"
+        ).fetchone() == (600, True)
+        assert conn.execute(
+            "SELECT role::text FROM users WHERE username = 'wang.li'"
+        ).fetchone() == ("qa",)
+    # QA may not: the page is refused, and so is the form, with a valid token of their own.
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        page = http.get("/admin")
+        assert page.status_code == 403
+        assert "role qa may not do this" in page.text
+        refused = http.post("/admin/users", data={**person, "username": "mallory", "csrf": csrf})
+        assert refused.status_code == 403

@@ -1,0 +1,133 @@
+"""The administrator's pages: people and their roles, gateways (last heard, what ingest kept
+aside or dead-lettered), alarm contacts, places (ranges, delays, quarantine areas), products
+and their profiles. Every form goes through the ERP call the API makes, as the same role.
+
+No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+"""
+
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from coldtrail.api.erp_routes import ADMIN
+from coldtrail.console.kit import Kit
+from coldtrail.erp import gateways, masterdata, people, products
+from coldtrail.erp.people import Role
+from coldtrail.erp.tx import acting
+from coldtrail.errors import NotFound, RecordError
+from coldtrail.redact import redact_url
+from coldtrail.rules import alarms
+from coldtrail.rules.notifiers import NOTIFIERS
+
+ROLE = "^(admin|logistics|qa|auditor)$"
+
+
+def register(app: FastAPI, kit: Kit, Db: Any) -> None:
+    @app.get("/admin", include_in_schema=False)
+    def admin(request: Request, conn: Db) -> HTMLResponse:
+        user = kit.who(request, conn, ADMIN)
+        contacts = [(i, c, redact_url(c.target)) for i, c in alarms.contacts(conn)]
+        return kit.render(
+            request, user, "admin.html",
+            accounts=people.accounts(conn, kit.clock.now()), gateways=gateways.list_all(conn),
+            contacts=contacts, channels=sorted(NOTIFIERS), places=masterdata.list_locations(conn),
+            sites=masterdata.list_sites(conn), products=products.list_products(conn),
+            profiles=products.list_profiles(conn), roles=[r.value for r in Role],
+        )  # fmt: skip
+
+    def done(request: Request, user: Any, call: Any) -> Response:
+        try:
+            call()
+        except (RecordError, ValueError) as exc:
+            return kit.problem(request, user, exc)
+        return RedirectResponse("/admin", status_code=303)
+
+    @app.post("/admin/users", include_in_schema=False)
+    def add_user(
+        request: Request,
+        conn: Db,
+        username: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+        full_name: Annotated[str, Form(min_length=1, max_length=200)],
+        role: Annotated[str, Form(pattern=ROLE)],
+        password: Annotated[str, Form(min_length=1, max_length=1024)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, ADMIN)
+
+        def create() -> None:
+            with acting(conn, user.username):
+                people.create_user(conn, username, full_name, Role(role), password)
+
+        return done(request, user, create)
+
+    @app.post("/admin/users/{username}/disabled", include_in_schema=False)
+    def set_disabled(
+        request: Request,
+        conn: Db,
+        username: str,
+        disabled: Annotated[bool, Form()],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, ADMIN)
+
+        def change() -> None:
+            with acting(conn, user.username):
+                people.set_disabled(conn, username, disabled, user.username)
+
+        return done(request, user, change)
+
+    @app.post("/admin/contacts", include_in_schema=False)
+    def add_contact(
+        request: Request,
+        conn: Db,
+        name: Annotated[str, Form(min_length=1, max_length=200)],
+        channel: Annotated[str, Form(max_length=40)],
+        target: Annotated[str, Form(min_length=1, max_length=500)],
+        level: Annotated[int, Form(ge=0, le=10)] = 0,
+        after_min: Annotated[int, Form(ge=0, le=10_080)] = 0,
+        site_id: Annotated[str, Form(max_length=64)] = "",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, ADMIN)
+        contact = alarms.Contact(name, channel, target, level, after_min, site_id or None)
+        return done(
+            request, user, lambda: alarms.add_contact(conn, user.username, contact, set(NOTIFIERS))
+        )
+
+    @app.post("/admin/locations/{location_id}", include_in_schema=False)
+    def edit_location(
+        request: Request,
+        conn: Db,
+        location_id: str,
+        temp_min_c: Annotated[str, Form(max_length=20)] = "",
+        temp_max_c: Annotated[str, Form(max_length=20)] = "",
+        alarm_delay_s: Annotated[str, Form(max_length=20)] = "",
+        quarantine_area: Annotated[bool, Form()] = False,
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, ADMIN)
+
+        def change() -> None:
+            with acting(conn, user.username):
+                old = masterdata.get_location(conn, location_id, lock=True)
+                if old is None:
+                    raise NotFound(f"no location {location_id}")
+                masterdata.upsert_location(conn, replace(
+                    old, temp_min_c=_number(temp_min_c), temp_max_c=_number(temp_max_c),
+                    alarm_delay_s=None if not alarm_delay_s.strip() else int(alarm_delay_s),
+                    quarantine_area=quarantine_area,
+                ))  # fmt: skip
+
+        return done(request, user, change)
+
+
+def _number(text: str) -> float | None:
+    """A limit as typed: blank is none; anything else must be a finite number."""
+    if not text.strip():
+        return None
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"not a temperature: {text!r}")
+    return value
