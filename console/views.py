@@ -5,7 +5,7 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -320,8 +320,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         places = masterdata.list_locations(conn)
         now = deps.clock.now()
         return render(request, user, "records.html", shipments=shipments, places=places,
-                      period_from=(now - timedelta(days=30)).isoformat().replace("+00:00", "Z"),
-                      period_to=now.isoformat().replace("+00:00", "Z"))  # fmt: skip
+                      period_from=_z(now - timedelta(days=30)), period_to=_z(now))  # fmt: skip
 
     @app.get("/shipments/{shipment_id}", include_in_schema=False)
     def shipment(request: Request, conn: Db, shipment_id: str) -> HTMLResponse:
@@ -337,6 +336,26 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         return render(request, user, "record.html", r=record, charts=drawn, when=when,
                       svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
 
+    @app.get("/places/{location_id}", include_in_schema=False)
+    def place(request: Request, conn: Db, location_id: str, hours: int = 6) -> HTMLResponse:
+        """A storeroom's or vehicle's last hours (up to 400 days) as its record."""
+        user = who(request, conn)
+        hours = min(max(hours, 1), 400 * 24)
+        now = deps.clock.now()
+        start = now - timedelta(hours=hours)
+        try:
+            record = location_record(conn, location_id, start, now, now)
+        except NotFound as exc:
+            return _problem(request, user, exc, status=404)
+        except RecordError as exc:
+            return _problem(request, user, exc)
+        when = LocalTimes(record.subject.timezone)
+        drawn = [charts.chart(c, record, when) for c in record.channels]
+        period = {"from": _z(start), "to": _z(now)}
+        return render(request, user, "record.html", r=record, charts=drawn, when=when,
+                      hours=hours, period=period,
+                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+
     @app.get("/audit", include_in_schema=False)
     def trail(
         request: Request,
@@ -344,13 +363,21 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         record_type: str | None = None,
         record_id: str | None = None,
         actor: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
     ) -> HTMLResponse:
         user = who(request, conn, OVERSIGHT)
-        rows = audit.entries(conn, record_type=record_type or None, record_id=record_id or None,
-                             actor=actor or None, limit=500)  # fmt: skip
+        when = LocalTimes(site_zone(conn, None))
+        try:
+            start = _day(since, when)
+            end = _day(until, when, after=True)
+        except ValueError as exc:
+            return _problem(request, user, exc, status=422)
+        rows = audit.latest(conn, record_type=record_type or None, record_id=record_id or None,
+                            actor=actor or None, since=start, until=end, limit=500)  # fmt: skip
         return render(request, user, "audit.html", rows=rows, record_type=record_type or "",
-                      record_id=record_id or "", actor=actor or "",
-                      when=LocalTimes(site_zone(conn, None)))  # fmt: skip
+                      record_id=record_id or "", actor=actor or "", since=since or "",
+                      until=until or "", when=when)  # fmt: skip
 
     @app.post("/audit/verify", include_in_schema=False)
     def verify(
@@ -369,6 +396,20 @@ def _abilities(user: User | None) -> dict[str, bool]:
         "audit": role in OVERSIGHT,
         "admin": role == Role.ADMIN,
     }
+
+
+def _day(text: str | None, when: LocalTimes, *, after: bool = False) -> datetime | None:
+    """A day typed in the site's zone: its start (or, ``after``, the next day's start)."""
+    if not text:
+        return None
+    day = date.fromisoformat(text)
+    if after:
+        day += timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=when.tz)
+
+
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def _local(target: str) -> str:

@@ -91,6 +91,26 @@ def entries(
     return [AuditEntry(*r) for r in rows]
 
 
+def latest(
+    conn: Conn,
+    *,
+    record_type: str | None = None,
+    record_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int = 2**63 - 1,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """Like :func:`entries`, newest first: a screen shows what happened last."""
+    rows = conn.execute(
+        q.AUDIT_LATEST,
+        {"type": record_type, "id": record_id, "actor": actor, "since": since, "until": until,
+         "before": before_id, "limit": limit},
+    ).fetchall()  # fmt: skip
+    return [AuditEntry(*r) for r in rows]
+
+
 def message(prev_hash: bytes, fields: tuple[str, ...]) -> bytes:
     """The bytes a row's hash covers; the same as coldtrail_audit_message() in SQL."""
     parts = [prev_hash]

@@ -22,6 +22,11 @@ ORDER BY id
 LIMIT %(limit)s
 """
 
+# The same, newest first, before an id (paging back through the trail).
+AUDIT_LATEST = AUDIT_ENTRIES.replace("AND id > %(after)s", "AND id < %(before)s").replace(
+    "ORDER BY id", "ORDER BY id DESC"
+)
+
 AUDIT_CHAIN = """
 SELECT id, at, actor, action, record_type, record_id, old_value::text, new_value::text,
        prev_hash, hash

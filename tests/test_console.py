@@ -9,7 +9,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -333,7 +333,8 @@ def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature
 
 
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
-         "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin")  # fmt: skip
+         "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin",
+         "/places/TRK?hours=6")  # fmt: skip
 
 
 @needs_browser
@@ -355,7 +356,7 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(
     for path in PAGES:
         page.goto(path)
         found += [f"{path}: {v}" for v in _serious(axe.run(page).response)]
-        _shot(page, site, f"{lang}-{path.strip('/').split('?')[0].replace('/', '-')}")
+        _shot(page, site, f"{lang}-{re.sub(r'[^A-Za-z0-9]+', '-', path).strip('-')}")
     assert found == []
 
 
@@ -514,3 +515,29 @@ def test_an_admin_adds_a_person_and_a_contact_and_sets_a_delay_and_no_one_else_c
         assert "role qa may not do this" in page.text
         refused = http.post("/admin/users", data={**person, "username": "mallory", "csrf": csrf})
         assert refused.status_code == 403
+
+
+def test_the_audit_trail_is_filtered_by_user_and_by_days_in_the_sites_zone(site: Site) -> None:
+    import httpx2
+
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        _signed_in(http, "audi1", QA_PASSWORD)
+        everyone = http.get("/audit").text
+        mine = http.get("/audit", params={"actor": "audi1"}).text
+        assert "<td>system:rules</td>" in everyone
+        assert "<td>system:rules</td>" not in mine
+        assert "<td>audi1</td>" in mine  # their own sign-in
+        # Newest first, each time in the site's zone (UTC+8) with its offset.
+        rows = re.findall(
+            r"<tr><td>(\d+)</td><td>(\d{4}-\d\d-\d\d) [0-9:.]+ \+08:00</td>", everyone
+        )
+        ids = [int(i) for i, _ in rows]
+        assert ids == sorted(ids, reverse=True)
+        assert len(ids) > 10
+        # The trail's times are the database's own: the days its rows fall on, there.
+        first = min(date.fromisoformat(d) for _, d in rows)
+        before = (first - timedelta(days=1)).isoformat()
+        assert http.get("/audit", params={"until": before}).text.count("<tr><td>") == 0
+        since = http.get("/audit", params={"since": first.isoformat()}).text
+        assert since.count("<tr><td>") == len(ids)
+        assert http.get("/audit", params={"since": "22/11/2026"}).status_code == 422

@@ -13,6 +13,20 @@
     const pad = (n) => String(n).padStart(2, "0");
     return pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
   }
+  const labels = document.getElementById("labels");
+  function age(ts) {
+    const s = Math.max(0, (Date.now() - new Date(ts)) / 1000);
+    if (s < 3600) return Math.floor(s / 60) + " " + labels.dataset.min;
+    return (s / 3600).toFixed(1) + " " + labels.dataset.h;
+  }
+  function ages() {
+    document.querySelectorAll("td.ts[data-ts]").forEach((cell) => {
+      if (!cell.dataset.ts) return;
+      let tag = cell.querySelector(".age");
+      if (!tag) { tag = document.createElement("small"); tag.className = "age"; cell.append(" ", tag); }
+      tag.textContent = age(cell.dataset.ts);
+    });
+  }
   function reading(r) {
     const row = document.querySelector('tr[data-sensor="' + CSS.escape(r.sensor) + '"]');
     if (!row) return;
@@ -23,9 +37,12 @@
     const ts = row.querySelector(".ts");
     ts.dataset.ts = r.ts;
     ts.textContent = local(r.ts);
+    ages();
     row.classList.add("fresh");
     setTimeout(() => row.classList.remove("fresh"), 1500);
   }
+  ages();
+  setInterval(ages, 10000);
   const source = new EventSource("/api/v1/stream?types=readings,alarm,excursion");
   source.addEventListener("ready", () => say("live"));
   source.addEventListener("readings", (e) => JSON.parse(e.data).readings.forEach(reading));
