@@ -48,7 +48,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     def add_user(
         request: Request,
         conn: Db,
-        username: Annotated[str, Form(pattern=r"^[A-Za-z0-9_.-]{1,64}$")],
+        username: Annotated[str, Form(pattern=r"^[a-z0-9_.-]{1,64}$")],
         full_name: Annotated[str, Form(min_length=1, max_length=200)],
         role: Annotated[str, Form(pattern=ROLE)],
         password: Annotated[str, Form(min_length=1, max_length=1024)],

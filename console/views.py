@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from coldtrail.api import auth, web
 from coldtrail.api.erp_routes import EVERYONE, OVERSIGHT, QA, STOCK, verify_all
-from coldtrail.api.record.build import location_record, shipment_record
+from coldtrail.api.record.build import Channel, location_record, shipment_record
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
@@ -25,7 +26,7 @@ from coldtrail.console import admin, charts, fonts, i18n, qa
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import Kit, LocalTimes, site_zone
-from coldtrail.erp import audit, holds, masterdata, movements
+from coldtrail.erp import audit, holds, masterdata, movements, people
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn, acting
@@ -182,6 +183,9 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         done = RedirectResponse(_local(next), status_code=303)
         token = auth.issue_token(user, deps.secret_key, deps.clock.now(), deps.token_ttl_s)
         s.set_session(done, request, token, deps.token_ttl_s)
+        chosen = people.language(conn, user.username)
+        if chosen is not None:  # the person's language, on this browser too
+            s.set_language(done, request, chosen)
         return done
 
     @app.post("/logout", include_in_schema=False)
@@ -198,10 +202,18 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     @app.post("/language", include_in_schema=False)
     def choose_language(
         request: Request,
+        conn: Db,
         language_code: Annotated[str, Form(alias="language", pattern="^(en|zh)$")],
         back: Annotated[str, Form(max_length=200)] = "/",
+        csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
-        # Only a preference, harmless if forged: no session or CSRF token needed.
+        """Signed in, the choice is the person's (kept with their account, the form checked
+        like any other); before signing in, this browser's."""
+        user = viewer(request, conn)
+        if user is not None:
+            checked(request, conn, csrf, EVERYONE)
+            with acting(conn, user.username):
+                people.set_language(conn, user.username, language_code)
         response = RedirectResponse(_local(back), status_code=303)
         s.set_language(response, request, language_code)
         return response
@@ -334,7 +346,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         when = LocalTimes(record.subject.timezone)
         drawn = [charts.chart(c, record, when) for c in record.channels]
         return render(request, user, "record.html", r=record, charts=drawn, when=when,
-                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+                      calibration=_calibration, svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
 
     @app.get("/places/{location_id}", include_in_schema=False)
     def place(request: Request, conn: Db, location_id: str, hours: int = 6) -> HTMLResponse:
@@ -353,7 +365,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         drawn = [charts.chart(c, record, when) for c in record.channels]
         period = {"from": _z(start), "to": _z(now)}
         return render(request, user, "record.html", r=record, charts=drawn, when=when,
-                      hours=hours, period=period,
+                      hours=hours, period=period, calibration=_calibration,
                       svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
 
     @app.get("/audit", include_in_schema=False)
@@ -385,6 +397,14 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     ) -> HTMLResponse:
         user = checked(request, conn, csrf, OVERSIGHT)
         return render(request, user, "verify.html", check=verify_all(conn))
+
+
+def _calibration(c: Channel) -> tuple[str, int]:
+    """As the PDF says it: no certificate at all, readings no certificate covers, or valid."""
+    if np.count_nonzero(c.calibration == 2):
+        return "none", 0
+    overdue = int(np.count_nonzero(c.calibration == 1))
+    return ("overdue", overdue) if overdue else ("valid", 0)
 
 
 def _abilities(user: User | None) -> dict[str, bool]:

@@ -176,6 +176,20 @@ RETURNING failures, locked_until
 """
 
 
+def language(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> str | None:
+    """The console language the person chose (None: not chosen)."""
+    row = conn.execute("SELECT language FROM users WHERE username = %s", (username,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_language(conn: psycopg.Connection[tuple[Any, ...]], username: str, lang: str) -> None:
+    """Keep the person's console language (call inside ``erp.tx.acting`` as that person)."""
+    conn.execute(
+        "UPDATE users SET language = %s WHERE username = %s AND language IS DISTINCT FROM %s",
+        (lang, username, lang),
+    )
+
+
 def load_user(conn: psycopg.Connection[tuple[Any, ...]], username: str) -> User | None:
     row = conn.execute(
         "SELECT username, full_name, role::text, token_generation FROM users "

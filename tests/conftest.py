@@ -76,11 +76,6 @@ def _create(name: str, template: str | None = None) -> None:
         if template:
             _freeze(conn, template)
             stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
-            if conn.info.server_version >= 150000:
-                # Copying the files is twice as fast as WAL_LOG (15's default, block by block
-                # through the WAL) for databases this small: 0.2 s against 0.43 s with the drop,
-                # and the suite makes one for most tests.
-                stmt = sql.SQL("{} STRATEGY FILE_COPY").format(stmt)
         conn.execute(stmt)
 
 

@@ -239,10 +239,17 @@ def test_the_console_in_chinese_end_to_end(browser: Any, site: Site) -> None:
                        ("/shipments/SH1", "record-zh"), ("/audit", "audit-zh")):  # fmt: skip
         page.goto(path)
         _shot(page, site, name)
-    # Switched to English, the same session reads in English.
+    # Switched to English, the same session reads in English; the choice is the person's:
+    # signed in on another browser (one asking for Chinese), they read English there too.
     page.select_option("#language", "en")
     page.click("form.lang button[type=submit]")
     expect(page.locator("nav a[href='/board']")).to_have_text("Live board")
+    other = _page(browser, site, "zh")
+    _login(other, "qa1")
+    expect(other.locator("nav a[href='/board']")).to_have_text("Live board")
+    with psycopg.connect(site.db_url) as conn:
+        kept = conn.execute("SELECT language FROM users WHERE username = 'qa1'").fetchone()
+    assert kept == ("en",)
 
 
 @needs_browser
