@@ -14,7 +14,18 @@ from fastapi import Depends, FastAPI, File, Header, Path, Query, Request, Respon
 
 from coldtrail.api import etag, models, web
 from coldtrail.clock import Clock
-from coldtrail.erp import audit, capa, chain, disposal, holds, kpi, movements, outbox, products
+from coldtrail.erp import (
+    audit,
+    capa,
+    chain,
+    conformance,
+    disposal,
+    holds,
+    kpi,
+    movements,
+    outbox,
+    products,
+)  # fmt: skip
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials, Signature
 from coldtrail.erp.tx import Conn
@@ -466,6 +477,20 @@ def register(app: FastAPI, deps: Deps) -> None:
     ) -> dict[str, Any]:
         end = until or deps.clock.now()
         return kpi.report(conn, since or end - timedelta(days=30), end)
+
+    @app.get(
+        PREFIX + "/conformance",
+        tags=["audit"],
+        responses={404: {"description": "no such site"},
+                   409: {"description": "the site names a profile that does not exist"}},
+    )  # fmt: skip
+    def conformance_findings(
+        conn: Db, _: Oversight, site: Annotated[str | None, Query(max_length=64)] = None
+    ) -> list[conformance.Finding]:
+        """Where each site (or one) falls short of its compliance profile now: each finding
+        with the rule it breaks, what was found, what the rule requires and the rule's source
+        (`unsourced` where none is known)."""
+        return conformance.check(conn, deps.clock.now(), site)
 
     # -------------------------------------------------------------- outbox
 

@@ -191,6 +191,21 @@ def cmd_kpi(settings: Settings, args: argparse.Namespace) -> None:
     print(json.dumps(report, default=str))
 
 
+def cmd_conformance(settings: Settings, args: argparse.Namespace) -> None:
+    """Every nonconformity with its rule and source, as JSON lines; exit 1 when there is one."""
+    from dataclasses import asdict
+
+    from coldtrail import db
+    from coldtrail.erp import conformance
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        found = conformance.check(conn, datetime.now(UTC), args.site, args.profiles)
+    for finding in found:
+        print(json.dumps(asdict(finding), ensure_ascii=False))
+    if found:
+        raise SystemExit(1)
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db
     from coldtrail.rules.replay import replay
@@ -435,6 +450,17 @@ def build_parser() -> argparse.ArgumentParser:
     kpi.add_argument("--since", type=_timestamp, default=None, help="default: 30 days back")
     kpi.add_argument("--until", type=_timestamp, default=None, help="default: now")
     kpi.set_defaults(func=cmd_kpi)
+
+    conform = sub.add_parser(
+        "conformance",
+        help="what falls short of each site's compliance profile, with the rule and its source "
+        "(JSON lines; exit 1 when anything does)",
+    )
+    conform.add_argument("--site", default=None, help="one site only")
+    conform.add_argument(
+        "--profiles", type=Path, default=None, help="a folder of the site's own profiles (TOML)"
+    )
+    conform.set_defaults(func=cmd_conformance)
 
     replay = sub.add_parser(
         "replay",

@@ -318,6 +318,7 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
     ("GET", "/api/v1/holds/{hold_id}"): (EVERYONE, {}),
     ("POST", "/api/v1/holds/{hold_id}/disposition"): (QA, _signed),
     ("POST", "/api/v1/lots/{lot_id}/exit"): (QA, _exit),
+    ("GET", "/api/v1/conformance"): (OVERSIGHT, {"params": {"site": "s1"}}),
     ("GET", "/api/v1/capa"): (EVERYONE, {}),
     ("GET", "/api/v1/capa/overdue"): (EVERYONE, {}),
     ("POST", "/api/v1/capa"): (

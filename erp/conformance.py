@@ -1,0 +1,160 @@
+"""Where a site falls short of its compliance profile, each finding with the rule it breaks and
+the rule's source (see coldtrail.compliance).
+
+Checked so far: probes per storeroom (by area) and per vehicle compartment (by volume),
+calibration (a passed certificate covering today, no older than the rule allows), named alarm
+contacts, and clocks (a gateway whose clock is not synchronised).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from coldtrail import compliance
+from coldtrail.erp.tx import Conn
+from coldtrail.errors import NotFound, RuleViolation
+
+_SITES = """
+SELECT id, coalesce(compliance_profile, %(default)s) FROM sites
+WHERE %(site)s::text IS NULL OR id = %(site)s ORDER BY id
+"""
+
+# Places with the probes placed there now.
+_PLACES = """
+SELECT l.id, l.kind::text, l.area_m2, l.volume_m3,
+       count(a.sensor_id) FILTER (WHERE s.kind = 'probe')
+FROM locations l
+LEFT JOIN sensor_assignments a ON a.location_id = l.id AND a.valid @> %(now)s::timestamptz
+LEFT JOIN sensors s ON s.id = a.sensor_id
+WHERE l.site_id = %(site)s AND NOT l.quarantine_area
+GROUP BY l.id ORDER BY l.id
+"""
+
+# Each probe placed at the site now, with its newest passed certificate covering today.
+_PROBES = """
+SELECT s.id, a.location_id, c.certificate_no, c.calibrated_on, sl.clock::text
+FROM sensors s
+JOIN sensor_assignments a ON a.sensor_id = s.id AND a.valid @> %(now)s::timestamptz
+JOIN locations l ON l.id = a.location_id
+LEFT JOIN LATERAL (
+    SELECT certificate_no, calibrated_on, valid_until FROM calibration_certificates c
+    WHERE c.sensor_id = s.id AND c.passed AND c.calibrated_on <= %(today)s
+      AND c.valid_until >= %(today)s
+    ORDER BY c.calibrated_on DESC LIMIT 1) c ON true
+LEFT JOIN sensor_latest sl ON sl.sensor_id = s.id
+WHERE l.site_id = %(site)s AND s.kind = 'probe'
+ORDER BY s.id
+"""
+
+_CONTACTS = """
+SELECT count(DISTINCT target) FROM alarm_contacts
+WHERE site_id = %(site)s OR site_id IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class Finding:
+    site_id: str
+    profile: str
+    rule: str
+    subject: str
+    """What falls short: a place, a probe, the site."""
+    found: str
+    required: str
+    text: str
+    source: str
+
+
+def check(
+    conn: Conn, now: datetime, site: str | None = None, extra_profiles: Path | None = None
+) -> list[Finding]:
+    known = compliance.profiles(extra_profiles)
+    sites = conn.execute(_SITES, {"site": site, "default": compliance.DEFAULT}).fetchall()
+    if site is not None and not sites:
+        raise NotFound(f"no site {site}")
+    findings: list[Finding] = []
+    for site_id, profile_id in sites:
+        profile = known.get(profile_id)
+        if profile is None:
+            raise RuleViolation(
+                f"site {site_id} names compliance profile {profile_id!r}; known: "
+                + ", ".join(sorted(known))
+            )
+        findings += _site(conn, site_id, profile, now)
+    return findings
+
+
+def required_probes(rule: compliance.Rule, kind: str, area_m2: float | None) -> int:
+    """The probes a storeroom needs: the rule's minimum, one more per full further step of
+    area (a cold or freezer room's step where the rule gives one)."""
+    step = rule.extra.get("cold_step_m2" if kind == "cold_room" else "step_m2")
+    base = int(rule.value)
+    if not step or area_m2 is None:
+        return base
+    return base + math.floor(max(area_m2 - float(step), 0.0) / float(step))
+
+
+def required_compartment_probes(rule: compliance.Rule, volume_m3: float | None) -> int:
+    step = rule.extra.get("step_m3")
+    base = int(rule.value)
+    if not step or volume_m3 is None:
+        return base
+    return base + math.floor(max(volume_m3 - float(step), 0.0) / float(step))
+
+
+def _site(conn: Conn, site: str, profile: compliance.Profile, now: datetime) -> list[Finding]:
+    out: list[Finding] = []
+
+    def add(rule: compliance.Rule, subject: str, found: str, required: str) -> None:
+        out.append(Finding(site, profile.id, rule.id, subject, found, required, rule.text,
+                           rule.source))  # fmt: skip
+
+    rooms = profile.rule("probes_per_room")
+    compartments = profile.rule("probes_per_compartment")
+    for place, kind, area, volume, probes in conn.execute(_PLACES, {"site": site, "now": now}):
+        if kind in ("cold_room", "ambient_store") and rooms is not None:
+            need = required_probes(rooms, kind, area)
+            if probes < need:
+                where = f"{place} ({kind}, {area:g} m²)" if area else f"{place} ({kind})"
+                add(rooms, where, _n(probes, "probe"), _n(need, "probe"))
+        elif kind == "compartment" and compartments is not None:
+            need = required_compartment_probes(compartments, volume)
+            if probes < need:
+                where = f"{place} ({volume:g} m³)" if volume else place
+                add(compartments, where, _n(probes, "probe"), _n(need, "probe"))
+    calibration = profile.rule("calibration")
+    clock = profile.rule("time_synchronised")
+    today = now.date()
+    for probe, place, cert, calibrated, clock_state in conn.execute(
+        _PROBES, {"site": site, "now": now, "today": today}
+    ):
+        if calibration is not None:
+            oldest = today - timedelta(days=int(calibration.value))
+            if cert is None:
+                add(calibration, f"probe {probe} at {place}",
+                    "no passed certificate covering today", "a passed certificate")  # fmt: skip
+            elif calibrated < oldest:
+                add(calibration, f"probe {probe} at {place}",
+                    f"{cert} calibrated {_day(calibrated)}",
+                    f"calibrated on or after {_day(oldest)}")  # fmt: skip
+        if clock is not None and clock_state not in (None, "ok"):
+            add(clock, f"probe {probe} at {place}", f"clock {clock_state}", "clock ok")
+    contacts = profile.rule("alarm_contacts")
+    if contacts is not None:
+        row = conn.execute(_CONTACTS, {"site": site}).fetchone()
+        named = int(row[0]) if row else 0
+        if named < contacts.value:
+            add(contacts, f"site {site}", _n(named, "alarm contact"),
+                _n(int(contacts.value), "alarm contact"))  # fmt: skip
+    return out
+
+
+def _n(count: int, thing: str) -> str:
+    return f"{count} {thing}" + ("" if count == 1 else "s")
+
+
+def _day(d: date) -> str:
+    return d.isoformat()
