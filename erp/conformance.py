@@ -3,7 +3,8 @@ the rule's source (see coldtrail.compliance).
 
 Checked so far: probes per storeroom (by area) and per vehicle compartment (by volume),
 calibration (a passed certificate covering today, no older than the rule allows), named alarm
-contacts, and clocks (a gateway whose clock is not synchronised).
+contacts, clocks (a gateway whose clock is not synchronised), and record intervals (each
+probe's readings over the last days, counted by the profile's interval).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from coldtrail import compliance
+from coldtrail.erp import kpi
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
 
@@ -49,6 +51,8 @@ WHERE l.site_id = %(site)s AND s.kind = 'probe'
 ORDER BY s.id
 """
 
+_KINDS = "SELECT id, kind::text FROM locations WHERE site_id = %(site)s AND NOT quarantine_area"
+
 _CONTACTS = """
 SELECT count(DISTINCT target) FROM alarm_contacts
 WHERE site_id = %(site)s OR site_id IS NULL
@@ -69,8 +73,13 @@ class Finding:
 
 
 def check(
-    conn: Conn, now: datetime, site: str | None = None, extra_profiles: Path | None = None
+    conn: Conn,
+    now: datetime,
+    site: str | None = None,
+    extra_profiles: Path | None = None,
+    period: timedelta = timedelta(days=7),
 ) -> list[Finding]:
+    """Every finding now; record intervals are judged over ``period`` back from now."""
     known = compliance.profiles(extra_profiles)
     sites = conn.execute(_SITES, {"site": site, "default": compliance.DEFAULT}).fetchall()
     if site is not None and not sites:
@@ -83,7 +92,7 @@ def check(
                 f"site {site_id} names compliance profile {profile_id!r}; known: "
                 + ", ".join(sorted(known))
             )
-        findings += _site(conn, site_id, profile, now)
+        findings += _site(conn, site_id, profile, now, period)
     return findings
 
 
@@ -105,7 +114,9 @@ def required_compartment_probes(rule: compliance.Rule, volume_m3: float | None) 
     return base + math.floor(max(volume_m3 - float(step), 0.0) / float(step))
 
 
-def _site(conn: Conn, site: str, profile: compliance.Profile, now: datetime) -> list[Finding]:
+def _site(
+    conn: Conn, site: str, profile: compliance.Profile, now: datetime, period: timedelta
+) -> list[Finding]:
     out: list[Finding] = []
 
     def add(rule: compliance.Rule, subject: str, found: str, required: str) -> None:
@@ -142,6 +153,27 @@ def _site(conn: Conn, site: str, profile: compliance.Profile, now: datetime) -> 
                     f"calibrated on or after {_day(oldest)}")  # fmt: skip
         if clock is not None and clock_state not in (None, "ok"):
             add(clock, f"probe {probe} at {place}", f"clock {clock_state}", "clock ok")
+    storage = profile.rule("record_interval_storage")
+    transport = profile.rule("record_interval_transport")
+    if storage is not None or transport is not None:
+        kinds: dict[str, str] = {r[0]: r[1] for r in conn.execute(_KINDS, {"site": site})}
+        steps = {
+            "storage": int(storage.value) if storage else kpi.STORAGE_INTERVAL_S,
+            "transport": int(transport.value) if transport else kpi.TRANSPORT_INTERVAL_S,
+        }
+        for c in kpi.record_completeness(
+            conn, now - period, now, list(kinds), storage_s=steps["storage"],
+            transport_s=steps["transport"],
+        ):  # fmt: skip
+            moving = kinds.get(c.location_id) in ("vehicle", "compartment")
+            rule = transport if moving else storage
+            if rule is None or c.intervals_recorded >= c.intervals_expected:
+                continue
+            step = steps["transport" if moving else "storage"] // 60
+            add(rule, f"{c.location_id} over the last {period.days} days",
+                f"{c.intervals_recorded} of {c.intervals_expected} {step}-minute intervals "
+                f"recorded ({100 * (c.ratio or 0):.1f} %)",
+                f"a valid reading in every {step}-minute interval of each probe")  # fmt: skip
     contacts = profile.rule("alarm_contacts")
     if contacts is not None:
         row = conn.execute(_CONTACTS, {"site": site}).fetchone()

@@ -77,7 +77,12 @@ def record_completeness(
     start: datetime,
     end: datetime,
     location_ids: list[str] | None = None,
+    *,
+    storage_s: int = STORAGE_INTERVAL_S,
+    transport_s: int = TRANSPORT_INTERVAL_S,
 ) -> list[Completeness]:
+    """``storage_s``/``transport_s``: the recording intervals to count by (a compliance
+    profile's; GSP's by default)."""
     _period(start, end)
     rows = conn.execute(
         q.KPI_COMPLETENESS,
@@ -85,8 +90,8 @@ def record_completeness(
             "start": start,
             "end": end,
             "locs": location_ids,
-            "storage_s": STORAGE_INTERVAL_S,
-            "transport_s": TRANSPORT_INTERVAL_S,
+            "storage_s": storage_s,
+            "transport_s": transport_s,
         },
     ).fetchall()
     return [Completeness(*r) for r in rows]

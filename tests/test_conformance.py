@@ -16,7 +16,7 @@ from coldtrail import compliance
 from coldtrail.erp.conformance import Finding, check
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.errors import RuleViolation
-from tests.conftest import T0, make_site
+from tests.conftest import T0, make_site, store_readings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 NOW = T0 + timedelta(days=1)
@@ -77,7 +77,7 @@ def test_a_storeroom_short_of_probes_for_its_area_is_found_then_cleared(conn: Co
     assign_sensor(conn, "B4", "CR4", T0)
     _certify(conn, "B4", NOW.date() - timedelta(days=30), NOW.date() + timedelta(days=300))
     after = _rules(check(conn, NOW))
-    assert not [f for f in after if f[1].startswith("CR4")]
+    assert not [f for f in after if f[0] == "probes_per_room" and f[1].startswith("CR4")]
     # Under the device guide a room needs 2 whatever its area.
     conn.execute("UPDATE sites SET compliance_profile = 'cn-device-gsp'")
     assert [f for f in _rules(check(conn, NOW)) if f[0] == "probes_per_room"] == [
@@ -134,6 +134,29 @@ def test_too_few_alarm_contacts_and_an_unsynchronised_clock_are_found_then_clear
     assert not [f for f in check(conn, NOW) if f.rule in ("alarm_contacts", "time_synchronised")]
 
 
+def test_intervals_without_a_valid_reading_are_found_by_the_profiles_interval(
+    conn: Conn,
+) -> None:
+    make_site(conn, {"S1": "CR", "S2": "TC"})
+    day = timedelta(days=1)
+    # S1 every 10 minutes all day; S2 every 5 minutes but for a 30-minute hole at noon.
+    rows: list[tuple[str, int, Any, float | None]] = [
+        ("S1", i + 1, T0 + i * timedelta(minutes=10), 5.0) for i in range(144)
+    ]
+    rows += [("S2", i + 1, T0 + i * timedelta(minutes=5), 5.0) for i in range(288)
+             if not 144 <= i < 150]  # fmt: skip
+    store_readings(conn, rows)
+    found = [f for f in check(conn, NOW, period=day) if f.rule.startswith("record_interval")]
+    assert _rules(found) == [
+        ("record_interval_transport", "TC over the last 1 days",
+         "282 of 288 5-minute intervals recorded (97.9 %)",
+         "a valid reading in every 5-minute interval of each probe"),
+    ]  # fmt: skip
+    # Under EU GDP the intervals are risk-based: no fixed one to fall short of.
+    conn.execute("UPDATE sites SET compliance_profile = 'eu-gdp'")
+    assert not [f for f in check(conn, NOW, period=day) if f.rule.startswith("record_interval")]
+
+
 def test_a_sites_own_profile_replaces_a_built_in_one_and_an_unknown_one_is_refused(
     conn: Conn, tmp_path: Path
 ) -> None:
@@ -174,5 +197,6 @@ def test_the_conformance_command_prints_each_finding_and_exits_1(
         "calibration",
         "probes_per_room",
         "probes_per_compartment",
+        "record_interval_storage",
     }
     assert all(f["source"] for f in found)
