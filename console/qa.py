@@ -15,7 +15,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from coldtrail.api import web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
 from coldtrail.console.kit import Kit, LocalTimes, site_zone
-from coldtrail.erp import capa, disposal, holds, kpi, masterdata, movements, products
+from coldtrail.erp import (
+    capa,
+    conformance,
+    disposal,
+    holds,
+    kpi,
+    masterdata,
+    movements,
+    products,
+)  # fmt: skip
 from coldtrail.erp.signatures import Credentials
 from coldtrail.errors import RecordError, SignatureRefused
 
@@ -205,6 +214,17 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         except RecordError as exc:
             return kit.problem(request, user, exc)
         return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+
+    # ---------------------------------------------------------------- conformance
+
+    @app.get("/conformance", include_in_schema=False)
+    def conformance_page(request: Request, conn: Db) -> HTMLResponse:
+        user = kit.who(request, conn, OVERSIGHT)
+        try:
+            found = conformance.check(conn, kit.clock.now())
+        except RecordError as exc:
+            return kit.problem(request, user, exc)
+        return kit.render(request, user, "conformance.html", findings=found)
 
     # ---------------------------------------------------------------- KPIs
 

@@ -373,7 +373,7 @@ PAGES = {("GET", "/docs")} | {
     for method, paths in (
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
-                 "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin",
+                 "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin", "/conformance",
                  "/places/{location_id}")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
