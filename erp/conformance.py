@@ -3,8 +3,9 @@ the rule's source (see coldtrail.compliance).
 
 Checked so far: probes per storeroom (by area) and per vehicle compartment (by volume),
 calibration (a passed certificate covering today, no older than the rule allows), named alarm
-contacts, clocks (a gateway whose clock is not synchronised), and record intervals (each
-probe's readings over the last days, counted by the profile's interval).
+contacts, clocks (a gateway whose clock is not synchronised), record intervals (each
+probe's readings over the last days, counted by the profile's interval), and retention (a
+TimescaleDB retention policy dropping records sooner than the profile keeps them).
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ ORDER BY s.id
 """
 
 _KINDS = "SELECT id, kind::text FROM locations WHERE site_id = %(site)s AND NOT quarantine_area"
+
+# A TimescaleDB retention policy drops old chunks of a hypertable: shorter than the profile's
+# retention, records go before their time. Plain PostgreSQL (and ColdTrail itself) deletes
+# nothing: no policy, nothing to find.
+_HAS_TIMESCALEDB = "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')"
+_SHORT_RETENTION = """
+SELECT j.hypertable_name, j.config->>'drop_after'
+FROM timescaledb_information.jobs j
+WHERE j.proc_name = 'policy_retention'
+  AND (j.config->>'drop_after')::interval < make_interval(years => %(years)s)
+ORDER BY 1
+"""
 
 _CONTACTS = """
 SELECT count(DISTINCT target) FROM alarm_contacts
@@ -174,6 +187,12 @@ def _site(
                 f"{c.intervals_recorded} of {c.intervals_expected} {step}-minute intervals "
                 f"recorded ({100 * (c.ratio or 0):.1f} %)",
                 f"a valid reading in every {step}-minute interval of each probe")  # fmt: skip
+    retention = profile.rule("retention")
+    if retention is not None and _timescaledb(conn):
+        years = int(retention.value)
+        for table, after in conn.execute(_SHORT_RETENTION, {"years": years}):
+            add(retention, f"table {table}", f"dropped after {after}",
+                f"kept {_n(years, 'year')}")  # fmt: skip
     contacts = profile.rule("alarm_contacts")
     if contacts is not None:
         row = conn.execute(_CONTACTS, {"site": site}).fetchone()
@@ -182,6 +201,11 @@ def _site(
             add(contacts, f"site {site}", _n(named, "alarm contact"),
                 _n(int(contacts.value), "alarm contact"))  # fmt: skip
     return out
+
+
+def _timescaledb(conn: Conn) -> bool:
+    row = conn.execute(_HAS_TIMESCALEDB).fetchone()
+    return bool(row and row[0])
 
 
 def _n(count: int, thing: str) -> str:

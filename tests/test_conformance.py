@@ -16,7 +16,7 @@ from coldtrail import compliance
 from coldtrail.erp.conformance import Finding, check
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.errors import RuleViolation
-from tests.conftest import T0, make_site, store_readings
+from tests.conftest import T0, make_site, needs_timescaledb, store_readings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 NOW = T0 + timedelta(days=1)
@@ -155,6 +155,21 @@ def test_intervals_without_a_valid_reading_are_found_by_the_profiles_interval(
     # Under EU GDP the intervals are risk-based: no fixed one to fall short of.
     conn.execute("UPDATE sites SET compliance_profile = 'eu-gdp'")
     assert not [f for f in check(conn, NOW, period=day) if f.rule.startswith("record_interval")]
+
+
+@needs_timescaledb
+def test_a_retention_policy_shorter_than_the_profiles_is_found_then_cleared(conn: Conn) -> None:
+    make_site(conn, {"S1": "CR"})
+
+    def retention() -> list[tuple[str, str, str, str]]:
+        return [f for f in _rules(check(conn, NOW)) if f[0] == "retention"]
+
+    assert retention() == []  # ColdTrail deletes nothing of itself
+    conn.execute("SELECT add_retention_policy('readings', INTERVAL '1 year')")
+    assert retention() == [("retention", "table readings", "dropped after 1 year", "kept 5 years")]
+    conn.execute("SELECT remove_retention_policy('readings')")
+    conn.execute("SELECT add_retention_policy('readings', INTERVAL '6 years')")
+    assert retention() == []
 
 
 def test_a_sites_own_profile_replaces_a_built_in_one_and_an_unknown_one_is_refused(
