@@ -9,14 +9,14 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from coldtrail.api.erp_routes import ADMIN
 from coldtrail.console.kit import Kit
 from coldtrail.erp import gateways, masterdata, people, products
 from coldtrail.erp.people import Role
 from coldtrail.erp.tx import acting
-from coldtrail.errors import NotFound, RecordError
+from coldtrail.errors import NotFound
 from coldtrail.redact import redact_url
 from coldtrail.rules import alarms
 from coldtrail.rules.notifiers import NOTIFIERS
@@ -38,11 +38,8 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         )  # fmt: skip
 
     def done(request: Request, user: Any, call: Any) -> Response:
-        try:
-            call()
-        except (RecordError, ValueError) as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse("/admin", status_code=303)
+        # A number typed wrong (float("x")) is a refusal like the record's own.
+        return kit.act(request, user, call, "/admin", also=(ValueError,))
 
     @app.post("/admin/users", include_in_schema=False)
     def add_user(

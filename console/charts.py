@@ -9,14 +9,13 @@ kept, so it draws as fast as an hour of readings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from html import escape
 
 import numpy as np
 from tsdownsample import MinMaxLTTBDownsampler
 
 from coldtrail.api.record.build import Channel, Record
-from coldtrail.api.record.pdf import Times, time_ticks
+from coldtrail.api.record.pdf import Times, time_ticks, y_span
 
 W, H = 900.0, 260.0
 LEFT, RIGHT, TOP, BOTTOM = 48.0, 12.0, 10.0, 34.0
@@ -57,10 +56,7 @@ def runs(c: Channel) -> list[np.ndarray]:
 def chart(c: Channel, r: Record, when: Times, points: int = POINTS) -> Chart:
     a, b = c.start.timestamp(), c.end.timestamp()
     span = max(b - a, 1.0)
-    values = c.temp[c.valid]
-    limits = np.concatenate([c.lo[~np.isnan(c.lo)], c.hi[~np.isnan(c.hi)]])
-    pool = np.concatenate([values, limits]) if values.size or limits.size else np.array([0.0])
-    y_lo, y_hi = float(pool.min()) - 1.0, float(pool.max()) + 1.0
+    y_lo, y_hi = y_span(c)
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 
     def x(t: float) -> float:
@@ -124,7 +120,3 @@ def chart(c: Channel, r: Record, when: Times, points: int = POINTS) -> Chart:
 
 def _rect(x: float, y: float, w: float, h: float, cls: str) -> str:
     return f'<rect class="{cls}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}"/>'
-
-
-def utc(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, UTC)

@@ -6,13 +6,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from coldtrail.api.record.pdf import Times
 from coldtrail.clock import Clock
 from coldtrail.erp import masterdata
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.tx import Conn
+from coldtrail.errors import RecordError, SignatureRefused
+
+MEANINGS = ("approval", "review", "responsibility", "verification", "authorship")
+MEANING = "^(" + "|".join(MEANINGS) + ")$"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,21 @@ class Kit:
     problem: Callable[..., HTMLResponse]
     clock: Clock
     guard: Callable[[Request], None]
+
+    def act(
+        self, request: Request, user: User, call: Callable[[], object], then: str,
+        also: tuple[type[Exception], ...] = (),
+    ) -> Response:  # fmt: skip
+        """A form's ERP call: done, back to ``then``; a refused signature a 403 page, a
+        record's refusal (or one of ``also``) a 409 page with the reason."""
+        refused: tuple[type[Exception], ...] = (RecordError, *also)
+        try:
+            call()
+        except SignatureRefused as exc:
+            return self.problem(request, user, exc, status=403)
+        except refused as exc:
+            return self.problem(request, user, exc)
+        return RedirectResponse(then, status_code=303)
 
 
 class LocalTimes(Times):

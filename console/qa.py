@@ -10,11 +10,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from coldtrail.api import web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
-from coldtrail.console.kit import Kit, LocalTimes, site_zone
+from coldtrail.console.kit import MEANING, Kit, LocalTimes, site_zone
 from coldtrail.erp import (
     capa,
     conformance,
@@ -26,13 +26,12 @@ from coldtrail.erp import (
     products,
 )  # fmt: skip
 from coldtrail.erp.signatures import Credentials
-from coldtrail.errors import RecordError, SignatureRefused
+from coldtrail.errors import RecordError
 
 CAPA_STEPS = ("investigation", "actions", "effectiveness_check", "closed")
 NEXT_STEP = {"open": "investigation", "investigation": "actions",
              "actions": "effectiveness_check", "effectiveness_check": "closed"}  # fmt: skip
 STEP = "^(investigation|actions|effectiveness_check|closed)$"
-MEANING = "^(approval|review|responsibility|verification|authorship)$"
 
 
 def register(app: FastAPI, kit: Kit, Db: Any) -> None:
@@ -64,11 +63,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         user = kit.checked(request, conn, csrf, QA)
-        try:
-            holds.place_hold(conn, user.username, lot_id, reason, kit.clock.now())
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/lots/{lot_id}", status_code=303)
+        return kit.act(
+            request, user,
+            lambda: holds.place_hold(conn, user.username, lot_id, reason, kit.clock.now()),
+            f"/lots/{lot_id}",
+        )  # fmt: skip
 
     @app.post("/lots/{lot_id}/exit", include_in_schema=False)
     def lot_exit(
@@ -91,18 +90,16 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             amount = Decimal(quantity)
         except InvalidOperation:
             return kit.problem(request, user, ValueError(f"not a quantity: {quantity!r}"))
-        try:
-            disposal.leave(
+        return kit.act(
+            request, user,
+            lambda: disposal.leave(
                 conn, user.username, lot_id, kind, amount, kit.clock.now(),  # type: ignore[arg-type]
                 from_location=from_location, party=party,
                 credentials=Credentials(username, password, web.client(request)),
                 meaning=meaning, reason=reason,  # type: ignore[arg-type]
-            )  # fmt: skip
-        except SignatureRefused as exc:
-            return kit.problem(request, user, exc, status=403)
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/lots/{lot_id}", status_code=303)
+            ),
+            f"/lots/{lot_id}",
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- CAPA
 
@@ -131,9 +128,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         request: Request,
         conn: Db,
         capa_id: int,
-        to_state: Annotated[
-            str, Form(pattern="^(investigation|actions|effectiveness_check|closed)$")
-        ],
+        to_state: Annotated[str, Form(pattern=STEP)],
         expected_state: Annotated[str, Form(max_length=30)],
         comment: Annotated[str, Form(max_length=5000)] = "",
         root_cause: Annotated[str, Form(max_length=20_000)] = "",
@@ -154,13 +149,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             )  # fmt: skip
         step = capa.Step(to_state, comment, root_cause or None, effectiveness or None,  # type: ignore[arg-type]
                          expected_state)  # type: ignore[arg-type]  # fmt: skip
-        try:
-            capa.advance(conn, user.username, capa_id, step, kit.clock.now(), signature)
-        except SignatureRefused as exc:
-            return kit.problem(request, user, exc, status=403)
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+        return kit.act(
+            request, user,
+            lambda: capa.advance(conn, user.username, capa_id, step, kit.clock.now(), signature),
+            f"/capa/{capa_id}",
+        )  # fmt: skip
 
     @app.post("/capa/{capa_id}/actions", include_in_schema=False)
     def capa_action(
@@ -173,11 +166,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         user = kit.checked(request, conn, csrf, QA)
-        try:
-            capa.add_action(conn, user.username, capa_id, description, owner, due_date)
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+        return kit.act(
+            request, user,
+            lambda: capa.add_action(conn, user.username, capa_id, description, owner, due_date),
+            f"/capa/{capa_id}",
+        )  # fmt: skip
 
     @app.post("/capa/{capa_id}/actions/{action_id}/complete", include_in_schema=False)
     def capa_action_done(
@@ -189,12 +182,12 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         user = kit.checked(request, conn, csrf, STOCK)
-        try:
-            capa.complete_action(conn, user.username, capa_id, action_id, outcome,
-                                 kit.clock.now())  # fmt: skip
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+        return kit.act(
+            request, user,
+            lambda: capa.complete_action(conn, user.username, capa_id, action_id, outcome,
+                                         kit.clock.now()),
+            f"/capa/{capa_id}",
+        )  # fmt: skip
 
     @app.post("/capa/{capa_id}/evidence", include_in_schema=False)
     def capa_evidence(
@@ -206,14 +199,14 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     ) -> Response:
         user = kit.checked(request, conn, csrf, STOCK)
         content = file.file.read(capa.MAX_EVIDENCE_BYTES + 1)
-        try:
-            capa.add_evidence(
+        return kit.act(
+            request, user,
+            lambda: capa.add_evidence(
                 conn, user.username, capa_id, file.filename or "evidence",
                 file.content_type or "application/octet-stream", content, kit.clock.now(),
-            )  # fmt: skip
-        except RecordError as exc:
-            return kit.problem(request, user, exc)
-        return RedirectResponse(f"/capa/{capa_id}", status_code=303)
+            ),
+            f"/capa/{capa_id}",
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- conformance
 

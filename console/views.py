@@ -18,24 +18,23 @@ from starlette.exceptions import HTTPException
 
 from coldtrail.api import auth, web
 from coldtrail.api.erp_routes import EVERYONE, OVERSIGHT, QA, STOCK, verify_all
-from coldtrail.api.record.build import Channel, location_record, shipment_record
+from coldtrail.api.record.build import Channel, Record, location_record, shipment_record
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
 from coldtrail.console import admin, charts, fonts, i18n, qa
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
-from coldtrail.console.kit import Kit, LocalTimes, site_zone
+from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
 from coldtrail.erp import audit, holds, masterdata, movements, people
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import NotFound, RecordError, SignatureRefused
+from coldtrail.errors import NotFound, RecordError
 from coldtrail.rules import alarms
 
 STATIC = Path(__file__).resolve().parent / "static"
 INBOX_FILTERS = ("open", "late", "revised", "withdrawn", "all")
-MEANINGS = ("approval", "review", "responsibility", "verification", "authorship")
 
 
 @dataclass(frozen=True)
@@ -252,11 +251,11 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
         user = checked(request, conn, csrf, STOCK)
-        try:
-            alarms.acknowledge(conn, alarm_id, user.username, comment, deps.clock.now())
-        except RecordError as exc:
-            return _problem(request, user, exc)
-        return RedirectResponse("/board", status_code=303)
+        return kit.act(
+            request, user,
+            lambda: alarms.acknowledge(conn, alarm_id, user.username, comment, deps.clock.now()),
+            "/board",
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- QA
 
@@ -286,13 +285,21 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         record = location_record(
             conn, e.location_id, start, max(end, start + timedelta(minutes=1)), now
         )
-        when = LocalTimes(record.subject.timezone)
-        drawn = [charts.chart(c, record, when) for c in record.channels]
         held = {h.id: h for h in holds.find_holds(conn, limit=1000)
                 if h.excursion_id == excursion_id}  # fmt: skip
-        return render(request, user, "excursion.html", x=detail, e=e, charts=drawn,
-                      holds=held, when=when, meanings=MEANINGS,
-                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+        return record_page(request, user, record, "excursion.html", x=detail, e=e, holds=held,
+                           meanings=MEANINGS)  # fmt: skip
+
+    def record_page(
+        request: Request, user: User, record: Record, template: str = "record.html",
+        **extra: Any,
+    ) -> HTMLResponse:  # fmt: skip
+        """A page drawing a record's charts, its times in the record's site's zone."""
+        when = LocalTimes(record.subject.timezone)
+        drawn = [charts.chart(c, record, when) for c in record.channels]
+        return render(request, user, template, r=record, charts=drawn, when=when,
+                      calibration=_calibration,
+                      svg=lambda c: Markup(c.svg), **extra)  # noqa: S704 - our own SVG, values escaped  # fmt: skip
 
     @app.post("/holds/{hold_id}/disposition", include_in_schema=False)
     def dispose(
@@ -302,7 +309,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         disposition: Annotated[str, Form(pattern="^(release|reject)$")],
         username: Annotated[str, Form(max_length=64)],
         password: Annotated[str, Form(max_length=1024)],
-        meaning: Annotated[str, Form(pattern="^(" + "|".join(MEANINGS) + ")$")],
+        meaning: Annotated[str, Form(pattern=MEANING)],
         reason: Annotated[str, Form(min_length=1, max_length=2000)],
         csrf: Annotated[str, Form(max_length=100)] = "",
         open_excursions: Annotated[str, Form(max_length=200)] = "",
@@ -311,17 +318,15 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         user = checked(request, conn, csrf, QA)
         deps.password_guard(request)
         named = [int(x) for x in open_excursions.replace(",", " ").split() if x.isdigit()]
-        try:
-            holds.dispose(
+        return kit.act(
+            request, user,
+            lambda: holds.dispose(
                 conn, user.username, hold_id, disposition,  # type: ignore[arg-type]
                 Credentials(username, password, web.client(request)), meaning,  # type: ignore[arg-type]
                 reason, deps.clock.now(), open_excursions=named,
-            )  # fmt: skip
-        except SignatureRefused as exc:
-            return _problem(request, user, exc, status=403)
-        except RecordError as exc:
-            return _problem(request, user, exc)
-        return RedirectResponse(_local(back), status_code=303)
+            ),
+            _local(back),
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- auditors
 
@@ -343,10 +348,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
             return _problem(request, user, exc, status=404)
         except RecordError as exc:
             return _problem(request, user, exc)
-        when = LocalTimes(record.subject.timezone)
-        drawn = [charts.chart(c, record, when) for c in record.channels]
-        return render(request, user, "record.html", r=record, charts=drawn, when=when,
-                      calibration=_calibration, svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+        return record_page(request, user, record)
 
     @app.get("/places/{location_id}", include_in_schema=False)
     def place(request: Request, conn: Db, location_id: str, hours: int = 6) -> HTMLResponse:
@@ -361,12 +363,8 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
             return _problem(request, user, exc, status=404)
         except RecordError as exc:
             return _problem(request, user, exc)
-        when = LocalTimes(record.subject.timezone)
-        drawn = [charts.chart(c, record, when) for c in record.channels]
-        period = {"from": _z(start), "to": _z(now)}
-        return render(request, user, "record.html", r=record, charts=drawn, when=when,
-                      hours=hours, period=period, calibration=_calibration,
-                      svg=lambda c: Markup(c.svg))  # noqa: S704 - our own SVG, values escaped  # fmt: skip
+        return record_page(request, user, record, hours=hours,
+                           period={"from": _z(start), "to": _z(now)})  # fmt: skip
 
     @app.get("/audit", include_in_schema=False)
     def trail(

@@ -76,19 +76,8 @@ def entries(
     after_id: int = 0,
     limit: int = 100,
 ) -> list[AuditEntry]:
-    rows = conn.execute(
-        q.AUDIT_ENTRIES,
-        {
-            "type": record_type,
-            "id": record_id,
-            "actor": actor,
-            "since": since,
-            "until": until,
-            "after": after_id,
-            "limit": limit,
-        },
-    ).fetchall()
-    return [AuditEntry(*r) for r in rows]
+    params = {"after": after_id}
+    return _found(conn, q.AUDIT_ENTRIES, record_type, record_id, actor, since, until, limit, params)
 
 
 def latest(
@@ -103,10 +92,18 @@ def latest(
     limit: int = 100,
 ) -> list[AuditEntry]:
     """Like :func:`entries`, newest first: a screen shows what happened last."""
+    params = {"before": before_id}
+    return _found(conn, q.AUDIT_LATEST, record_type, record_id, actor, since, until, limit, params)
+
+
+def _found(
+    conn: Conn, query: str, record_type: str | None, record_id: str | None, actor: str | None,
+    since: datetime | None, until: datetime | None, limit: int, paging: dict[str, int],
+) -> list[AuditEntry]:  # fmt: skip
     rows = conn.execute(
-        q.AUDIT_LATEST,
+        query,
         {"type": record_type, "id": record_id, "actor": actor, "since": since, "until": until,
-         "before": before_id, "limit": limit},
+         "limit": limit, **paging},
     ).fetchall()  # fmt: skip
     return [AuditEntry(*r) for r in rows]
 

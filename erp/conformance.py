@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from coldtrail import compliance
@@ -51,8 +51,6 @@ LEFT JOIN sensor_latest sl ON sl.sensor_id = s.id
 WHERE l.site_id = %(site)s AND s.kind = 'probe'
 ORDER BY s.id
 """
-
-_KINDS = "SELECT id, kind::text FROM locations WHERE site_id = %(site)s AND NOT quarantine_area"
 
 # A TimescaleDB retention policy drops old chunks of a hypertable: shorter than the profile's
 # retention, records go before their time. Plain PostgreSQL (and ColdTrail itself) deletes
@@ -138,7 +136,8 @@ def _site(
 
     rooms = profile.rule("probes_per_room")
     compartments = profile.rule("probes_per_compartment")
-    for place, kind, area, volume, probes in conn.execute(_PLACES, {"site": site, "now": now}):
+    places = conn.execute(_PLACES, {"site": site, "now": now}).fetchall()
+    for place, kind, area, volume, probes in places:
         if kind in ("cold_room", "ambient_store") and rooms is not None:
             need = required_probes(rooms, kind, area)
             if probes < need:
@@ -162,14 +161,14 @@ def _site(
                     "no passed certificate covering today", "a passed certificate")  # fmt: skip
             elif calibrated < oldest:
                 add(calibration, f"probe {probe} at {place}",
-                    f"{cert} calibrated {_day(calibrated)}",
-                    f"calibrated on or after {_day(oldest)}")  # fmt: skip
+                    f"{cert} calibrated {calibrated.isoformat()}",
+                    f"calibrated on or after {oldest.isoformat()}")  # fmt: skip
         if clock is not None and clock_state not in (None, "ok"):
             add(clock, f"probe {probe} at {place}", f"clock {clock_state}", "clock ok")
     storage = profile.rule("record_interval_storage")
     transport = profile.rule("record_interval_transport")
     if storage is not None or transport is not None:
-        kinds: dict[str, str] = {r[0]: r[1] for r in conn.execute(_KINDS, {"site": site})}
+        kinds: dict[str, str] = {r[0]: r[1] for r in places}
         steps = {
             "storage": int(storage.value) if storage else kpi.STORAGE_INTERVAL_S,
             "transport": int(transport.value) if transport else kpi.TRANSPORT_INTERVAL_S,
@@ -210,7 +209,3 @@ def _timescaledb(conn: Conn) -> bool:
 
 def _n(count: int, thing: str) -> str:
     return f"{count} {thing}" + ("" if count == 1 else "s")
-
-
-def _day(d: date) -> str:
-    return d.isoformat()

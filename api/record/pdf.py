@@ -457,15 +457,19 @@ def time_ticks(a: float, b: float, when: Times) -> list[tuple[float, str]]:
     return ticks
 
 
+def y_span(c: Channel) -> tuple[float, float]:
+    """A chart's temperature axis: the valid values and the limits, a degree either side."""
+    values = c.temp[c.valid]
+    limits = np.concatenate([c.lo[~np.isnan(c.lo)], c.hi[~np.isnan(c.hi)]])
+    pool = np.concatenate([values, limits]) if values.size or limits.size else np.array([0.0])
+    return float(pool.min()) - 1.0, float(pool.max()) + 1.0
+
+
 def _chart(c: Channel, r: Record, when: Times) -> Drawing:
     d = Drawing(CHART_W, CHART_H, initialFontName=FONT)
     a, b = c.start.timestamp(), c.end.timestamp()
     span = max(b - a, 1.0)
-    valid = c.valid
-    values = c.temp[valid]
-    limits = np.concatenate([c.lo[~np.isnan(c.lo)], c.hi[~np.isnan(c.hi)]])
-    pool = np.concatenate([values, limits]) if values.size or limits.size else np.array([0.0])
-    y_lo, y_hi = float(pool.min()) - 1.0, float(pool.max()) + 1.0
+    y_lo, y_hi = y_span(c)
 
     def x(t: float) -> float:
         return float(_PLOT_X + (t - a) / span * _PLOT_W)
