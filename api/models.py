@@ -323,13 +323,16 @@ class LotIn(RequestModel):
         return self
 
 
+Quantity = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=6)]
+"""An amount of goods: positive, finite, 18 digits, 6 of them after the point at most."""
+
 MovementKind = Literal["receiving", "put_away", "transfer", "loading", "delivery", "return"]
 
 
 class MovementIn(RequestModel):
     lot_id: int
     kind: MovementKind
-    quantity: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    quantity: Quantity
     at: Instant = Field(description="when the goods moved")
     from_location: str | None = None
     to_location: str | None = None
@@ -373,7 +376,7 @@ class SignatureIn(RequestModel):
 
 class LotExitIn(SignatureIn):
     kind: Literal["return_to_supplier", "destruction"]
-    quantity: Decimal = Field(gt=0, max_digits=18, decimal_places=6)
+    quantity: Quantity
     at: Instant = Field(description="when the goods left")
     from_location: str = Field(description="a quarantine area, for a rejected lot")
     party: str = Field(

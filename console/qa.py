@@ -6,13 +6,14 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 """
 
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
-from coldtrail.api import web
+from coldtrail.api import models, web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
 from coldtrail.console.kit import MEANING, Kit, LocalTimes, site_zone
 from coldtrail.erp import (
@@ -31,6 +32,7 @@ from coldtrail.errors import RecordError
 CAPA_STEPS = ("investigation", "actions", "effectiveness_check", "closed")
 NEXT_STEP = {"open": "investigation", "investigation": "actions",
              "actions": "effectiveness_check", "effectiveness_check": "closed"}  # fmt: skip
+QUANTITY: TypeAdapter[Decimal] = TypeAdapter(models.Quantity)
 STEP = "^(investigation|actions|effectiveness_check|closed)$"
 
 
@@ -86,9 +88,9 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     ) -> Response:
         user = kit.checked(request, conn, csrf, QA)
         kit.guard(request)
-        try:
-            amount = Decimal(quantity)
-        except InvalidOperation:
+        try:  # the API's own bounds: NaN, Infinity, 1e400 or 0 is no quantity
+            amount = QUANTITY.validate_python(quantity.strip())
+        except ValidationError:
             return kit.problem(request, user, ValueError(f"not a quantity: {quantity!r}"))
         return kit.act(
             request, user,

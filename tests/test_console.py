@@ -548,3 +548,24 @@ def test_the_audit_trail_is_filtered_by_user_and_by_days_in_the_sites_zone(site:
         since = http.get("/audit", params={"since": first.isoformat()}).text
         assert since.count("<tr><td>") == len(ids)
         assert http.get("/audit", params={"since": "22/11/2026"}).status_code == 422
+
+
+@pytest.mark.parametrize("quantity", ["NaN", "Infinity", "-3", "0", "1e400", "一二"])
+def test_goods_out_refuses_a_quantity_that_is_not_a_finite_positive_number(
+    site: Site, quantity: str
+) -> None:
+    import httpx2
+
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        form = {"kind": "return_to_supplier", "quantity": quantity, "from_location": "CR",
+                "party": "Acme", "username": "qa1", "password": QA_PASSWORD,
+                "meaning": "approval", "reason": "recall", "csrf": csrf}  # fmt: skip
+        refused = http.post("/lots/1/exit", data=form)
+    assert refused.status_code == 409
+    assert "not a quantity" in refused.text
+    with psycopg.connect(site.db_url) as conn:
+        gone = conn.execute(
+            "SELECT count(*) FROM movements WHERE kind::text = 'return_to_supplier'"
+        ).fetchone()
+    assert gone == (0,)
