@@ -25,6 +25,7 @@ from coldtrail import __version__, console
 from coldtrail.api import (
     account_routes,
     auth,
+    change_routes,
     erp_routes,
     examples,
     gateway_routes,
@@ -426,6 +427,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     app.state.record_gate = Gate(config.records_at_once, config.record_wait_s)
     record_routes.register(app, erp_routes.Deps(db, allow, clock), app.state.record_gate)
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
+    change_routes.register(app, erp_routes.Deps(db, allow, clock))
     gateway_routes.register(
         app, erp_routes.Deps(db, allow, clock), config.mqtt_admin, config.topic_root
     )

@@ -18,6 +18,7 @@ from coldtrail.erp import (
     audit,
     capa,
     chain,
+    changes,
     conformance,
     disposal,
     holds,
@@ -117,12 +118,22 @@ def register(app: FastAPI, deps: Deps) -> None:
         if_match: IfMatch = None,
     ) -> products.Profile:
         profile = products.Profile(id=profile_id, **body.model_dump())
+        try:
+            current: products.Profile | None = products.get_profile(conn, profile_id)
+        except NotFound:
+            current = None
         if if_match is not None:
-            try:
-                current: products.Profile | None = products.get_profile(conn, profile_id)
-            except NotFound:
-                current = None
             etag.check(if_match, current, f"profile {profile_id}")
+        if current is not None:
+            controlled = changes.controlled_differences(
+                "temperature_profile", asdict(current), asdict(profile)
+            )
+            if controlled:
+                raise RuleViolation(
+                    f"profile {profile_id}: {', '.join(controlled)} change under change "
+                    f"control: PUT {PREFIX}/profiles/{profile_id}/limits, signed by QA with a "
+                    "reason"
+                )
         saved = products.upsert_profile(conn, user.username, profile)
         etag.tagged(response, saved)
         return saved

@@ -7,6 +7,7 @@ when someone changed the record in between.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -14,8 +15,8 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Response
 
 from coldtrail.api import etag, models
 from coldtrail.api.erp_routes import ADMIN, EVERYONE, LOGISTICS, PREFIX, QA, Deps
+from coldtrail.erp import changes, movements
 from coldtrail.erp import masterdata as md
-from coldtrail.erp import movements
 from coldtrail.erp.people import User
 from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound, RuleViolation
@@ -102,6 +103,16 @@ def register(app: FastAPI, deps: Deps) -> None:
                     + (f" in {old.parent_id}" if old.parent_id else "")
                     + ": register a new location instead of changing what this one is"
                 )
+            if old is not None:
+                controlled = changes.controlled_differences(
+                    "location", dataclasses.asdict(old), dataclasses.asdict(new)
+                )
+                if controlled:
+                    raise RuleViolation(
+                        f"location {location_id}: {', '.join(controlled)} change under change "
+                        f"control: PUT {PREFIX}/locations/{location_id}/limits, signed by QA "
+                        "with a reason"
+                    )
             md.upsert_location(conn, new)
             loc = md.get_location(conn, location_id)
         assert loc is not None  # noqa: S101 - written just above

@@ -816,3 +816,48 @@ class CertificateIn(RequestModel):
          "calibrated_on": "2026-03-02", "valid_until": "2027-03-01", "passed": True,
          "max_error_c": 0.2}
     ]}}  # fmt: skip
+
+
+class LocationLimitsIn(SignatureIn):
+    """A change of a place's range or alarm delay: only the fields sent change."""
+
+    temp_min_c: float | None = Field(default=None, ge=-100, le=100)
+    temp_max_c: float | None = Field(default=None, ge=-100, le=100)
+    rh_min_pct: float | None = Field(default=None, ge=0, le=100)
+    rh_max_pct: float | None = Field(default=None, ge=0, le=100)
+    alarm_delay_s: int | None = Field(default=None, ge=0, le=86_400)
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"temp_max_c": 7.5, "username": "qa1", "password": "…", "meaning": "approval",
+         "reason": "re-mapped after the new door; warmest spot 7.6 °C"}
+    ]}}  # fmt: skip
+
+
+class ProfileLimitsIn(SignatureIn):
+    """A change of a storage profile's limits: only the fields sent change."""
+
+    temp_min_c: float | None = Field(default=None, ge=-100, le=100)
+    temp_max_c: float | None = Field(default=None, ge=-100, le=100)
+    rh_min_pct: float | None = Field(default=None, ge=0, le=100)
+    rh_max_pct: float | None = Field(default=None, ge=0, le=100)
+    alarm_delay_s: int = Field(default=0, ge=0, le=86_400)
+    stability_budget_min: int | None = Field(default=None, ge=0, le=10_000_000)
+    mkt_max_c: float | None = Field(default=None, ge=-100, le=100)
+    hold_on_excursion: bool = True
+    release_signatures: int = Field(default=1, ge=1, le=2)
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"alarm_delay_s": 300, "username": "qa1", "password": "…", "meaning": "approval",
+         "reason": "stability data of the supplier allow 5 minutes"}
+    ]}}  # fmt: skip
+
+
+class SiteProfileIn(SignatureIn):
+    """The compliance regime a site is held to (a profile id); null: the default."""
+
+    compliance_profile: str | None = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"compliance_profile": "eu-gdp", "username": "qa1", "password": "…",
+         "meaning": "approval", "reason": "the Rotterdam hub distributes under EU GDP"}
+    ]}}  # fmt: skip

@@ -98,12 +98,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         request: Request,
         conn: Db,
         location_id: str,
-        temp_min_c: Annotated[str, Form(max_length=20)] = "",
-        temp_max_c: Annotated[str, Form(max_length=20)] = "",
-        alarm_delay_s: Annotated[str, Form(max_length=20)] = "",
         quarantine_area: Annotated[bool, Form()] = False,
         csrf: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
+        """Whether a place is a quarantine area; its range and delay change only as a change
+        QA signs, on the place's page."""
         user = kit.checked(request, conn, csrf, ADMIN)
 
         def change() -> None:
@@ -111,20 +110,6 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                 old = masterdata.get_location(conn, location_id, lock=True)
                 if old is None:
                     raise NotFound(f"no location {location_id}")
-                masterdata.upsert_location(conn, replace(
-                    old, temp_min_c=_number(temp_min_c), temp_max_c=_number(temp_max_c),
-                    alarm_delay_s=None if not alarm_delay_s.strip() else int(alarm_delay_s),
-                    quarantine_area=quarantine_area,
-                ))  # fmt: skip
+                masterdata.upsert_location(conn, replace(old, quarantine_area=quarantine_area))
 
         return done(request, user, change)
-
-
-def _number(text: str) -> float | None:
-    """A limit as typed: blank is none; anything else must be a finite number."""
-    if not text.strip():
-        return None
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"not a temperature: {text!r}")
-    return value

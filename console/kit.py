@@ -62,3 +62,23 @@ def site_zone(conn: Conn, site: str | None) -> str:
     sites = masterdata.list_sites(conn)
     chosen = [x for x in sites if x.id == site] or sites
     return chosen[0].timezone if chosen else "UTC"
+
+
+def number(text: str) -> float | None:
+    """A limit as typed: blank is none; anything else must be a finite number."""
+    if not text.strip():
+        return None
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"not a temperature: {text!r}")
+    return value
+
+
+def delay(text: str) -> int | None:
+    """An alarm delay in seconds as typed: blank is none (the products' delays apply)."""
+    if not text.strip():
+        return None
+    value = int(text)
+    if not 0 <= value <= 86_400:
+        raise ValueError(f"an alarm delay is 0 to 86400 s, not {text!r}")
+    return value

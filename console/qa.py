@@ -15,9 +15,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from coldtrail.api import models, web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
-from coldtrail.console.kit import MEANING, Kit, LocalTimes, site_zone
+from coldtrail.console.kit import MEANING, Kit, LocalTimes, delay, number, site_zone
 from coldtrail.erp import (
     capa,
+    changes,
     conformance,
     disposal,
     holds,
@@ -69,6 +70,38 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             request, user,
             lambda: holds.place_hold(conn, user.username, lot_id, reason, kit.clock.now()),
             f"/lots/{lot_id}",
+        )  # fmt: skip
+
+    @app.post("/places/{location_id}/limits", include_in_schema=False)
+    def change_limits(
+        request: Request,
+        conn: Db,
+        location_id: str,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        meaning: Annotated[str, Form(pattern=MEANING)],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        temp_min_c: Annotated[str, Form(max_length=20)] = "",
+        temp_max_c: Annotated[str, Form(max_length=20)] = "",
+        alarm_delay_s: Annotated[str, Form(max_length=20)] = "",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        """A place's range or alarm delay, changed as a change QA signs (change control)."""
+        user = kit.checked(request, conn, csrf, QA)
+        kit.guard(request)
+        try:
+            values = {"temp_min_c": number(temp_min_c), "temp_max_c": number(temp_max_c),
+                      "alarm_delay_s": delay(alarm_delay_s)}  # fmt: skip
+        except ValueError as exc:
+            return kit.problem(request, user, exc)
+        return kit.act(
+            request, user,
+            lambda: changes.change(
+                conn, user.username, "location", location_id, values,
+                credentials=Credentials(username, password, web.client(request)),
+                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
+            ),
+            f"/places/{location_id}",
         )  # fmt: skip
 
     @app.post("/lots/{lot_id}/exit", include_in_schema=False)

@@ -26,7 +26,7 @@ from coldtrail.console import admin, charts, fonts, i18n, qa
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
-from coldtrail.erp import audit, holds, masterdata, movements, people
+from coldtrail.erp import audit, changes, holds, masterdata, movements, people
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn, acting
@@ -364,7 +364,10 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         except RecordError as exc:
             return _problem(request, user, exc)
         return record_page(request, user, record, hours=hours,
-                           period={"from": _z(start), "to": _z(now)})  # fmt: skip
+                           period={"from": _z(start), "to": _z(now)},
+                           place=masterdata.get_location(conn, location_id), meanings=MEANINGS,
+                           place_changes=changes.list_changes(
+                               conn, of=("location", location_id)))  # fmt: skip
 
     @app.get("/audit", include_in_schema=False)
     def trail(
@@ -413,6 +416,7 @@ def _abilities(user: User | None) -> dict[str, bool]:
         "sign": role in QA,
         "audit": role in OVERSIGHT,
         "admin": role == Role.ADMIN,
+        "change": role == Role.QA,
     }
 
 

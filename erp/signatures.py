@@ -54,13 +54,15 @@ def check_signer(
     session_user: str,
     credentials: Credentials,
     record_type: str,
-    record_id: int,
+    record_id: int | str,
     action: str,
     now: datetime | None = None,
+    roles: frozenset[Role] = SIGNER_ROLES,
 ) -> User:
     """The signer, if the credentials are right, belong to the person logged in, and that
-    person may sign. A refusal is written to the audit trail in a transaction of its own
-    (so call this outside any transaction) before SignatureRefused is raised."""
+    person may sign (holds one of ``roles``). A refusal is written to the audit trail in a
+    transaction of its own (so call this outside any transaction) before SignatureRefused is
+    raised."""
     reason: str | None = None
     locked: str | None = None
     try:
@@ -76,7 +78,7 @@ def check_signer(
         reason = f"signature refused: {locked}"
     elif user is None:
         reason = "signature refused: user id or password is wrong"
-    elif user.role not in SIGNER_ROLES:
+    elif user.role not in roles:
         reason = f"role {user.role.value} may not sign a {action}"
     if reason is not None or user is None:
         with acting(conn, session_user):

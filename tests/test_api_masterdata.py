@@ -38,7 +38,7 @@ def test_a_location_edited_by_two_admins_refuses_the_stale_change(client: Any) -
     read = client.get("/api/v1/locations/CR2", headers=client.qa1)
     version = read.headers["ETag"]
     assert version == created.headers["ETag"]
-    first = client.put("/api/v1/locations/CR2", json={**body, "temp_max_c": 6},
+    first = client.put("/api/v1/locations/CR2", json={**body, "area_m2": 90},
                        headers={**client.admin, "If-Match": version})  # fmt: skip
     assert first.status_code == 200
     assert first.headers["ETag"] != version
@@ -46,7 +46,7 @@ def test_a_location_edited_by_two_admins_refuses_the_stale_change(client: Any) -
                         headers={**client.admin, "If-Match": version})  # fmt: skip
     assert second.status_code == 412
     assert "changed since you read it" in second.json()["detail"]
-    assert client.get("/api/v1/locations/CR2", headers=client.qa1).json()["temp_max_c"] == 6
+    assert client.get("/api/v1/locations/CR2", headers=client.qa1).json()["area_m2"] == 90
     # What the record depends on stays.
     moved = client.put("/api/v1/locations/CR2", json={**body, "kind": "ambient_store"},
                        headers=client.admin)  # fmt: skip
@@ -125,15 +125,20 @@ def test_second_signer_working_from_a_stale_hold_gets_412(client: Any, conn: Con
 def test_profiles_carry_versions_too(client: Any) -> None:
     read = client.get("/api/v1/profiles/2-8", headers=client.qa1)
     body = {k: v for k, v in read.json().items() if k != "id"}
-    ok = client.put("/api/v1/profiles/2-8", json={**body, "alarm_delay_s": 600},
+    ok = client.put("/api/v1/profiles/2-8", json={**body, "name": "Fridge"},
                     headers={**client.qa1, "If-Match": read.headers["ETag"]})  # fmt: skip
     assert ok.status_code == 200, ok.text
-    late = client.put("/api/v1/profiles/2-8", json={**body, "alarm_delay_s": 60},
+    late = client.put("/api/v1/profiles/2-8", json={**body, "name": "Cool"},
                       headers={**client.qa2, "If-Match": read.headers["ETag"]})  # fmt: skip
     assert late.status_code == 412
-    anyway = client.put("/api/v1/profiles/2-8", json={**body, "alarm_delay_s": 60},
+    anyway = client.put("/api/v1/profiles/2-8", json={**body, "name": "Cool"},
                         headers={**client.qa2, "If-Match": "*"})  # fmt: skip
     assert anyway.status_code == 200
+    # Its limits are under change control: not through an edit, through a signed change.
+    limits = client.put("/api/v1/profiles/2-8", json={**body, "alarm_delay_s": 60},
+                        headers={**client.qa2, "If-Match": "*"})  # fmt: skip
+    assert limits.status_code == 409
+    assert "/api/v1/profiles/2-8/limits, signed by QA" in limits.json()["detail"]
 
 
 def test_movements_and_shipments_filter_by_time_and_page(client: Any, conn: Conn) -> None:
@@ -178,14 +183,33 @@ def test_a_locations_alarm_delay_and_quarantine_area_are_set_through_the_api(
     client: Any,
 ) -> None:
     body = {"site_id": "s1", "kind": "cold_room", "name": "Quarantine cage 2", "temp_min_c": 2,
-            "temp_max_c": 8}  # fmt: skip
+            "temp_max_c": 8, "alarm_delay_s": 600}  # fmt: skip
     made = client.put("/api/v1/locations/QZ2", json=body, headers=client.admin).json()
-    assert (made["alarm_delay_s"], made["quarantine_area"]) == (None, False)
-    set_ = {**body, "alarm_delay_s": 600, "quarantine_area": True}
-    done = client.put("/api/v1/locations/QZ2", json=set_, headers=client.admin)
+    assert (made["alarm_delay_s"], made["quarantine_area"]) == (600, False)
+    done = client.put("/api/v1/locations/QZ2", json={**body, "quarantine_area": True},
+                      headers=client.admin)  # fmt: skip
     assert done.status_code == 200, done.text
+    # The delay of a place in use changes only as a change QA signs.
+    edit = client.put("/api/v1/locations/QZ2", json={**body, "alarm_delay_s": 900},
+                      headers=client.admin)  # fmt: skip
+    assert edit.status_code == 409
+    assert "alarm_delay_s change under change control" in edit.json()["detail"]
+    sign = {"username": "qa1", "password": QA_PASSWORD, "meaning": "approval",
+            "reason": "door alarms: 15 min per the new SOP"}  # fmt: skip
+    changed = client.put("/api/v1/locations/QZ2/limits", json={"alarm_delay_s": 900, **sign},
+                         headers=client.qa1)  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["before"]["alarm_delay_s"] == 600
+    assert changed.json()["after"]["alarm_delay_s"] == 900
     read = client.get("/api/v1/locations/QZ2", headers=client.qa1).json()
-    assert (read["alarm_delay_s"], read["quarantine_area"]) == (600, True)
-    bad = client.put("/api/v1/locations/QZ2", json={**body, "alarm_delay_s": -1},
-                     headers=client.admin)  # fmt: skip
+    assert (read["alarm_delay_s"], read["quarantine_area"]) == (900, True)
+    bad = client.put("/api/v1/locations/QZ2/limits", json={"alarm_delay_s": -1, **sign},
+                     headers=client.qa1)  # fmt: skip
     assert bad.status_code == 422
+    unknown = client.put("/api/v1/locations/QZ2/limits", json={"name": "x", **sign},
+                         headers=client.qa1)  # fmt: skip
+    assert unknown.status_code == 422  # the request model refuses a field it does not know
+    listed = client.get("/api/v1/changes", params={"site": "s1"}, headers=client.qa2).json()
+    assert [(c["subject_id"], c["changed_by"], c["signatures"][0]["meaning"]) for c in listed] == [
+        ("QZ2", "qa1", "approval")
+    ]

@@ -484,7 +484,7 @@ def _signed_in(http: Any, user: str, password: str) -> str:
     return csrf.group(1)
 
 
-def test_an_admin_adds_a_person_and_a_contact_and_sets_a_delay_and_no_one_else_can(
+def test_an_admin_adds_a_person_and_a_contact_and_marks_a_quarantine_area_and_no_one_else_can(
     site: Site,
 ) -> None:
     import httpx2
@@ -497,20 +497,18 @@ def test_an_admin_adds_a_person_and_a_contact_and_sets_a_delay_and_no_one_else_c
         hook = "https://sms.example.cn/send?token=S3cr3t-T0ken&to=138"
         contact = {"name": "值班经理", "channel": "webhook", "target": hook, "csrf": csrf}
         assert http.post("/admin/contacts", data=contact).status_code == 303
-        place = {"temp_min_c": "2", "temp_max_c": "8", "alarm_delay_s": "600",
-                 "quarantine_area": "true", "csrf": csrf}  # fmt: skip
+        # A range sent along is not the admin page's to change: only the area is kept.
+        place = {"temp_max_c": "12", "alarm_delay_s": "600", "quarantine_area": "true",
+                 "csrf": csrf}  # fmt: skip
         assert http.post("/admin/locations/CR", data=place).status_code == 303
-        bad = http.post("/admin/locations/CR", data={**place, "temp_max_c": "nan"})
-        assert bad.status_code == 409
-        assert "not a temperature" in bad.text
         shown = http.get("/admin").text
         assert "王丽" in shown
         assert "值班经理" in shown
         assert "S3cr3t-T0ken" not in shown  # the contact's secret stays out of the page
     with psycopg.connect(site.db_url) as conn:
         assert conn.execute(
-            "SELECT alarm_delay_s, quarantine_area FROM locations WHERE id = 'CR'"
-        ).fetchone() == (600, True)
+            "SELECT temp_max_c, alarm_delay_s, quarantine_area FROM locations WHERE id = 'CR'"
+        ).fetchone() == (8.0, 300, True)  # as the fixture set them
         assert conn.execute(
             "SELECT role::text FROM users WHERE username = 'wang.li'"
         ).fetchone() == ("qa",)
@@ -522,6 +520,36 @@ def test_an_admin_adds_a_person_and_a_contact_and_sets_a_delay_and_no_one_else_c
         assert "role qa may not do this" in page.text
         refused = http.post("/admin/users", data={**person, "username": "mallory", "csrf": csrf})
         assert refused.status_code == 403
+
+
+def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
+    import httpx2
+
+    change = {"temp_min_c": "2", "temp_max_c": "8", "alarm_delay_s": "600",
+              "meaning": "approval", "reason": "复核后延迟改为10分钟"}  # fmt: skip
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "admin", ADMIN_PASSWORD)
+        refused = http.post("/places/CR/limits", data={
+            **change, "username": "admin", "password": ADMIN_PASSWORD, "csrf": csrf})  # fmt: skip
+        assert refused.status_code == 403
+        assert "role admin may not sign" in refused.text
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        signed = {**change, "username": "qa1", "password": QA_PASSWORD, "csrf": csrf}
+        bad = http.post("/places/CR/limits", data={**signed, "temp_max_c": "nan"})
+        assert bad.status_code == 409
+        assert "not a temperature" in bad.text
+        assert http.post("/places/CR/limits", data=signed).status_code == 303
+        page = http.get("/places/CR").text
+        assert "复核后延迟改为10分钟" in page
+        assert "Quinn Auditt (qa1)" in page
+    with psycopg.connect(site.db_url) as conn:
+        assert conn.execute("SELECT alarm_delay_s FROM locations WHERE id = 'CR'").fetchone() == (
+            600,
+        )
+        assert conn.execute(
+            "SELECT changed_by, after->>'alarm_delay_s' FROM changes"
+        ).fetchall() == [("qa1", "600")]
 
 
 def test_the_audit_trail_is_filtered_by_user_and_by_days_in_the_sites_zone(site: Site) -> None:

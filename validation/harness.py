@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ from coldtrail.edge.config import DeviceConfig, EdgeConfig
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
+from coldtrail.redact import redact_text, split_password
 from coldtrail.rules.alarms import Contact, add_contact
 from coldtrail.rules.notifiers import Notifier
 from coldtrail.sim.modbus_server import ModbusSimServer
@@ -212,6 +215,52 @@ def _drop(admin_url: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@contextlib.contextmanager
+def restored_copy(run: Run) -> Iterator[tuple[str, float]]:
+    """The run's database backed up with pg_dump and restored with pg_restore into a new,
+    empty database on the same server (URL, seconds the two took); dropped afterwards.
+    TimescaleDB wants its pre- and post-restore calls around the restore."""
+    admin = run.target.admin_url or run.database_url
+    name = f"ct_oq_restore_{uuid.uuid4().hex[:10]}"
+    dump = run.target.workdir / f"{name}.dump"
+    t0 = time.monotonic()
+    _tool("pg_dump", run.database_url, "--format=custom", f"--file={dump}")
+    _create(admin, name)
+    url = _url_for(admin, name)
+    try:
+        timescale = db.timescaledb_usable(run.conn) and bool(
+            run.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        )
+        if timescale:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                conn.execute("SELECT timescaledb_pre_restore()")
+        _tool("pg_restore", url, "--exit-on-error", str(dump))
+        if timescale:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT timescaledb_post_restore()")
+        yield url, round(time.monotonic() - t0, 2)
+    finally:
+        dump.unlink(missing_ok=True)
+        _drop(admin, name)
+
+
+def _tool(program: str, url: str, *argv: str) -> None:
+    """One of PostgreSQL's client programs on ``url``; the password, if the URL has one, goes
+    by the environment (never on a command line ``ps`` shows, never in a message)."""
+    bare, password = split_password(url)
+    env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
+    try:
+        done = subprocess.run(  # noqa: S603 - a fixed program, our own arguments
+            [program, f"--dbname={bare}", *argv],
+            capture_output=True, text=True, timeout=600, check=False, env=env,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise CaseFailed(f"{program} is not installed here (PostgreSQL's client programs)") from exc
+    if done.returncode != 0:
+        raise CaseFailed(f"{program} failed: {redact_text(done.stderr.strip()[-500:], url)}")
 
 
 def seed_site(conn: Conn, target: Target, receiver: Receiver) -> None:

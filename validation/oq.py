@@ -28,7 +28,11 @@ import psycopg
 
 from coldtrail.clock import ManualClock
 from coldtrail.edge.clockcheck import kernel_clock_synced
-from coldtrail.erp import audit, chain, kpi
+from coldtrail.erp import audit, chain, changes, kpi
+from coldtrail.erp.masterdata import get_location
+from coldtrail.erp.people import Role, create_user, set_disabled
+from coldtrail.erp.signatures import Credentials
+from coldtrail.errors import RuleViolation, SignatureRefused
 from coldtrail.messages import ClockState
 from coldtrail.rules.conditions import Limits
 from coldtrail.rules.engine import RulesEngine
@@ -622,10 +626,170 @@ def _as_app(run: Run, stmt: str, params: dict[str, Any]) -> str | None:
         # Rolled back whatever happens: a write that went through must not stay.
         with run.conn.transaction(force_rollback=True):
             run.conn.execute("SET LOCAL ROLE coldtrail_app")
+            # Checks deferred to commit (a change's signature) run now: there is no commit.
+            run.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
             run.conn.execute(stmt, params)
     except psycopg.Error as exc:
         return (exc.diag.message_primary or str(exc)).splitlines()[0]
     return None
+
+
+# ----------------------------------------------------------------------------- OQ-08
+
+
+@case(
+    "OQ-08", "Only QA changes a limit, with a reason, in the trail",
+    "仅QA可修改限值、需说明理由并记入审计追踪",
+    requirement="A place's range changes only by QA, with a reason and an e-signature; every "
+    "other way is refused and the refusal is recorded; the change keeps before and after.",
+    source="21 CFR 11.10(d),(e),(k); EU GMP Annex 11 §10, §12; China drug GSP (access control)",
+    procedure="A cold room at 2-8 °C; people of each role made for the case. An administrator "
+    "and a logistics user try to sign a change of its upper limit to 7.5 °C; QA tries without "
+    "a reason and with a wrong password; the application's database role updates the limit "
+    "directly; then QA signs the change with a reason.",
+    acceptance="Every attempt but the last refused, the refused signatures in the audit trail; "
+    "the range unchanged until QA signs; then 2-7.5 °C, one change listed with before, after, "
+    "reason and QA's signature, and the trail naming QA as the one who changed the place.",
+)  # fmt: skip
+def limit_change(run: Run) -> None:
+    start = utcnow()
+    room = run.place("CR", area_m2=20)
+    people_made = {}
+    for role in (Role.ADMIN, Role.LOGISTICS, Role.QA):
+        name = f"{run.prefix.lower()}-{role.value}"
+        password = secrets.token_urlsafe(18)
+        create_user(run.conn, name, f"OQ {role.value}", role, password)
+        people_made[role] = Credentials(name, password)
+    tries = [
+        ("an administrator", people_made[Role.ADMIN], "range re-mapped"),
+        ("a logistics user", people_made[Role.LOGISTICS], "range re-mapped"),
+        ("QA without a reason", people_made[Role.QA], "  "),
+        ("QA with a wrong password",
+         Credentials(people_made[Role.QA].username, "not-the-password"), "range re-mapped"),
+    ]  # fmt: skip
+    for who, credentials, reason in tries:
+        try:
+            changes.change(
+                run.conn, credentials.username, "location", room, {"temp_max_c": 7.5},
+                credentials=credentials, meaning="approval", reason=reason, at=start,
+            )  # fmt: skip
+        except (SignatureRefused, RuleViolation) as exc:
+            run.expect(True, f"refused to {who}", str(exc))
+        else:
+            run.expect(False, f"refused to {who}", "the change went through")
+    refused = _as_app(run, "UPDATE locations SET temp_max_c = 7.5 WHERE id = %(s)s", {"s": room})
+    run.expect(refused is not None, "refused to the application's role without a signed change",
+               refused or "it went through")  # fmt: skip
+    place = get_location(run.conn, room)
+    run.expect(place is not None and place.temp_max_c == 8.0, "the range unchanged so far",
+               place and f"{place.temp_min_c}..{place.temp_max_c} °C")  # fmt: skip
+    failed = [e for e in audit.latest(run.conn, actor=None, since=start, limit=50)
+              if e.action == "signature_failed"]  # fmt: skip
+    run.expect(len(failed) >= 3, "the refused signatures are in the audit trail",
+               f"{len(failed)} signature_failed entries")  # fmt: skip
+    qa = people_made[Role.QA]
+    done = changes.change(
+        run.conn, qa.username, "location", room, {"temp_max_c": 7.5}, credentials=qa,
+        meaning="approval", reason="re-mapped: the warm spot by the door reads 7.6 °C", at=start,
+    )  # fmt: skip
+    place = get_location(run.conn, room)
+    run.expect(place is not None and (place.temp_min_c, place.temp_max_c) == (2.0, 7.5),
+               "QA's signed change applied",
+               place and f"{place.temp_min_c}..{place.temp_max_c} °C")  # fmt: skip
+    listed = [c for c in changes.list_changes(run.conn, since=start - timedelta(seconds=1))
+              if c.subject_id == room]  # fmt: skip
+    ok = (
+        len(listed) == 1
+        and listed[0].changed == {"temp_max_c": (8.0, 7.5)}
+        and [s.signer for s in listed[0].signatures] == [qa.username]
+        and listed[0].reason.startswith("re-mapped")
+    )
+    run.expect(ok, "one change listed with before, after, reason and QA's signature",
+               [(c.changed, c.reason, [g.signer for g in c.signatures])
+                for c in listed])  # fmt: skip
+    trail = audit.latest(run.conn, record_type="locations", record_id=room, limit=1)
+    run.expect(bool(trail) and trail[0].actor == qa.username,
+               "the trail names QA as the one who changed the place",
+               trail[0].actor if trail else "no entry")  # fmt: skip
+    run.keep("change", {"id": done.id, "signature": done.signatures[0].record_digest,
+                        "changed": {k: list(v) for k, v in done.changed.items()}})  # fmt: skip
+    if not run.target.scratch:
+        for credentials in people_made.values():
+            set_disabled(run.conn, credentials.username, True, "oq")
+
+
+# ----------------------------------------------------------------------------- OQ-09
+
+
+@case(
+    "OQ-09", "Backup and restore into a clean instance, hashes equal",
+    "备份并恢复至全新实例，哈希值一致",  # noqa: RUF001
+    requirement="A backup restores into a clean database with every record whole: the same "
+    "record data hash, the same chain heads, both chains verifying.",
+    source="EU GMP Annex 11 §7.2 (backups checked for restorability); WHO TRS 1019 Annex 3 "
+    "App. 5; COMPLIANCE.md OQ-09",
+    procedure="Readings stored through the chain and a signed change made; the place's record "
+    "built; the database backed up with pg_dump (custom format) and restored with pg_restore "
+    "into a new, empty database on the same server (TimescaleDB: between its pre- and "
+    "post-restore calls); the record built and both chains verified there.",
+    acceptance="The restore finishes; the record's data SHA-256, the readings' and the audit "
+    "trail's chain heads and the row counts are equal to the original's; both chains verify "
+    "on the restored database.",
+)  # fmt: skip
+async def backup_restore(run: Run) -> None:
+    from coldtrail.api.record import build
+    from coldtrail.validation.harness import restored_copy
+
+    start = start_time(utcnow())
+    run.clock = ManualClock(start)
+    room = run.place("CR", area_m2=20)
+    probe = Probe(run.probe(room, 1, start), room, simulated(1, Steady(base_c=5.0), start))
+    async with edge_chain(run, [probe]) as c:
+        await c.poll(30, 60)
+        await c.delivered({probe.sensor: 30})
+    end = start + timedelta(minutes=30)
+    qa = Credentials(f"{run.prefix.lower()}-qa", secrets.token_urlsafe(18))
+    create_user(run.conn, qa.username, "OQ QA", Role.QA, qa.password)
+    changes.change(run.conn, qa.username, "location", room, {"alarm_delay_s": 300},
+                   credentials=qa, meaning="approval", reason="OQ-09: a signed record",
+                   at=end)  # fmt: skip
+    before = _fingerprint(run.conn, room, start, end, build)
+    with restored_copy(run) as (url, seconds), psycopg.connect(url, autocommit=True) as copy:
+        after = _fingerprint(copy, room, start, end, build)
+        readings = chain.verify_readings(copy)
+        trail = audit.verify(copy)
+    if not run.target.scratch:
+        set_disabled(run.conn, qa.username, True, "oq")
+    run.keep("restore_seconds", seconds)
+    for key, text in (
+        ("record_sha256", "the record's data SHA-256"),
+        ("readings_head", "the readings' chain head"),
+        ("audit_head", "the audit trail's chain head"),
+        ("rows", "rows of readings, links, trail, signatures, changes"),
+    ):
+        run.expect(after[key] == before[key], f"{text} equal after the restore",
+                   f"{before[key]} / {after[key]}")  # fmt: skip
+    run.expect(readings.ok and trail.ok, "both chains verify on the restored database",
+               f"readings {readings.reason or 'intact'}; "
+               f"trail {trail.reason or 'intact'}")  # fmt: skip
+    run.keep("fingerprint", before)
+
+
+def _fingerprint(
+    conn: Conn, room: str, start: datetime, end: datetime, build: Any
+) -> dict[str, Any]:
+    record = build.location_record(conn, room, start, end, end)
+    rows = conn.execute(
+        "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM reading_chain), "
+        "(SELECT count(*) FROM audit_log), (SELECT count(*) FROM signatures), "
+        "(SELECT count(*) FROM changes)"
+    ).fetchone()
+    return {
+        "record_sha256": record.data_sha256,
+        "readings_head": chain.verify_readings(conn).head,
+        "audit_head": audit.verify(conn).head,
+        "rows": list(rows) if rows else [],
+    }
 
 
 # ----------------------------------------------------------------------------- OQ-10

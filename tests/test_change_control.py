@@ -1,0 +1,117 @@
+"""Change control: a place's range, a storage profile's limits and a site's regime change
+only as a change signed by QA with a reason, on real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldtrail.compliance import profiles
+from coldtrail.erp import audit
+from coldtrail.erp.changes import change, list_changes
+from coldtrail.erp.masterdata import get_location
+from coldtrail.erp.people import Role, create_user
+from coldtrail.erp.signatures import Credentials
+from coldtrail.errors import NotFound, RuleViolation, SignatureRefused
+from tests.conftest import QA_PASSWORD, T0, make_erp
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+QA1 = Credentials("qa1", QA_PASSWORD)
+
+
+def _change(conn: Conn, subject: Any, subject_id: str, values: dict[str, Any], **kw: Any) -> Any:
+    args: dict[str, Any] = {"credentials": QA1, "meaning": "approval",
+                            "reason": "cold room re-mapped; tighter range", "at": T0}  # fmt: skip
+    args.update(kw)
+    return change(conn, args["credentials"].username, subject, subject_id, values, **args)
+
+
+def test_qa_changes_a_places_range_with_a_reason_and_the_change_keeps_before_and_after(
+    conn: Conn,
+) -> None:
+    make_erp(conn)
+    # As the services connect: the database's own check passes a change signed by QA.
+    conn.execute("SET ROLE coldtrail_app")
+    done = _change(conn, "location", "CR", {"temp_max_c": 7.5, "alarm_delay_s": 600})
+    conn.execute("RESET ROLE")
+    place = get_location(conn, "CR")
+    assert place is not None
+    assert (place.temp_min_c, place.temp_max_c, place.alarm_delay_s) == (2.0, 7.5, 600)
+    assert done.changed == {"temp_max_c": (8.0, 7.5), "alarm_delay_s": (None, 600)}
+    [listed] = list_changes(conn)
+    assert (listed.subject, listed.subject_id, listed.site_id) == ("location", "CR", "s1")
+    assert listed.reason == "cold room re-mapped; tighter range"
+    [signature] = listed.signatures
+    assert (signature.signer, signature.meaning, signature.action) == (
+        "qa1", "approval", "change location CR",
+    )  # fmt: skip
+    trail = audit.latest(conn, record_type="locations", record_id="CR", limit=1)
+    assert trail[0].actor == "qa1"
+    assert list_changes(conn, since=T0) == []  # only what came after a moment
+
+
+def test_a_change_is_refused_to_an_admin_a_wrong_password_a_blank_reason_or_a_bad_range(
+    conn: Conn,
+) -> None:
+    make_erp(conn)
+    create_user(conn, "boss", "Site Admin", Role.ADMIN, QA_PASSWORD)
+    with pytest.raises(SignatureRefused, match="role admin may not sign"):
+        _change(conn, "location", "CR", {"temp_max_c": 9.0},
+                credentials=Credentials("boss", QA_PASSWORD))  # fmt: skip
+    with pytest.raises(SignatureRefused, match="wrong"):
+        _change(conn, "location", "CR", {"temp_max_c": 9.0},
+                credentials=Credentials("qa1", "not-the-password"))  # fmt: skip
+    with pytest.raises(RuleViolation, match="reason"):
+        _change(conn, "location", "CR", {"temp_max_c": 9.0}, reason="  ")
+    with pytest.raises(RuleViolation, match="below"):
+        _change(conn, "location", "CR", {"temp_min_c": 9.0})
+    with pytest.raises(RuleViolation, match="not under change control"):
+        _change(conn, "location", "CR", {"name": "Other"})
+    with pytest.raises(RuleViolation, match="already so"):
+        _change(conn, "location", "CR", {"temp_max_c": 8.0})
+    with pytest.raises(NotFound):
+        _change(conn, "location", "NOWHERE", {"temp_max_c": 9.0})
+    refused = [e for e in audit.latest(conn, limit=20) if e.action == "signature_failed"]
+    assert len(refused) == 2
+    place = get_location(conn, "CR")
+    assert place is not None
+    assert place.temp_max_c == 8.0
+    assert list_changes(conn) == []
+
+
+def test_the_application_role_can_not_change_a_limit_without_a_signed_change(
+    conn: Conn,
+) -> None:
+    make_erp(conn)
+    for stmt in (
+        "UPDATE locations SET temp_max_c = 12 WHERE id = 'CR'",
+        "UPDATE temperature_profiles SET temp_max_c = 12 WHERE id = '2-8'",
+        "UPDATE sites SET compliance_profile = 'eu-gdp' WHERE id = 's1'",
+    ):
+        with pytest.raises(psycopg.errors.RaiseException, match="signed by QA"):
+            _as_app(conn, stmt)
+    _as_app(conn, "UPDATE locations SET name = 'Cold room 1' WHERE id = 'CR'")  # names stay free
+
+
+def _as_app(conn: Conn, stmt: str) -> None:
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE coldtrail_app")
+        conn.execute(stmt)
+
+
+def test_a_storage_profile_and_a_sites_regime_change_only_signed(conn: Conn) -> None:
+    make_erp(conn)
+    _change(conn, "temperature_profile", "2-8", {"alarm_delay_s": 120, "release_signatures": 2})
+    with pytest.raises(RuleViolation, match="no compliance profile"):
+        _change(conn, "site", "s1", {"compliance_profile": "mars-gsp"},
+                known_profiles=set(profiles()))  # fmt: skip
+    _change(conn, "site", "s1", {"compliance_profile": "eu-gdp"}, known_profiles=set(profiles()))
+    row = conn.execute("SELECT compliance_profile FROM sites WHERE id = 's1'").fetchone()
+    assert row == ("eu-gdp",)
+    assert [(c.subject, c.subject_id) for c in list_changes(conn, site="s1")] == [
+        ("temperature_profile", "2-8"),  # no site owns a storage profile: every site lists it
+        ("site", "s1"),
+    ]
+    assert [c.subject for c in list_changes(conn, site="other")] == ["temperature_profile"]
