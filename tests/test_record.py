@@ -689,3 +689,18 @@ def test_chart_time_labels_fall_on_round_local_hours_and_days_with_the_offset() 
     assert berlin.zone_label(a, b) == "Europe/Berlin (UTC+01:00 → +02:00)"
     assert berlin(b) == "2026-03-30 14:00:00 +02:00"
     assert Times("Not/AZone")(b) == "2026-03-30 12:00:00 +00:00"
+
+
+def test_the_pdf_prints_names_with_angle_brackets_and_ampersands_as_written(
+    shipped: dict[str, Any], db_url: str, clock: ManualClock
+) -> None:
+    # reportlab reads a paragraph as markup: "<10 ml>" was taken for a tag and dropped.
+    product, place = "Vaccine <10 ml> & co", "Truck <front> & back"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        as_superuser(conn, "UPDATE products SET name = %s", product)
+        as_superuser(conn, "UPDATE locations SET name = %s WHERE id = 'TC'", place)
+    with api_client(db_url, clock) as client:
+        pdf = _forms(client, token(client, "qa1", QA_PASSWORD))["pdf"].content
+    text = _pdf_text(pdf)
+    assert product in text
+    assert place in text

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -85,7 +86,7 @@ def font_file() -> Path:
     return Path(spec.origin).parent / "fonts" / "wqy" / "wqy-microhei.ttc"
 
 
-def _fonts() -> None:
+def register_fonts() -> None:
     if FONT not in pdfmetrics.getRegisteredFontNames():
         pdfmetrics.registerFont(TTFont(FONT, str(font_file()), subfontIndex=0))
 
@@ -159,7 +160,7 @@ def _delay(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-class _Numbered(Canvas):
+class NumberedCanvas(Canvas):
     """Holds every page until the last so each footer can say "page N of M"."""
 
     def __init__(self, *args: Any, footer: Callable[[Canvas, int, int], None],
@@ -182,7 +183,7 @@ class _Numbered(Canvas):
 
 
 def render(r: Record) -> bytes:
-    _fonts()
+    register_fonts()
     when = Times(r.subject.timezone)
     body = ParagraphStyle("b", fontName=FONT, fontSize=8, leading=10.5)
     small = ParagraphStyle("s", parent=body, fontSize=7, leading=9)
@@ -204,10 +205,11 @@ def render(r: Record) -> bytes:
         initialFontName=FONT,
     )  # fmt: skip
     story: list[Any] = [
-        Paragraph(zh("Continuous temperature record", "连续温度记录") + f" — {subject}", h1),
-        _table(_header(r, zh, when), body, widths=[45 * mm, 135 * mm]),
+        Paragraph(zh("Continuous temperature record", "连续温度记录") + " — " + escape(subject),
+                  h1),
+        table(_header(r, zh, when), body, widths=[45 * mm, 135 * mm]),
         Paragraph(zh("Summary", "汇总"), h2),
-        _table(
+        table(
             _summary(r, zh),
             small,
             header=True,
@@ -219,7 +221,7 @@ def render(r: Record) -> bytes:
             body,
         ),
         Paragraph(zh("Allowed ranges and alarm delays", "允许温度范围及报警延迟"), h2),
-        _table(_limits(r, zh, when), small, header=True,
+        table(_limits(r, zh, when), small, header=True,
                widths=[w * mm for w in (28, 20, 42, 42, 48)]),
     ]  # fmt: skip
     story.append(Paragraph(zh("Charts", "温度曲线"), h2))
@@ -228,10 +230,12 @@ def render(r: Record) -> bytes:
             KeepTogether(
                 [
                     Paragraph(
-                        f"{c.sensor_id} ({c.model} {c.serial}) — {c.location_name} "
-                        f"{c.position}".strip()
-                        + "; "
-                        + "; ".join(limit_text(x) for x in c.limits),
+                        escape(
+                            f"{c.sensor_id} ({c.model} {c.serial}) — {c.location_name} "
+                            f"{c.position}".strip()
+                            + "; "
+                            + "; ".join(limit_text(x) for x in c.limits)
+                        ),
                         caption,
                     ),
                     _chart(c, r, when),
@@ -241,7 +245,7 @@ def render(r: Record) -> bytes:
     story.append(Paragraph(zh("Excursions and dispositions", "温度偏差及处理"), h2))
     if r.excursions:
         story.append(
-            _table(_excursions(r, zh, when), small, header=True,
+            table(_excursions(r, zh, when), small, header=True,
                    widths=[w * mm for w in (10, 12, 26, 26, 11, 11, 14, 20, 50)])
         )  # fmt: skip
     else:
@@ -256,12 +260,12 @@ def render(r: Record) -> bytes:
              str(g.readings_unavailable), "—" if g.missing_seq is None else str(g.missing_seq)]
             for g in r.gaps
         ]  # fmt: skip
-        story.append(_table(rows, small, header=True,
+        story.append(table(rows, small, header=True,
                             widths=[w * mm for w in (22, 22, 38, 38, 16, 22, 22)]))  # fmt: skip
     else:
         story.append(Paragraph(zh("No gap in the period.", "期间无记录缺失。"), body))
     story.append(Paragraph(zh("Calibration", "校准"), h2))
-    story.append(_table(_calibration(r, zh), small, header=True))
+    story.append(table(_calibration(r, zh), small, header=True))
     story.append(Paragraph(zh("How to read this record", "说明"), h2))
     story.append(Paragraph(_DEFINITIONS.format(zone=when.zone_label(r.start, r.end)), small))
 
@@ -276,7 +280,7 @@ def render(r: Record) -> bytes:
         canvas.drawString(15 * mm, 9.5 * mm, f"SHA-256 of the data (CSV form): {r.data_sha256}")
         canvas.restoreState()
 
-    doc.build(story, canvasmaker=functools.partial(_Numbered, footer=footer))
+    doc.build(story, canvasmaker=functools.partial(NumberedCanvas, footer=footer))
     return out.getvalue()
 
 
@@ -383,7 +387,7 @@ def _excursions(r: Record, zh: Any, when: Times) -> list[list[str]]:
             [str(e.id), e.location_id, when(e.started_at),
              when(e.ended_at) if e.ended_at else "still out of range 仍超限",
              f2(e.min_c), f2(e.max_c), minutes(e.duration_s), words,
-             "<br/>".join(lines) or "no lot held 无批次暂停"]
+             Marked("<br/>".join(escape(x) for x in lines)) or "no lot held 无批次暂停"]
         )  # fmt: skip
     return rows
 
@@ -409,11 +413,19 @@ def _calibration(r: Record, zh: Any) -> list[list[str]]:
     return rows
 
 
-def _table(
+class Marked(str):
+    """A cell's text that is reportlab markup already (a line break between entries); any
+    other text is escaped, so a name like ``Vaccine <10 ml> & co`` prints as written."""
+
+    __slots__ = ()
+
+
+def table(
     rows: list[list[str]], style: ParagraphStyle, *, header: bool = False,
     widths: list[float] | None = None,
 ) -> Table:  # fmt: skip
-    cells = [[Paragraph(str(v), style) for v in row] for row in rows]
+    cells = [[Paragraph(v if isinstance(v, Marked) else escape(str(v)), style) for v in row]
+             for row in rows]  # fmt: skip
     t = Table(cells, colWidths=widths, repeatRows=1 if header else 0)
     commands: list[tuple[Any, ...]] = [
         ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
