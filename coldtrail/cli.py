@@ -513,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     from coldtrail.api.record.commands import add_parsers as add_report_parsers
 
     add_report_parsers(sub)
+    from coldtrail.validation.commands import add_parsers as add_validation_parsers
+
+    add_validation_parsers(sub)
 
     decode = sub.add_parser("decode", help="decode a logger payload and print JSON")
     decode_sub = decode.add_subparsers(dest="decode_command", required=True)

@@ -413,7 +413,7 @@ def _calls(run: Run, room: str) -> list[tuple[str, datetime]]:
 
 
 @case(
-    "OQ-05", "Power loss: alarm, no missing record", "断电：报警且无记录缺失",  # noqa: RUF001
+    "OQ-05", "Power loss: alarm, no missing record", "断电：报警且无记录缺失",
     requirement="A logger losing power is recorded as not answering and raises an alarm; a "
     "gateway losing power keeps what it had read and sends it when it is back.",
     source="China drug GSP annex (power failure alarm, records kept through it); "
@@ -469,7 +469,7 @@ async def power_loss(run: Run) -> None:
 
 @case(
     "OQ-06", "Probe or gateway silent: alarm, gap shown, never interpolated",
-    "探头或网关无响应：报警、显示缺口、绝不插值",  # noqa: RUF001
+    "探头或网关无响应：报警、显示缺口、绝不插值",
     requirement="A gateway that goes silent raises an alarm; the record shows the gap as a gap "
     "and invents no value in it.",
     source="China drug GSP annex (data continuity); WHO TRS 961 Annex 9; COMPLIANCE.md OQ-06",
@@ -549,7 +549,7 @@ def _offline(run: Run, sensor: str) -> list[tuple[Any, ...]]:
 
 @case(
     "OQ-07", "No edit, delete or import of records; the chains verify",
-    "记录不可修改、删除或导入；哈希链校验通过",  # noqa: RUF001
+    "记录不可修改、删除或导入；哈希链校验通过",
     requirement="No reading can be edited, deleted, imported or offset through the user "
     "interface, the API or the application's database role; any change made around them is "
     "found by verification.",
@@ -723,7 +723,7 @@ def limit_change(run: Run) -> None:
 
 @case(
     "OQ-09", "Backup and restore into a clean instance, hashes equal",
-    "备份并恢复至全新实例，哈希值一致",  # noqa: RUF001
+    "备份并恢复至全新实例，哈希值一致",
     requirement="A backup restores into a clean database with every record whole: the same "
     "record data hash, the same chain heads, both chains verifying.",
     source="EU GMP Annex 11 §7.2 (backups checked for restorability); WHO TRS 1019 Annex 3 "
@@ -797,7 +797,7 @@ def _fingerprint(
 
 @case(
     "OQ-10", "Gateway clock skewed: flagged, times in order",
-    "网关时钟偏差：标记并保持时间顺序",  # noqa: RUF001
+    "网关时钟偏差：标记并保持时间顺序",
     requirement="Readings taken on a gateway clock that lost its time are flagged and kept out "
     "of the record, never placed at a wrong time; once the clock is right readings are stored "
     "in order again.",
@@ -881,7 +881,10 @@ def target_summary(target: Target) -> dict[str, Any]:
 
 
 def run_cases(
-    target: Target, ids: list[str] | None = None, template: str | None = None
+    target: Target,
+    ids: list[str] | None = None,
+    template: str | None = None,
+    report: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Run the cases on ``target``: each on a scratch database of its own (copied from
     ``template``, or from one migrated for the run) or, on the operator's database, side by
@@ -901,12 +904,16 @@ def run_cases(
                     ):
                         seed_site(conn, target, receiver)
                         results.append(execute(one, _run(target, one, url, conn, receiver)))
+                    if report is not None:
+                        report(results[-1])
         else:
             with psycopg.connect(target.database_url, autocommit=True) as conn:
                 for one in cases:
                     run = _run(target, one, target.database_url, conn, None)
                     results.append(execute(one, run))
                     _retire(conn, run)
+                    if report is not None:
+                        report(results[-1])
     return results
 
 
