@@ -35,6 +35,7 @@ from coldtrail.api import (
     record_routes,
     rules_routes,
     stream_routes,
+    validation_routes,
     web,
 )
 from coldtrail.api import queries as q
@@ -428,6 +429,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     record_routes.register(app, erp_routes.Deps(db, allow, clock), app.state.record_gate)
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
     change_routes.register(app, erp_routes.Deps(db, allow, clock))
+    validation_routes.register(app, erp_routes.Deps(db, allow, clock))
     gateway_routes.register(
         app, erp_routes.Deps(db, allow, clock), config.mqtt_admin, config.topic_root
     )

@@ -861,3 +861,17 @@ class SiteProfileIn(SignatureIn):
         {"compliance_profile": "eu-gdp", "username": "qa1", "password": "…",
          "meaning": "approval", "reason": "the Rotterdam hub distributes under EU GDP"}
     ]}}  # fmt: skip
+
+
+class ValidationSignIn(RequestModel):
+    """A validation pack signed for its execution (who ran it) or its QA review."""
+
+    role: Literal["execution", "review"]
+    username: str
+    password: str = Field(min_length=1, max_length=1024)
+    reason: str = Field(min_length=1, max_length=2000)
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"role": "review", "username": "qa1", "password": "…",
+         "reason": "reviewed: every case passed, no deviation"}
+    ]}}  # fmt: skip

@@ -169,12 +169,28 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
     )
     event = conn.execute("SELECT event_id FROM outbox_events").fetchone()
     assert event is not None
+    run_id = _validation_run(conn)
     return {
+        "run_id": run_id,
         "excursion_id": 1, "lot_id": lot, "hold_id": 1, "capa_id": second, "action_id": 1,
         "evidence_id": 1, "shipment_id": "SH1", "location_id": "CR", "profile_id": "2-8",
         "gtin": GTIN, "name": "erp", "destination": "erp", "event_id": event[0], "alarm_id": 1,
         "username": "locked1", "sensor_id": "S1", "site_id": "s1", "gateway_id": "gw-1",
     }  # fmt: skip
+
+
+def _validation_run(conn: Conn) -> int:
+    """A validation pack kept as ``coldtrail validate pack`` keeps one (IQ only, no OQ)."""
+    from coldtrail.compliance import profiles
+    from coldtrail.settings import Settings
+    from coldtrail.validation import iq, pack
+
+    installed = iq.record(conn, Settings.model_construct(), None, profiles(), None, T0.date())
+    doc = pack.document(
+        iq=installed, oq=[], target={"site": "s1", "profile": "cn-drug-gsp"}, started=T0,
+        finished=T0, run_by="admin", changes_since=None, changed=[],
+    )  # fmt: skip
+    return pack.store(conn, doc, "admin")[0]
 
 
 def _password(role: Role) -> str:
@@ -312,6 +328,12 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
                              compliance_profile="eu-gdp"),
     ),
     ("GET", "/api/v1/changes"): (OVERSIGHT, {"params": {"site": "s1"}}),
+    ("GET", "/api/v1/validation"): (OVERSIGHT, {}),
+    ("GET", "/api/v1/validation/{run_id}"): (OVERSIGHT, {"params": {"format": "json"}}),
+    ("POST", "/api/v1/validation/{run_id}/signatures"): (
+        QA, lambda role: {"json": {"role": "execution", "username": _username(role),
+                                   "password": _password(role), "reason": "ran it myself"}}
+    ),
     ("GET", "/api/v1/products"): (EVERYONE, {}),
     ("PUT", "/api/v1/products/{gtin}"): (
         QA, {"json": {"name": "Vaccine 10 ml", "profile_id": "2-8"}}
@@ -407,7 +429,7 @@ PAGES = {("GET", "/docs")} | {
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
                   "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence",
                   "/admin/users", "/admin/users/{username}/disabled", "/admin/contacts",
-                  "/admin/locations/{location_id}")),
+                  "/admin/locations/{location_id}", "/places/{location_id}/limits")),
     )
     for path in paths
 }  # fmt: skip

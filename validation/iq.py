@@ -31,6 +31,7 @@ from coldtrail.validation.harness import Check
 LIBRARIES = ("psycopg", "fastapi", "pydantic", "paho-mqtt", "pymodbus", "numpy", "reportlab")
 ROLES = ("coldtrail_app", "coldtrail_readonly")
 MIN_POSTGRES = 14
+SECRET_WORDS = ("password", "secret", "token", "key")
 
 _PROBES = """
 SELECT s.id, s.model, s.serial, a.location_id, l.site_id, c.certificate_no, c.issuer,
@@ -164,11 +165,17 @@ def record(
 
 def configuration(settings: Settings) -> dict[str, Any]:
     """The settings as they stand, each secret shown only as set or not, URLs without their
-    passwords."""
+    passwords. A secret is a ``SecretStr`` field, or one whose name says it is."""
     shown: dict[str, Any] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, SecretStr):
-            shown[name] = "(set)" if value.get_secret_value() else None
+        secret = isinstance(value, SecretStr) or (
+            isinstance(value, str)
+            and any(w in name for w in SECRET_WORDS)
+            and not name.endswith(("_file", "_user"))
+        )
+        if secret:
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            shown[name] = "(set)" if plain else None
         elif isinstance(value, str) and "://" in value:
             shown[name] = redact_url(value)
         elif isinstance(value, Path):

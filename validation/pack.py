@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from reportlab.lib.pagesizes import A4
@@ -29,7 +29,9 @@ from coldtrail.erp import changes, signatures
 from coldtrail.erp.signatures import Credentials, Meaning, Signature
 from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound, RuleViolation
-from coldtrail.validation.oq import Result
+
+if TYPE_CHECKING:
+    from coldtrail.validation.oq import Result
 
 KIND = "coldtrail-validation-pack"
 SYSTEM = (
