@@ -75,6 +75,7 @@ def rules_engine(settings: Settings) -> RulesEngine:
         limits=rules_limits(settings),
         capa=CapaPolicy(owner=settings.rules_capa_owner, due_days=settings.rules_capa_due_days),
         notifiers=build_notifiers(notifier_settings(settings)),
+        conformance_every_s=settings.rules_conformance_every_s,
     )
 
 

@@ -8,6 +8,7 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -252,7 +253,15 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             found = conformance.check(conn, kit.clock.now())
         except RecordError as exc:
             return kit.problem(request, user, exc)
-        return kit.render(request, user, "conformance.html", findings=found)
+        # Each kind of finding over the last two weeks, by day in the site's zone.
+        zone = site_zone(conn, None)
+        today = kit.clock.now().astimezone(ZoneInfo(zone)).date()
+        days = [today - timedelta(days=n) for n in range(13, -1, -1)]
+        trend: dict[tuple[str, str], dict[date, int]] = {}
+        for d in conformance.history(conn, kit.clock.now() - timedelta(days=14), zone=zone):
+            trend.setdefault((d.site_id, d.rule), {})[d.day.date()] = d.findings
+        return kit.render(request, user, "conformance.html", findings=found, days=days,
+                          trend=sorted(trend.items()))  # fmt: skip
 
     # ---------------------------------------------------------------- KPIs
 

@@ -400,7 +400,7 @@ HEALTH = Dashboard(
     uid="coldtrail-health",
     title="ColdTrail · Platform health",
     description="Ingest rate, rules lag, dead letters, readings kept aside and by whom, "
-    "gateways not heard from.",
+    "nonconformities with the sites' compliance profiles over time, gateways not heard from.",
     time_from="now-6h",
     refresh="30s",
     panels=(
@@ -485,6 +485,36 @@ GROUP BY gateway, site_id, rule
 ORDER BY still_kept DESC, last_at DESC LIMIT 100
 """,
             ("gateway", "site", "rule", "readings", "still_kept", "last_at", "last_reason"),
+            width=24,
+        ),
+        Panel(
+            "Nonconformities by rule (each check of each site)",
+            "timeseries",
+            # Kept by the rules worker (COLDTRAIL_RULES_CONFORMANCE_EVERY_S): a rule's line
+            # rising is a site drifting from its profile; zero is a check that found none.
+            """
+SELECT $__timeGroupAlias(c.checked_at, $__interval), coalesce(f.rule, 'none') AS metric,
+       max(coalesce(f.n, 0)) AS findings
+FROM conformance_checks c
+LEFT JOIN LATERAL (SELECT rule, count(*) AS n FROM conformance_findings
+                   WHERE check_id = c.id GROUP BY rule) f ON true
+WHERE $__timeFilter(c.checked_at)
+GROUP BY 1, 2 ORDER BY 1
+""",
+            ("time", "metric", "findings"),
+        ),
+        Panel(
+            "Nonconformities found by the latest check",
+            "table",
+            """
+SELECT c.site_id AS site, c.profile, f.rule, f.subject, f.found, f.required, f.source,
+       c.checked_at
+FROM (SELECT DISTINCT ON (site_id) * FROM conformance_checks
+      ORDER BY site_id, checked_at DESC) c
+JOIN conformance_findings f ON f.check_id = c.id
+ORDER BY c.site_id, f.rule, f.subject
+""",
+            ("site", "profile", "rule", "subject", "found", "required", "source", "checked_at"),
             width=24,
         ),
         Panel(

@@ -209,3 +209,60 @@ def _timescaledb(conn: Conn) -> bool:
 
 def _n(count: int, thing: str) -> str:
     return f"{count} {thing}" + ("" if count == 1 else "s")
+
+
+_INSERT_CHECK = """
+INSERT INTO conformance_checks (checked_at, site_id, profile, findings)
+VALUES (%(at)s, %(site)s, %(profile)s, %(n)s) RETURNING id
+"""
+_INSERT_FINDING = """
+INSERT INTO conformance_findings (check_id, rule, subject, found, required, source)
+VALUES (%(check)s, %(rule)s, %(subject)s, %(found)s, %(required)s, %(source)s)
+"""
+_HISTORY = """
+SELECT date_trunc('day', c.checked_at AT TIME ZONE %(zone)s) AS day, c.site_id, f.rule,
+       max(n) AS findings
+FROM conformance_checks c
+JOIN LATERAL (SELECT rule, count(*) AS n FROM conformance_findings
+              WHERE check_id = c.id GROUP BY rule) f ON true
+WHERE c.checked_at >= %(since)s AND (%(site)s::text IS NULL OR c.site_id = %(site)s)
+GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
+"""
+
+
+def record(conn: Conn, now: datetime, extra_profiles: Path | None = None) -> int:
+    """Check every site and keep what was found (a site with none too); the findings kept."""
+    found = check(conn, now, None, extra_profiles)
+    sites = conn.execute(_SITES, {"site": None, "default": compliance.DEFAULT}).fetchall()
+    with conn.transaction():
+        for site_id, profile in sites:
+            mine = [f for f in found if f.site_id == site_id]
+            row = conn.execute(
+                _INSERT_CHECK, {"at": now, "site": site_id, "profile": profile, "n": len(mine)}
+            ).fetchone()
+            assert row is not None  # noqa: S101 - INSERT ... RETURNING returns its row
+            for f in mine:
+                conn.execute(
+                    _INSERT_FINDING,
+                    {"check": row[0], "rule": f.rule, "subject": f.subject, "found": f.found,
+                     "required": f.required, "source": f.source},
+                )  # fmt: skip
+    return len(found)
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: datetime
+    """The day, in ``zone``, as a naive date-time at its start."""
+    site_id: str
+    rule: str
+    findings: int
+    """The most findings of the rule in one check that day."""
+
+
+def history(
+    conn: Conn, since: datetime, site: str | None = None, zone: str = "UTC"
+) -> list[DayCount]:
+    """Findings per rule and day since ``since``: each rule's KPI over time."""
+    rows = conn.execute(_HISTORY, {"since": since, "site": site, "zone": zone}).fetchall()
+    return [DayCount(*r) for r in rows]

@@ -16,8 +16,8 @@ import numpy as np
 import psycopg
 
 from coldtrail.clock import Clock, SystemClock
-from coldtrail.erp import outbox
-from coldtrail.errors import StoreError
+from coldtrail.erp import conformance, outbox
+from coldtrail.errors import RecordError, StoreError
 from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
@@ -70,6 +70,7 @@ class RulesEngine:
         notifiers: dict[str, Notifier] | None = None,
         timers_every_s: float = 30.0,
         late_after: timedelta = LATE_AFTER,
+        conformance_every_s: float = 0.0,
     ) -> None:
         self._url = database_url
         self._claim_limit = claim_limit
@@ -80,6 +81,9 @@ class RulesEngine:
         self._timers_every_s = timers_every_s
         self._late_after = late_after
         self._timers_due: datetime | None = None
+        # Each site checked against its compliance profile this often and kept (0: never).
+        self._conformance_every_s = conformance_every_s
+        self._conformance_due: datetime | None = None
         self._watching_since = self._clock.now()
         self.stats = RulesStats()
 
@@ -95,6 +99,14 @@ class RulesEngine:
                 )
             self._timers_due = now + timedelta(seconds=self._timers_every_s)
         self.stats.notices += self.desk.tick(conn)
+        if self._conformance_every_s and (
+            self._conformance_due is None or now >= self._conformance_due
+        ):
+            self._conformance_due = now + timedelta(seconds=self._conformance_every_s)
+            try:
+                conformance.record(conn, now)
+            except RecordError as exc:  # a site naming a profile not installed, say
+                log.warning("conformance not checked: %s", exc)
 
     def process_pending(self, conn: psycopg.Connection[tuple[Any, ...]]) -> int:
         """Judge every batch committed so far; returns how many batches it took."""

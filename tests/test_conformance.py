@@ -215,3 +215,44 @@ def test_the_conformance_command_prints_each_finding_and_exits_1(
         "record_interval_storage",
     }
     assert all(f["source"] for f in found)
+
+
+def test_the_rules_worker_keeps_each_check_so_each_finding_is_a_kpi_over_time(
+    conn: Conn, db_url: str
+) -> None:
+    from coldtrail.clock import ManualClock
+    from coldtrail.erp.conformance import history
+    from coldtrail.erp.masterdata import upsert_site
+    from coldtrail.rules.engine import RulesEngine
+
+    make_site(conn, {"S1": "CR"})
+    _certify(conn, "S1", NOW.date() - timedelta(days=10), NOW.date() + timedelta(days=300))
+    upsert_site(conn, "s2", "Empty depot")  # nothing placed, its contacts named: no finding
+    for i in range(3):
+        conn.execute(
+            "INSERT INTO alarm_contacts (site_id, level, after_min, name, channel, target)"
+            " VALUES ('s2', 0, 0, %s, 'smtp', %s)",
+            (f"depot {i}", f"depot{i}@example.cn"),
+        )
+    clock = ManualClock(NOW)
+    engine = RulesEngine(db_url, clock=clock, conformance_every_s=6 * 3600)
+    engine.tick(conn)  # s1: one probe in CR, no alarm contact
+    clock.advance(3600)
+    engine.tick(conn)  # not due yet
+    _contacts(conn, 3)
+    clock.advance(5 * 3600)
+    engine.tick(conn)  # due: s1's contacts are named now
+    checks = conn.execute(
+        "SELECT checked_at, site_id, findings FROM conformance_checks ORDER BY id"
+    ).fetchall()
+    at = [(when - NOW, site) for when, site, _ in checks]
+    assert at == [(timedelta(0), "s1"), (timedelta(0), "s2"),
+                  (timedelta(hours=6), "s1"), (timedelta(hours=6), "s2")]  # fmt: skip
+    s1 = [n for _, site, n in checks if site == "s1"]
+    assert s1[0] == s1[1] + 1  # the alarm contacts' finding cleared
+    # A check that found nothing is kept too: a zero on the chart, not a gap.
+    assert [n for _, site, n in checks if site == "s2"] == [0, 0]
+    days = {(d.site_id, d.rule, d.findings) for d in history(conn, NOW - timedelta(days=1))}
+    assert ("s1", "alarm_contacts", 1) in days
+    assert ("s1", "probes_per_room", 1) in days
+    assert not [d for d in days if d[0] == "s2"]

@@ -20,6 +20,7 @@ from coldtrail.api.app import create_app
 from coldtrail.api.erp_routes import verify_all
 from coldtrail.clock import ManualClock
 from coldtrail.console import i18n
+from coldtrail.erp import conformance
 from coldtrail.erp.people import Role, create_user
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
@@ -60,6 +61,9 @@ def site(
         create_user(conn, "audi1", "Ada Auditor", Role.AUDITOR, QA_PASSWORD)
         # Two people sign a release of this product.
         conn.execute("UPDATE temperature_profiles SET release_signatures = 2")
+        # The rules worker's conformance checks of yesterday and today (the trend's rows).
+        for days in (1, 0):
+            conformance.record(conn, clock.now() - timedelta(days=days))
     shots = Path(SHOTS) if SHOTS else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
     app = create_app(api_config(db_url, mqtt_options, topic_root), clock)
@@ -597,3 +601,18 @@ def test_goods_out_refuses_a_quantity_that_is_not_a_finite_positive_number(
             "SELECT count(*) FROM movements WHERE kind::text = 'return_to_supplier'"
         ).fetchone()
     assert gone == (0,)
+
+
+def test_the_conformance_page_shows_each_kind_of_finding_day_by_day(site: Site) -> None:
+    import httpx2
+
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        _signed_in(http, "audi1", QA_PASSWORD)
+        page = http.get("/conformance").text
+    assert "最近14天" in page  # the auditor reads Chinese (the default)
+    row = re.search(r"<tr><td>s1</td><td>alarm_contacts</td>(.*?)</tr>", page)
+    assert row is not None
+    counts = re.findall(r"<td>([^<]*)</td>", row.group(1))
+    assert len(counts) == 14
+    assert counts[-2:] == ["1", "1"]  # yesterday's check and today's
+    assert set(counts[:-2]) == {"·"}  # no check kept before: no count shown

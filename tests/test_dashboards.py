@@ -23,7 +23,7 @@ from coldtrail.dashboards.grafana import (
     expand,
     to_json,
 )
-from coldtrail.erp import gateways
+from coldtrail.erp import conformance, gateways
 from coldtrail.erp.movements import create_shipment, depart, record_movement
 from coldtrail.erp.products import register_lot
 from coldtrail.rules.engine import RulesEngine
@@ -102,6 +102,11 @@ def _fill(conn: Conn, db_url: str) -> None:
     )
     clock = ManualClock(END + timedelta(minutes=3))
     RulesEngine(db_url, clock=clock, capa=CapaPolicy(owner="qa1")).process_pending(conn)
+    # The rules worker's conformance checks, every 6 hours over the last days.
+    at = END - timedelta(days=3)
+    while at <= END:
+        conformance.record(conn, at)
+        at += timedelta(hours=6)
 
 
 @pytest.fixture(scope="module")
