@@ -8,6 +8,7 @@ COPY ingest ./ingest
 COPY rules ./rules
 COPY api ./api
 COPY console ./console
+COPY validation ./validation
 COPY erp ./erp
 COPY dashboards ./dashboards
 COPY firmware-sim ./firmware-sim
