@@ -66,6 +66,9 @@ def test_every_oq_case_of_compliance_md_is_defined_with_its_requirement_and_sour
         for text in (case.title, case.title_zh, case.requirement, case.source, case.procedure,
                      case.acceptance):  # fmt: skip
             assert text.strip(), case.id
+        # And in Chinese, as the pack prints them.
+        assert sorted(case.zh) == ["acceptance", "procedure", "requirement"], case.id
+        assert all(len(v) > 20 for v in case.zh.values()), case.id
 
 
 def test_a_broken_system_turns_its_cases_into_listed_deviations(
@@ -201,6 +204,7 @@ def test_a_pack_is_kept_signed_for_execution_then_review_and_lists_changes_since
     ]
     text = _pdf_text(pdf.content)
     for words in ("验证文件", "Traceability matrix 4 追溯矩阵", "OQ-01", "OQ-08", "Quinn Auditt",
+                  "每个探头至少每分钟读取一次",
                   "Mara Manager", "warm spot by the door", "temp_max_c: 8.0 → 7.5",
                   kept["sha256"]):  # fmt: skip
         assert words in text, words

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import inspect
 import io
 import itertools
 import secrets
 import time
+import tomllib
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -56,6 +59,10 @@ from coldtrail.validation.harness import chain as edge_chain
 Body = Callable[[Run], Awaitable[None] | None]
 
 
+ZH = Path(__file__).resolve().parent / "cases_zh.toml"
+"""Each case's requirement, procedure and acceptance in Chinese (the pack prints both)."""
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -66,6 +73,15 @@ class Case:
     procedure: str
     acceptance: str
     body: Body = field(repr=False, compare=False)
+
+    @property
+    def zh(self) -> dict[str, str]:
+        return dict(_chinese().get(self.id, {}))
+
+
+@functools.cache
+def _chinese() -> dict[str, dict[str, str]]:
+    return tomllib.loads(ZH.read_text("utf-8"))
 
 
 @dataclass
@@ -83,6 +99,8 @@ class Result:
     error: str | None
     started_at: str
     seconds: float
+    zh: dict[str, str] = field(default_factory=dict)
+    """The requirement, procedure and acceptance in Chinese."""
 
     @property
     def deviations(self) -> list[str]:
@@ -130,7 +148,7 @@ def execute(one: Case, run: Run) -> Result:
     return Result(
         one.id, one.title, one.title_zh, one.requirement, one.source, one.procedure,
         one.acceptance, passed, checks, run.evidence, error, started.isoformat(),
-        round(time.monotonic() - t0, 2),
+        round(time.monotonic() - t0, 2), one.zh,
     )  # fmt: skip
 
 

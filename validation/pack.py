@@ -336,10 +336,10 @@ def render(doc: dict[str, Any], sha: str, signed: list[Signature], run_id: int |
             p(head, h3),
             table(
                 [
-                    [t("Requirement", "要求"), r["requirement"]],
+                    [t("Requirement", "要求"), _both(r, "requirement")],
                     [t("Source", "依据"), r["source"]],
-                    [t("Procedure", "步骤"), r["procedure"]],
-                    [t("Acceptance", "接受标准"), r["acceptance"]],
+                    [t("Procedure", "步骤"), _both(r, "procedure")],
+                    [t("Acceptance", "接受标准"), _both(r, "acceptance")],
                     [t("Evidence SHA-256", "证据 SHA-256"), r["evidence_sha256"]],
                 ],
                 small,
@@ -418,6 +418,12 @@ def render(doc: dict[str, Any], sha: str, signed: list[Signature], run_id: int |
     flat = [x for item in story for x in (item if isinstance(item, list) else [item])]
     pdf.build(flat, canvasmaker=functools.partial(NumberedCanvas, footer=footer))
     return out.getvalue()
+
+
+def _both(result: dict[str, Any], key: str) -> Marked:
+    """A case's text in English, then in Chinese on a line of its own."""
+    zh = (result.get("zh") or {}).get(key)
+    return Marked(escape(result[key]) + (f"<br/>{escape(zh)}" if zh else ""))
 
 
 def _checks(checks: list[dict[str, Any]], style: ParagraphStyle, t: Any) -> Any:
