@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
@@ -96,6 +97,8 @@ class ApiConfig:
     """Records built and sent at once (a year of a room's readings holds ~230 MB until sent);
     more wait up to ``record_wait_s`` and are then a 503."""
     record_wait_s: float = 30.0
+    profiles_dir: Path | None = None
+    """The site's own compliance profiles (COLDTRAIL_COMPLIANCE_PROFILES_DIR)."""
 
 
 def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
@@ -426,6 +429,7 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
     erp_routes.register(app, erp_routes.Deps(db, allow, clock))
     rules_routes.register(app, erp_routes.Deps(db, allow, clock))
     app.state.record_gate = Gate(config.records_at_once, config.record_wait_s)
+    app.state.profiles_dir = config.profiles_dir
     record_routes.register(app, erp_routes.Deps(db, allow, clock), app.state.record_gate)
     masterdata_routes.register(app, erp_routes.Deps(db, allow, clock))
     change_routes.register(app, erp_routes.Deps(db, allow, clock))

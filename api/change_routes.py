@@ -42,7 +42,7 @@ def register(app: FastAPI, deps: Deps) -> None:
             conn, user.username, subject, subject_id, values,
             credentials=Credentials(body.username, body.password, web.client(request)),
             meaning=body.meaning, reason=body.reason, at=deps.clock.now(),
-            known_profiles=set(profiles()),
+            known_profiles=set(profiles(request.app.state.profiles_dir)),
         )  # fmt: skip
 
     @app.put(PREFIX + "/locations/{location_id}/limits", tags=["change control"],

@@ -496,12 +496,13 @@ def register(app: FastAPI, deps: Deps) -> None:
                    409: {"description": "the site names a profile that does not exist"}},
     )  # fmt: skip
     def conformance_findings(
-        conn: Db, _: Oversight, site: Annotated[str | None, Query(max_length=64)] = None
-    ) -> list[conformance.Finding]:
+        conn: Db, _: Oversight, request: Request,
+        site: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> list[conformance.Finding]:  # fmt: skip
         """Where each site (or one) falls short of its compliance profile now: each finding
         with the rule it breaks, what was found, what the rule requires and the rule's source
         (`unsourced` where none is known)."""
-        return conformance.check(conn, deps.clock.now(), site)
+        return conformance.check(conn, deps.clock.now(), site, request.app.state.profiles_dir)
 
     # -------------------------------------------------------------- outbox
 

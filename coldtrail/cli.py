@@ -199,7 +199,9 @@ def cmd_conformance(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail.erp import conformance
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
-        found = conformance.check(conn, datetime.now(UTC), args.site, args.profiles)
+        found = conformance.check(
+            conn, datetime.now(UTC), args.site, args.profiles or settings.compliance_profiles_dir
+        )
     for finding in found:
         print(json.dumps(asdict(finding), ensure_ascii=False))
     if found:

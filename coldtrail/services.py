@@ -76,6 +76,7 @@ def rules_engine(settings: Settings) -> RulesEngine:
         capa=CapaPolicy(owner=settings.rules_capa_owner, due_days=settings.rules_capa_due_days),
         notifiers=build_notifiers(notifier_settings(settings)),
         conformance_every_s=settings.rules_conformance_every_s,
+        profiles_dir=settings.compliance_profiles_dir,
     )
 
 
@@ -131,6 +132,7 @@ def api_config(settings: Settings) -> ApiConfig:
         live_max_age_s=settings.live_max_age_s,
         records_at_once=settings.records_at_once,
         mqtt_admin=admin_mqtt_options(settings),
+        profiles_dir=settings.compliance_profiles_dir,
     )
 
 

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     """The user who owns the CAPA records the rules open for excursions."""
     rules_capa_due_days: int = Field(default=30, ge=1, le=365)
     rules_offline_after_s: float = Field(default=600, gt=0)
+    compliance_profiles_dir: DirectoryPath | None = None
+    """A folder of the site's own compliance profiles (TOML, as coldtrail/compliance/profiles):
+    they add to the built-in ones, or replace one with the same id."""
     rules_conformance_every_s: float = Field(default=3600, ge=0, le=7 * 86_400)
     """How often the rules worker checks each site against its compliance profile and keeps
     what it found (the conformance KPIs over time); 0: never."""

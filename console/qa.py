@@ -250,7 +250,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     def conformance_page(request: Request, conn: Db) -> HTMLResponse:
         user = kit.who(request, conn, OVERSIGHT)
         try:
-            found = conformance.check(conn, kit.clock.now())
+            found = conformance.check(conn, kit.clock.now(), None, request.app.state.profiles_dir)
         except RecordError as exc:
             return kit.problem(request, user, exc)
         # Each kind of finding over the last two weeks, by day in the site's zone.

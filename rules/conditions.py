@@ -2,7 +2,8 @@
 
 Each is a span of measurement time with a start and, once over, an end: humidity out of
 range, the logger not answering (unavailable: power or link down at the logger), records
-further apart than GSP allows, temperature changing fast (a door left open), battery low.
+further apart than the site's compliance profile allows, temperature changing fast (a door
+left open), battery low.
 The silent sensor and the overdue calibration need no readings: ``timers`` finds those.
 Like the excursions, they are found in many sensors' windows at once.
 """
@@ -134,8 +135,13 @@ def _record_interval(data: Readings, limits: Limits) -> list[Condition]:
     w = data.temperature
     with np.errstate(invalid="ignore"):
         out = w.ok & ((w.temp < w.lo) | (w.temp > w.hi))
-    allowed = np.where(data.transport, limits.transport_interval_s, limits.storage_interval_s)
-    allowed = np.where(out, limits.out_of_range_interval_s, allowed)
+    # The site's compliance profile where it gives an interval, the rules' own where not.
+    usual = np.where(data.transport, limits.transport_interval_s, limits.storage_interval_s)
+    usual = np.where(np.isnan(data.record_s), usual, data.record_s)
+    while_out = np.where(
+        np.isnan(data.out_of_range_s), limits.out_of_range_interval_s, data.out_of_range_s
+    )
+    allowed = np.where(out, while_out, usual)
     gaps = np.diff(t)
     same_sensor = data.group[1:] == data.group[:-1]
     found = []
@@ -147,7 +153,7 @@ def _record_interval(data: Readings, limits: Limits) -> list[Condition]:
                 data.location(i),
                 at(t[i]),
                 at(t[i + 1]),
-                f"no record for {gaps[i] / 60:.0f} min, GSP allows {allowed[i] / 60:.0f} min",
+                f"no record for {gaps[i] / 60:.0f} min, at most {allowed[i] / 60:.0f} min allowed",
                 {"gap_s": float(gaps[i]), "allowed_s": float(allowed[i])},
             )
         )

@@ -10,6 +10,7 @@ import logging
 import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,7 @@ class RulesEngine:
         timers_every_s: float = 30.0,
         late_after: timedelta = LATE_AFTER,
         conformance_every_s: float = 0.0,
+        profiles_dir: Path | None = None,
     ) -> None:
         self._url = database_url
         self._claim_limit = claim_limit
@@ -84,6 +86,7 @@ class RulesEngine:
         # Each site checked against its compliance profile this often and kept (0: never).
         self._conformance_every_s = conformance_every_s
         self._conformance_due: datetime | None = None
+        self._profiles_dir = profiles_dir
         self._watching_since = self._clock.now()
         self.stats = RulesStats()
 
@@ -104,7 +107,7 @@ class RulesEngine:
         ):
             self._conformance_due = now + timedelta(seconds=self._conformance_every_s)
             try:
-                conformance.record(conn, now)
+                conformance.record(conn, now, self._profiles_dir)
             except RecordError as exc:  # a site naming a profile not installed, say
                 log.warning("conformance not checked: %s", exc)
 
@@ -165,7 +168,7 @@ class RulesEngine:
         for sensor, *rest in conn.execute(q.STORED_EXCURSIONS, {"sensors": sensors}):
             if rest[4] is None or rest[4] >= starts[sensor] or rest[2] >= starts[sensor]:
                 stored.setdefault(sensor, []).append(tuple(rest))
-        places = load_places(conn)
+        places = load_places(conn, profiles_dir=self._profiles_dir)
         cols = fetch(
             conn, sensors, [starts[s] for s in sensors], None, places, upto_batch=upto_batch
         )

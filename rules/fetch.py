@@ -9,14 +9,18 @@ from the sensor's assignments by binary search rather than a join per row.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 
-from coldtrail.rules.ranges import Columns, Places, RangePatch
+from coldtrail import compliance
+from coldtrail.rules.ranges import Columns, Places, RangePatch, RecordIntervals
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -51,13 +55,37 @@ ORDER BY 1, 3
 """
 
 _PLACES = """
-SELECT id, temp_min_c, temp_max_c, alarm_delay_s, kind::text, rh_min_pct, rh_max_pct
-FROM locations ORDER BY id
+SELECT l.id, l.temp_min_c, l.temp_max_c, l.alarm_delay_s, l.kind::text, l.rh_min_pct,
+       l.rh_max_pct, coalesce(s.compliance_profile, %(default)s)
+FROM locations l JOIN sites s ON s.id = l.site_id ORDER BY l.id
 """
 
 
-def load_places(conn: Conn, patches: dict[str, RangePatch] | None = None) -> Places:
-    return Places.from_rows(conn.execute(_PLACES), patches)
+def load_places(
+    conn: Conn, patches: dict[str, RangePatch] | None = None, profiles_dir: Path | None = None
+) -> Places:
+    """Every place's settings, with the record intervals of its site's compliance profile."""
+    rows = conn.execute(_PLACES, {"default": compliance.DEFAULT})
+    return Places.from_rows(rows, patches, record_intervals(profiles_dir))
+
+
+@functools.cache
+def record_intervals(profiles_dir: Path | None = None) -> dict[str, RecordIntervals]:
+    """The profiles' longest times between records, by profile id (read once a process:
+    a changed profile file takes effect at the worker's restart, as settings do)."""
+
+    def seconds(profile: compliance.Profile, rule: str) -> float:
+        found = profile.rule(rule)
+        return found.value if found is not None else math.nan
+
+    return {
+        p.id: RecordIntervals(
+            seconds(p, "record_interval_storage"),
+            seconds(p, "record_interval_transport"),
+            seconds(p, "record_interval_out_of_range"),
+        )
+        for p in compliance.profiles(profiles_dir).values()
+    }
 
 
 def fetch(

@@ -11,7 +11,8 @@ array and nothing is done reading by reading in Python.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -57,6 +58,11 @@ class Places:
     rh_lo: np.ndarray
     rh_hi: np.ndarray
     transport: np.ndarray  # bool: readings there must be recorded at the transport interval
+    record_s: np.ndarray
+    """Longest time between records there by the site's compliance profile (storage or
+    transport); NaN: the rules' own limits."""
+    out_of_range_s: np.ndarray
+    """The same while out of range; NaN: the rules' own limits."""
 
     @cached_property
     def code(self) -> dict[str, int]:
@@ -64,13 +70,27 @@ class Places:
 
     @classmethod
     def from_rows(
-        cls, rows: Iterable[Sequence[Any]], patches: dict[str, RangePatch] | None = None
+        cls,
+        rows: Iterable[Sequence[Any]],
+        patches: dict[str, RangePatch] | None = None,
+        intervals: Mapping[str, RecordIntervals] | None = None,
     ) -> Places:
-        """From rows of (id, temp min, temp max, alarm delay, kind, rh min, rh max), with
-        the settings of some places patched (replay)."""
+        """From rows of (id, temp min, temp max, alarm delay, kind, rh min, rh max[, the
+        site's compliance profile]), with the settings of some places patched (replay) and
+        the record intervals of each profile (``intervals``, by profile id)."""
         patches = patches or {}
+        intervals = intervals or {}
         table: list[tuple[Any, ...]] = [(None, None, None, None, None, None, None)]
-        for loc, lo, hi, delay, kind, rh_lo, rh_hi in rows:
+        record: list[float] = [math.nan]
+        out_of_range: list[float] = [math.nan]
+        for loc, lo, hi, delay, kind, rh_lo, rh_hi, *site_profile in rows:
+            ruled = intervals.get(site_profile[0]) if site_profile else None
+            if ruled is None:
+                record.append(math.nan)
+                out_of_range.append(math.nan)
+            else:
+                record.append(ruled.transport_s if kind in TRANSPORT else ruled.storage_s)
+                out_of_range.append(ruled.out_of_range_s)
             patch = patches.get(loc)
             if patch is not None:
                 lo = lo if patch.temp_min_c is None else patch.temp_min_c
@@ -89,7 +109,18 @@ class Places:
             rh_lo=_floats(c[5]),
             rh_hi=_floats(c[6]),
             transport=np.array([k in TRANSPORT for k in c[4]], dtype=bool),
+            record_s=np.array(record, dtype=float),
+            out_of_range_s=np.array(out_of_range, dtype=float),
         )
+
+
+@dataclass(frozen=True)
+class RecordIntervals:
+    """A compliance profile's longest times between records (seconds; NaN: none given)."""
+
+    storage_s: float
+    transport_s: float
+    out_of_range_s: float
 
 
 def spans_by_location(
@@ -141,6 +172,8 @@ class Readings:
     battery: np.ndarray
     located: np.ndarray  # bool: the sensor was assigned to a place
     transport: np.ndarray  # bool: that place is a vehicle or compartment
+    record_s: np.ndarray  # longest gap allowed there by the site's profile; NaN: the rules'
+    out_of_range_s: np.ndarray  # the same while out of range
 
     @property
     def epoch_s(self) -> np.ndarray:
@@ -215,6 +248,8 @@ def with_ranges(cols: Columns, spans: dict[str, list[ProductSpan]]) -> Readings:
         battery=cols.battery,
         located=loc != 0,
         transport=p.transport[loc],
+        record_s=p.record_s[loc],
+        out_of_range_s=p.out_of_range_s[loc],
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -405,3 +406,27 @@ def test_after_a_restart_sensors_get_the_offline_limit_to_be_heard(
     engine.tick(site)
     offline = [a for a in find_alarms(site, limit=100) if a.kind == "offline"]
     assert [a.sensor_id for a in offline] == ["S2"]
+
+
+def test_records_are_held_to_the_interval_of_the_sites_own_compliance_profile(
+    conn: Conn, db_url: str, clock: ManualClock, tmp_path: Path
+) -> None:
+    make_site(conn, {"S1": "CR"})
+    (tmp_path / "strict.toml").write_text(
+        'id = "strict-gsp"\nname = "A stricter house rule"\n\n'
+        '[rules.record_interval_storage]\nvalue = 600\nunit = "s"\n'
+        'text = "stored goods: a record at least every 10 minutes"\nsource = "SOP-17"\n',
+        encoding="utf-8",
+    )
+    conn.execute("UPDATE sites SET compliance_profile = 'strict-gsp'")
+    # Every 5 minutes, then 15 minutes without a record: within GSP's 30, not the house's 10.
+    _store(conn, "S1", [(m, 5.0, None, None) for m in (0, 5, 10, 25, 30)])
+    _move(clock, T0 + 31 * M)
+    RulesEngine(db_url, clock=clock).process_pending(conn)
+    assert [a for a in find_alarms(conn, limit=100) if a.kind == "record_interval"] == []
+    conn.execute("UPDATE ingest_batches SET processed_at = NULL")
+    conn.execute("DELETE FROM rules_cursors")
+    RulesEngine(db_url, clock=clock, profiles_dir=tmp_path).process_pending(conn)
+    [gap] = [a for a in find_alarms(conn, limit=100) if a.kind == "record_interval"]
+    assert (gap.started_at, gap.ended_at) == (T0 + 10 * M, T0 + 25 * M)
+    assert gap.message == "no record for 15 min, at most 10 min allowed"

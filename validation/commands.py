@@ -75,11 +75,10 @@ def _oq_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_iq(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db, services
-    from coldtrail.compliance import profiles
     from coldtrail.validation import iq
 
     with db.connect(settings.require_database_url(), autocommit=True) as conn:
-        found = iq.record(conn, settings, _mqtt(settings, services), profiles(args.profiles),
+        found = iq.record(conn, settings, _mqtt(settings, services), _profiles(settings, args),
                           args.site, datetime.now(UTC).date())  # fmt: skip
     _write(args.out / "iq.json", json.dumps(found, ensure_ascii=False, indent=1, default=str))
     for check in found["checks"]:
@@ -98,7 +97,6 @@ def cmd_oq(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_pack(settings: Settings, args: argparse.Namespace) -> None:
     from coldtrail import db, services
-    from coldtrail.compliance import profiles
     from coldtrail.erp import changes
     from coldtrail.validation import iq, pack
 
@@ -107,7 +105,7 @@ def cmd_pack(settings: Settings, args: argparse.Namespace) -> None:
     with db.connect(url, autocommit=True) as conn:
         today = datetime.now(UTC).date()
         installed = iq.record(conn, settings, _mqtt(settings, services),
-                              profiles(args.profiles), args.site, today)  # fmt: skip
+                              _profiles(settings, args), args.site, today)  # fmt: skip
     results = _oq(settings, args)
     with db.connect(url, autocommit=True) as conn:
         since = pack.last_validated(conn, args.site)
@@ -154,13 +152,13 @@ def _files(out: Path, run_id: int, doc: dict[str, Any], sha: str, signed: list[A
 
 def _oq(settings: Settings, args: argparse.Namespace) -> list[Any]:
     from coldtrail import db, services
-    from coldtrail.compliance import DEFAULT, profiles
+    from coldtrail.compliance import DEFAULT
     from coldtrail.rules.notifiers import build_notifiers
     from coldtrail.validation import oq
     from coldtrail.validation.harness import Target
 
     url = settings.require_database_url()
-    found = profiles(args.profiles)
+    found = _profiles(settings, args)
     chosen = args.profile
     if chosen is None and args.site:
         with db.connect(args.database or url, autocommit=True) as conn:
@@ -208,6 +206,12 @@ def _said(result: Any) -> None:
 def _target_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = getattr(args, "target_summary", {})
     return summary
+
+
+def _profiles(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from coldtrail.compliance import profiles
+
+    return profiles(args.profiles or settings.compliance_profiles_dir)
 
 
 def _mqtt(settings: Settings, services: Any) -> Any:
