@@ -27,9 +27,11 @@ from coldtrail.erp import (
     masterdata,
     movements,
     products,
+    signatures,
 )  # fmt: skip
 from coldtrail.erp.signatures import Credentials
 from coldtrail.errors import RecordError
+from coldtrail.validation import pack
 
 CAPA_STEPS = ("investigation", "actions", "effectiveness_check", "closed")
 NEXT_STEP = {"open": "investigation", "investigation": "actions",
@@ -242,6 +244,42 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                 file.content_type or "application/octet-stream", content, kit.clock.now(),
             ),
             f"/capa/{capa_id}",
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- validation
+
+    @app.get("/validation", include_in_schema=False)
+    def validation_page(request: Request, conn: Db) -> HTMLResponse:
+        """The validation packs kept, with their signatures and the signing dialog."""
+        user = kit.who(request, conn, OVERSIGHT)
+        runs = pack.runs(conn)
+        signed = signatures.of_records(conn, "validation_run", [r["id"] for r in runs])
+        return kit.render(
+            request, user, "validation.html", runs=runs, signed=signed,
+            when=LocalTimes(site_zone(conn, None)),
+        )  # fmt: skip
+
+    @app.post("/validation/{run_id}/sign", include_in_schema=False)
+    def sign_validation(
+        request: Request,
+        conn: Db,
+        run_id: int,
+        role: Annotated[str, Form(pattern="^(execution|review)$")],
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        kit.guard(request)
+        return kit.act(
+            request, user,
+            lambda: pack.sign(
+                conn, user.username, run_id, role,
+                credentials=Credentials(username, password, web.client(request)),
+                reason=reason, at=kit.clock.now(),
+            ),
+            "/validation",
         )  # fmt: skip
 
     # ---------------------------------------------------------------- conformance

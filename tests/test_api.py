@@ -423,13 +423,14 @@ PAGES = {("GET", "/docs")} | {
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
                  "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin", "/conformance",
-                 "/places/{location_id}")),
+                 "/places/{location_id}", "/validation")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
                   "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence",
                   "/admin/users", "/admin/users/{username}/disabled", "/admin/contacts",
-                  "/admin/locations/{location_id}", "/places/{location_id}/limits")),
+                  "/admin/locations/{location_id}", "/places/{location_id}/limits",
+                  "/validation/{run_id}/sign")),
     )
     for path in paths
 }  # fmt: skip

@@ -25,6 +25,7 @@ from coldtrail.erp.people import Role, create_user
 from coldtrail.messages import Reading, encode_telemetry, telemetry_topic
 from coldtrail.mqtt import MqttOptions
 from tests.conftest import QA_PASSWORD, T0, RunningApi, api_config, publish
+from tests.test_api import _validation_run
 from tests.test_record import shipped  # noqa: F401 - the fixture: SH1 with a held lot
 
 ADMIN_PASSWORD = "admin-password-123"  # tests.conftest.api_config's bootstrap account
@@ -64,6 +65,7 @@ def site(
         # The rules worker's conformance checks of yesterday and today (the trend's rows).
         for days in (1, 0):
             conformance.record(conn, clock.now() - timedelta(days=days))
+        _validation_run(conn)  # a kept validation pack, run 1
     shots = Path(SHOTS) if SHOTS else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
     app = create_app(api_config(db_url, mqtt_options, topic_root), clock)
@@ -345,7 +347,7 @@ def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature
 
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
          "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin", "/conformance",
-         "/places/TRK?hours=6")  # fmt: skip
+         "/places/TRK?hours=6", "/validation")  # fmt: skip
 
 
 @needs_browser
@@ -616,3 +618,34 @@ def test_the_conformance_page_shows_each_kind_of_finding_day_by_day(site: Site) 
     assert len(counts) == 14
     assert counts[-2:] == ["1", "1"]  # yesterday's check and today's
     assert set(counts[:-2]) == {"·"}  # no check kept before: no count shown
+
+
+def test_qa_signs_a_validation_pack_for_execution_then_another_for_review(site: Site) -> None:
+    import httpx2
+
+    sign = {"role": "execution", "reason": "ran it after the upgrade"}
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        _signed_in(http, "audi1", QA_PASSWORD)
+        page = http.get("/validation").text
+        assert "open-dialog" not in page  # an auditor reads, signs nothing
+        assert 'href="/api/v1/validation/1?format=pdf"' in page
+        assert http.get("/api/v1/validation/1", params={"format": "pdf"}).content[:5] == b"%PDF-"
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        done = http.post("/validation/1/sign", data={
+            **sign, "username": "qa1", "password": QA_PASSWORD, "csrf": csrf})  # fmt: skip
+        assert done.status_code == 303
+        own = http.post("/validation/1/sign", data={
+            **sign, "role": "review", "username": "qa1", "password": QA_PASSWORD,
+            "csrf": csrf})  # fmt: skip
+        assert own.status_code == 409  # the executor does not review their own run
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa2", QA_PASSWORD)
+        done = http.post("/validation/1/sign", data={
+            "role": "review", "reason": "reviewed", "username": "qa2", "password": QA_PASSWORD,
+            "csrf": csrf})  # fmt: skip
+        assert done.status_code == 303
+        page = http.get("/validation").text
+    assert "Quinn Auditt (qa1)" in page
+    assert "Mara Manager (qa2)" in page
+    assert "open-dialog" not in page  # both signed: nothing left to sign
