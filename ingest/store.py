@@ -246,20 +246,26 @@ class Store:
         bad: set[int] = set()
         kept = []
         dead: list[DeadLetter] = []
-        stamps = [r["ts"] for r in readings]
-        first, last = (min(stamps), max(stamps)) if stamps else (None, None)
         for i, r in enumerate(readings):
             ts = r["ts"]
             spans = here.get(r["sensor"])
-            if ts <= horizon and spans is not None and placed(spans, ts, ts):
+            if ts <= horizon and spans is not None and placed(spans, ts, ts) and not bc(ts):
                 continue
             if ts > horizon:
                 reason = f"measured in the future: {ts.isoformat()} is after {horizon}"
                 dead.append((env.topic, _reading_json(r), reason))
-                bad.add(i)
+            elif bc(ts):
+                # Year 1 with an offset east of UTC is a time before the year 1 in UTC: the
+                # database would keep it (as BC) but no client could read it back.
+                reason = f"measured before the year 1: {ts.isoformat()} is in 1 BC in UTC"
+                dead.append((env.topic, _reading_json(r), reason))
             else:
                 kept.append((i, trust.sensor_refusal(r["sensor"], ts, env.site)))
-                bad.add(i)
+            bad.add(i)
+        # The batch's span is that of what it stores: a reading kept aside or dead-lettered
+        # (a time far out, say) does not widen it.
+        stamps = [r["ts"] for i, r in enumerate(readings) if i not in bad]
+        first, last = (min(stamps), max(stamps)) if stamps else (None, None)
         if not bad:
             data = "".join(env.lines).encode()
             return Checked(trust.version, None, [], [], data, first, last)
@@ -503,6 +509,14 @@ def clean_text(text: str) -> str:
 
 def _clean_dead(d: DeadLetter) -> DeadLetter:
     return (clean_text(d[0]), d[1], clean_text(d[2]))
+
+
+def bc(ts: datetime) -> bool:
+    """Whether ``ts`` falls before 0001-01-01T00:00Z (year 1 with an offset east of UTC)."""
+    offset = ts.utcoffset()
+    return (
+        ts.year == 1 and offset is not None and ts.replace(tzinfo=None) - datetime(1, 1, 1) < offset  # noqa: DTZ001 - naive on purpose
+    )
 
 
 def _reading_json(r: ReadingDoc) -> bytes:

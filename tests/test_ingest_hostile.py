@@ -83,7 +83,11 @@ HOSTILE: list[tuple[str, bytes, str, str]] = [
      b'"2026-11-22T10:00:05Z","readings":[' + ONE % 9 + b"]}", "dead", "duplicate key 'gateway'"),
     ("far in the future", _envelope(_reading(ts="9999-12-31T23:59:59-14:00")), "dead",
      "measured in the future"),
-    ("far in the past", _envelope(_reading(ts="0001-01-01T00:00:00+14:00")), "kept",
+    # The year 1 east of UTC is 1 BC in UTC: stored, no client could read it back (a batch
+    # span holding one made `audit verify` fail for good).
+    ("before the year 1 in UTC", _envelope(_reading(ts="0001-01-01T00:00:00+14:00")), "dead",
+     "measured before the year 1: 0001-01-01T00:00:00+14:00 is in 1 BC in UTC"),
+    ("far in the past", _envelope(_reading(ts="0001-01-01T00:00:00Z")), "kept",
      "'S1' was nowhere at 0001-01-01"),
     ("another tenant's sensor", _envelope(_reading(sensor="OTHER-SITE-1")), "kept",
      "'OTHER-SITE-1' was at CR2 of site 's2'"),
