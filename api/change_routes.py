@@ -62,6 +62,14 @@ def register(app: FastAPI, deps: Deps) -> None:
         """Change a storage profile's limits, delay, budget or release rule, signed by QA."""
         return signed_change(request, conn, user, "temperature_profile", profile_id, body)
 
+    @app.put(PREFIX + "/products/{gtin}/profile", tags=["change control"], responses=signed)
+    def change_product_profile(
+        gtin: Annotated[str, Path(pattern=r"^[0-9]{14}$")], body: models.ProductProfileIn,
+        conn: Db, user: Qa, request: Request,
+    ) -> changes.Change:  # fmt: skip
+        """Keep a product under another storage profile (its range and delay), signed by QA."""
+        return signed_change(request, conn, user, "product", gtin, body)
+
     @app.put(PREFIX + "/sites/{site_id}/compliance-profile", tags=["change control"],
              responses=signed)  # fmt: skip
     def change_site_profile(

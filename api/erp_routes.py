@@ -152,6 +152,12 @@ def register(app: FastAPI, deps: Deps) -> None:
     def put_product(gtin: str, body: models.ProductIn, conn: Db, user: Qa) -> products.Product:
         if not (len(gtin) == 14 and gtin.isdigit()):
             raise RuleViolation("a GTIN here has 14 digits (pad GTIN-8/12/13 with zeros)")
+        current = products.find_product(conn, gtin)
+        if current is not None and current.profile_id != body.profile_id:
+            raise RuleViolation(
+                f"product {gtin}: its storage profile changes under change control: "
+                f"PUT {PREFIX}/products/{gtin}/profile, signed by QA with a reason"
+            )
         return products.upsert_product(
             conn, user.username, products.Product(gtin, body.name, body.profile_id, body.serialised)
         )

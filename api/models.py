@@ -875,3 +875,14 @@ class ValidationSignIn(RequestModel):
         {"role": "review", "username": "qa1", "password": "…",
          "reason": "reviewed: every case passed, no deviation"}
     ]}}  # fmt: skip
+
+
+class ProductProfileIn(SignatureIn):
+    """The storage profile a product is kept under (its range, delay, budget)."""
+
+    profile_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"profile_id": "2-8", "username": "qa1", "password": "…", "meaning": "approval",
+         "reason": "the supplier's new label: store at 2-8 °C"}
+    ]}}  # fmt: skip

@@ -1,10 +1,10 @@
 """Change control: what the rules judge goods by changes only as a signed change.
 
-A place's range and alarm delay, a storage profile's limits and a site's compliance regime
-are changed by QA alone, each change with its reason and an e-signature (password again,
-meaning) made in the same transaction; the database refuses the application's role any
-other change of them (migration 0023). Each change keeps the values before and after, so a
-validation pack can list what changed since the last validation.
+A place's range and alarm delay, a storage profile's limits, the profile a product is stored
+under and a site's compliance regime are changed by QA alone, each change with its reason and
+an e-signature (password again, meaning) made in the same transaction; the database refuses
+the application's role any other change of them (migration 0023). Each change keeps the
+values before and after, so a validation pack can list what changed since the last one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from coldtrail.erp.signatures import Credentials, Meaning, Signature
 from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound, RuleViolation
 
-Subject = Literal["location", "temperature_profile", "site"]
+Subject = Literal["location", "temperature_profile", "product", "site"]
 
 CONTROLLED: dict[Subject, tuple[str, ...]] = {
     "location": ("temp_min_c", "temp_max_c", "rh_min_pct", "rh_max_pct", "alarm_delay_s"),
@@ -30,14 +30,20 @@ CONTROLLED: dict[Subject, tuple[str, ...]] = {
         "temp_min_c", "temp_max_c", "rh_min_pct", "rh_max_pct", "alarm_delay_s",
         "stability_budget_min", "mkt_max_c", "hold_on_excursion", "release_signatures",
     ),
+    "product": ("profile_id",),
     "site": ("compliance_profile",),
 }  # fmt: skip
 _TABLES: dict[Subject, str] = {
     "location": "locations",
     "temperature_profile": "temperature_profiles",
+    "product": "products",
     "site": "sites",
 }
-_SITE: dict[Subject, str] = {"location": "site_id", "temperature_profile": "NULL", "site": "id"}
+_KEY: dict[Subject, str] = {"product": "gtin"}
+"""Each table's key column where it is not ``id``."""
+_SITE: dict[Subject, str] = {
+    "location": "site_id", "temperature_profile": "NULL", "product": "NULL", "site": "id",
+}  # fmt: skip
 SIGNERS = frozenset({Role.QA})
 
 _INSERT = """
@@ -109,10 +115,14 @@ def change(
         conn, session_user, credentials, subject, subject_id, action, at, roles=SIGNERS
     )
     table = sql.Identifier(_TABLES[subject])
+    key = sql.Identifier(_KEY.get(subject, "id"))
     with acting(conn, signer.username):
         row = conn.execute(
-            sql.SQL("SELECT {}, {} FROM {} WHERE id = %s FOR UPDATE").format(
-                sql.SQL(_SITE[subject]), sql.SQL(", ").join(map(sql.Identifier, fields)), table
+            sql.SQL("SELECT {}, {} FROM {} WHERE {} = %s FOR UPDATE").format(
+                sql.SQL(_SITE[subject]),
+                sql.SQL(", ").join(map(sql.Identifier, fields)),
+                table,
+                key,
             ),
             (subject_id,),
         ).fetchone()
@@ -125,11 +135,12 @@ def change(
         _check_range(after, "temp_min_c", "temp_max_c")
         _check_range(after, "rh_min_pct", "rh_max_pct")
         conn.execute(
-            sql.SQL("UPDATE {} SET {} WHERE id = %(id)s").format(
+            sql.SQL("UPDATE {} SET {} WHERE {} = %(id)s").format(
                 table,
                 sql.SQL(", ").join(
                     sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values
                 ),
+                key,
             ),
             {**values, "id": subject_id},
         )

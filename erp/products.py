@@ -77,6 +77,11 @@ def list_products(conn: Conn) -> list[Product]:
     return [Product(*r) for r in conn.execute(q.PRODUCTS)]
 
 
+def find_product(conn: Conn, gtin: str) -> Product | None:
+    row = conn.execute(q.PRODUCT, {"gtin": gtin}).fetchone()
+    return Product(*row) if row else None
+
+
 def register_lot(
     conn: Conn,
     actor: str,

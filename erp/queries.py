@@ -163,6 +163,7 @@ ON CONFLICT (gtin) DO UPDATE SET
 """
 
 PRODUCTS = "SELECT gtin, name, profile_id, serialised FROM products ORDER BY gtin"
+PRODUCT = "SELECT gtin, name, profile_id, serialised FROM products WHERE gtin = %(gtin)s"
 PRODUCT_SERIALISED = "SELECT serialised FROM products WHERE gtin = %(gtin)s"
 
 LOT_BY_NUMBER = """

@@ -111,6 +111,7 @@ def _erp_records(conn: Conn) -> dict[str, Any]:
     conn.execute("UPDATE locations SET quarantine_area = true WHERE id = 'QZ'")
     add_destination(conn, "admin", Destination("erp", "webhook", "http://127.0.0.1:9/x"))
     upsert_profile(conn, "admin", Profile("2-8", "2-8 °C", 2.0, 8.0))
+    upsert_profile(conn, "admin", Profile("15-25", "15-25 °C", 15.0, 25.0))
     upsert_product(conn, "admin", Product(GTIN, "Vaccine", "2-8"))
     lot = register_lot(conn, "admin", GTIN, "L1").id
     record_movement(conn, "admin", lot, "receiving", 100, T0 - 120 * m, to_location="CR")
@@ -326,6 +327,9 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[Role], Kwargs]] = {
         QA_ONLY,
         lambda role: _change(role, "/api/v1/sites/s1/compliance-profile",
                              compliance_profile="eu-gdp"),
+    ),
+    ("PUT", "/api/v1/products/{gtin}/profile"): (
+        QA_ONLY, lambda role: _change(role, f"/api/v1/products/{GTIN}/profile", profile_id="15-25")
     ),
     ("GET", "/api/v1/changes"): (OVERSIGHT, {"params": {"site": "s1"}}),
     ("GET", "/api/v1/validation"): (OVERSIGHT, {}),

@@ -115,3 +115,18 @@ def test_a_storage_profile_and_a_sites_regime_change_only_signed(conn: Conn) -> 
         ("site", "s1"),
     ]
     assert [c.subject for c in list_changes(conn, site="other")] == ["temperature_profile"]
+
+
+def test_the_profile_a_product_is_stored_under_changes_only_signed(conn: Conn) -> None:
+    from coldtrail.erp.products import Product, Profile, find_product, upsert_profile
+
+    make_erp(conn)
+    upsert_profile(conn, "admin", Profile("15-25", "Room temperature", 15.0, 25.0))
+    gtin = conn.execute("SELECT gtin FROM products").fetchone()[0]  # type: ignore[index]
+    with pytest.raises(psycopg.errors.RaiseException, match=f"product {gtin} change only"):
+        _as_app(conn, f"UPDATE products SET profile_id = '15-25' WHERE gtin = '{gtin}'")  # noqa: S608
+    done = _change(conn, "product", gtin, {"profile_id": "15-25"},
+                   reason="the supplier's new label: 15-25 °C")  # fmt: skip
+    assert done.changed == {"profile_id": ("2-8", "15-25")}
+    found = find_product(conn, gtin)
+    assert found == Product(gtin, found.name if found else "", "15-25", False)

@@ -1,10 +1,11 @@
 -- Change control: the settings the rules judge goods by (a place's range and alarm delay, a
--- storage profile's, the compliance regime a site is held to) change only as a change
--- record with its reason, signed in the same transaction by QA (21 CFR 11.10(k), EU GMP
+-- storage profile's, the profile a product is stored under, the compliance regime a site is
+-- held to) change only as a change record with its reason, signed in the same transaction by QA (21 CFR 11.10(k), EU GMP
 -- Annex 11 §10). A validation pack lists the changes since the last validation.
 CREATE TABLE changes (
     id          bigserial PRIMARY KEY,
-    subject     text NOT NULL CHECK (subject IN ('location', 'temperature_profile', 'site')),
+    subject     text NOT NULL
+                CHECK (subject IN ('location', 'temperature_profile', 'product', 'site')),
     subject_id  text NOT NULL,
     site_id     text REFERENCES sites (id),
     before      jsonb NOT NULL,
@@ -36,10 +37,11 @@ BEGIN
         SELECT FROM changes c
         JOIN signatures s ON s.record_type = 'change' AND s.record_id = c.id
         JOIN users u ON u.username = s.signer AND u.role = 'qa'
-        WHERE c.subject = TG_ARGV[0] AND c.subject_id = NEW.id AND c.txid = txid_current()
+        WHERE c.subject = TG_ARGV[0] AND c.txid = txid_current()
+          AND c.subject_id = to_jsonb(NEW) ->> TG_ARGV[1]
     ) THEN
         RAISE EXCEPTION 'the limits of % % change only as a change signed by QA with a reason',
-            replace(TG_ARGV[0], '_', ' '), NEW.id;
+            replace(TG_ARGV[0], '_', ' '), to_jsonb(NEW) ->> TG_ARGV[1];
     END IF;
     RETURN NULL;
 END $$;
@@ -49,7 +51,7 @@ CREATE CONSTRAINT TRIGGER locations_change_signed AFTER UPDATE ON locations
     WHEN ((OLD.temp_min_c, OLD.temp_max_c, OLD.rh_min_pct, OLD.rh_max_pct, OLD.alarm_delay_s)
           IS DISTINCT FROM
           (NEW.temp_min_c, NEW.temp_max_c, NEW.rh_min_pct, NEW.rh_max_pct, NEW.alarm_delay_s))
-    EXECUTE FUNCTION coldtrail_change_signed('location');
+    EXECUTE FUNCTION coldtrail_change_signed('location', 'id');
 CREATE CONSTRAINT TRIGGER temperature_profiles_change_signed AFTER UPDATE ON temperature_profiles
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN ((OLD.temp_min_c, OLD.temp_max_c, OLD.rh_min_pct, OLD.rh_max_pct, OLD.alarm_delay_s,
@@ -57,11 +59,15 @@ CREATE CONSTRAINT TRIGGER temperature_profiles_change_signed AFTER UPDATE ON tem
           IS DISTINCT FROM
           (NEW.temp_min_c, NEW.temp_max_c, NEW.rh_min_pct, NEW.rh_max_pct, NEW.alarm_delay_s,
            NEW.stability_budget_min, NEW.mkt_max_c, NEW.hold_on_excursion, NEW.release_signatures))
-    EXECUTE FUNCTION coldtrail_change_signed('temperature_profile');
+    EXECUTE FUNCTION coldtrail_change_signed('temperature_profile', 'id');
 CREATE CONSTRAINT TRIGGER sites_change_signed AFTER UPDATE ON sites
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     WHEN (OLD.compliance_profile IS DISTINCT FROM NEW.compliance_profile)
-    EXECUTE FUNCTION coldtrail_change_signed('site');
+    EXECUTE FUNCTION coldtrail_change_signed('site', 'id');
+CREATE CONSTRAINT TRIGGER products_change_signed AFTER UPDATE ON products
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.profile_id IS DISTINCT FROM NEW.profile_id)
+    EXECUTE FUNCTION coldtrail_change_signed('product', 'gtin');
 
 -- Each validation run kept whole (its JSON document, and the SHA-256 of the document as
 -- first written): signed for execution and QA review like any record, and the point the next
