@@ -40,6 +40,7 @@ from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
 from coldtrail.net import free_port, listening_socket
 from coldtrail.settings import MqttEndpoint
+from coldtrail.validation.harness import RunningIngest as RunningIngest  # the cases' own
 
 # Real argon2 with its cheapest parameters: the suite signs in over a thousand times, and the
 # default's 130 ms a check was about a minute of it. Hashes made by the services the tests
@@ -186,33 +187,6 @@ def make_site(
     for sensor, location in sensors.items():
         upsert_sensor(conn, sensor, "xy-md02", f"SN-{sensor}")
         assign_sensor(conn, sensor, location, since)
-
-
-class RunningIngest:
-    def __init__(self, worker: IngestWorker) -> None:
-        self.worker = worker
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ingest-test")
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            self.error = exc
-
-    def __enter__(self) -> RunningIngest:
-        self.thread.start()
-        if not self.worker.subscribed.wait(10):
-            self.stop.set()
-            raise RuntimeError("ingest worker did not subscribe within 10 s")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(15)
-        if self.error is not None:
-            raise self.error
 
 
 def ingest_worker(

@@ -325,11 +325,40 @@ class Receiver:
 # ---------------------------------------------------------------------------- the chain
 
 
-class Ingest:
-    """The ingest worker on its own thread, as ``coldtrail ingest`` runs it."""
+class RunningIngest:
+    """An ingest worker on a thread of its own, as ``coldtrail ingest`` runs it: subscribed
+    when entered, stopped on exit, and its failure raised there."""
 
-    def __init__(self, run: Run, topic_root: str) -> None:
-        self.worker = IngestWorker(
+    def __init__(self, worker: IngestWorker) -> None:
+        self.worker = worker
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest")
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits on it
+            self.error = exc
+
+    def __enter__(self) -> RunningIngest:
+        self.thread.start()
+        if not self.worker.subscribed.wait(15):
+            self.stop.set()
+            raise CaseFailed("ingest did not subscribe to the broker within 15 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        if self.error is not None:
+            raise self.error
+
+
+def ingest(run: Run, topic_root: str) -> RunningIngest:
+    """Ingest for a case, on the case's own topic root and database."""
+    return RunningIngest(
+        IngestWorker(
             database_url=run.database_url,
             options=run.target.mqtt,
             topic_root=topic_root,
@@ -339,28 +368,7 @@ class Ingest:
             # The driven clock runs up to the present; readings are never in the future.
             max_future_s=300.0,
         )
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"oq-ingest-{run.case_id}")
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(self._stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the case's thread
-            self.error = exc
-
-    def __enter__(self) -> Ingest:
-        self._thread.start()
-        if not self.worker.subscribed.wait(15):
-            self._stop.set()
-            raise CaseFailed("ingest did not subscribe to the broker within 15 s")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        if self.error is not None:
-            raise CaseFailed(f"ingest failed: {self.error}") from self.error
+    )
 
 
 @dataclass
@@ -420,7 +428,7 @@ async def chain(
     endpoint = run.target.mqtt.endpoint
     devices = [p.device for p in probes]
     state = state_dir or run.target.workdir / f"{run.prefix}-edge"
-    with Ingest(run, topic_root):
+    with ingest(run, topic_root):
         async with (
             ModbusSimServer(devices, run.clock) as server,
             TcpRelay(endpoint.host, endpoint.port) as relay,

@@ -39,7 +39,7 @@ from coldtrail.errors import RuleViolation, SignatureRefused
 from coldtrail.messages import ClockState
 from coldtrail.rules.conditions import Limits
 from coldtrail.rules.engine import RulesEngine
-from coldtrail.sim.scenarios import CompressorFailure, Steady
+from coldtrail.sim.scenarios import CompressorFailure, Scenario, Steady
 from coldtrail.validation.harness import (
     CaseFailed,
     Conn,
@@ -171,6 +171,24 @@ def _seqs_whole(rows: list[tuple[Any, ...]]) -> bool:
     return seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else False
 
 
+def _begin(run: Run) -> datetime:
+    """The case's driven clock, started a day back on the hour; its start."""
+    start = start_time(utcnow())
+    run.clock = ManualClock(start)
+    return start
+
+
+def _room_probe(
+    run: Run, start: datetime, scenario: Scenario | None = None, *,
+    poll_interval_s: float = 60.0, limits: tuple[float, float] | None = None, **place: Any,
+) -> Probe:  # fmt: skip
+    """A 2-8 °C cold room of 20 m² (or as ``place`` says) with one simulated probe in it;
+    the room is the probe's ``location``."""
+    room = run.place("CR", **{"area_m2": 20, **place})
+    device = simulated(1, scenario or Steady(base_c=5.0), start)
+    return Probe(run.probe(room, 1, start), room, device, poll_interval_s, limits)
+
+
 def _engine(run: Run, **kw: Any) -> RulesEngine:
     return RulesEngine(run.database_url, clock=run.clock, notifiers=run.target.notifiers, **kw)
 
@@ -190,8 +208,7 @@ def _engine(run: Run, **kw: Any) -> RulesEngine:
     "between stored readings over 60 s; completeness 100 %.",
 )  # fmt: skip
 async def storage_interval(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
+    start = _begin(run)
     room = run.place("CR", area_m2=40)
     probes = [
         Probe(run.probe(room, n, start), room, simulated(n, Steady(base_c=4.0 + n), start))
@@ -238,8 +255,7 @@ async def storage_interval(run: Run) -> None:
     "transport interval.",
 )  # fmt: skip
 async def transport_outage(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
+    start = _begin(run)
     truck = run.place("TRK", kind="vehicle", low=None, high=None, volume_m3=12)  # type: ignore[arg-type]
     box = run.place("TC", kind="compartment", parent_id=truck, volume_m3=12)
     probe = Probe(run.probe(box, 1, start), box, simulated(1, Steady(base_c=5.0), start))
@@ -304,15 +320,13 @@ class _Until:
     "out-of-range interval, the others 10 min; an excursion alarm for the place.",
 )  # fmt: skip
 async def out_of_range_interval(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
-    room = run.place("CR", area_m2=20)
+    start = _begin(run)
     scenario = CompressorFailure(
         base_c=5.0, ambient_c=25.0, fail_at_s=1200, warm_tau_s=300, recover_at_s=2400,
         cool_tau_s=60,
     )  # fmt: skip
-    probe = Probe(run.probe(room, 1, start), room, simulated(1, scenario, start),
-                  poll_interval_s=600, limits=(2.0, 8.0))  # fmt: skip
+    probe = _room_probe(run, start, scenario, poll_interval_s=600, limits=(2.0, 8.0))
+    room = probe.location
     limit_s = run.rule_value("record_interval_out_of_range", 120)
     stop = asyncio.Event()
     paced = _Until(run.clock, start + timedelta(minutes=90), stop)
@@ -358,13 +372,12 @@ async def out_of_range_interval(run: Run) -> None:
     "reading interval and one desk pass after the delay; at least the profile's number of them.",
 )  # fmt: skip
 async def alarm_contacts(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
+    start = _begin(run)
     delay_s = 300
-    room = run.place("CR", area_m2=20, alarm_delay_s=delay_s)
     scenario = CompressorFailure(base_c=5.0, ambient_c=12.0, fail_at_s=600, warm_tau_s=1,
                                  recover_at_s=None)  # fmt: skip
-    probe = Probe(run.probe(room, 1, start), room, simulated(1, scenario, start))
+    probe = _room_probe(run, start, scenario, alarm_delay_s=delay_s)
+    room = probe.location
     contacts = run.conn.execute(
         "SELECT id, name FROM alarm_contacts WHERE level = 0 "
         "AND (site_id = %s OR site_id IS NULL) "
@@ -444,11 +457,9 @@ def _calls(run: Run, room: str) -> list[tuple[str, datetime]]:
     "whole, none twice.",
 )  # fmt: skip
 async def power_loss(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
-    room = run.place("CR", area_m2=20)
-    device = simulated(1, Steady(base_c=5.0), start)
-    probe = Probe(run.probe(room, 1, start), room, device)
+    start = _begin(run)
+    probe = _room_probe(run, start)
+    device = probe.device
     state = run.target.workdir / f"{run.prefix}-edge"
     async with edge_chain(run, [probe], state_dir=state) as c:
         await c.poll(10, 60)
@@ -501,10 +512,9 @@ async def power_loss(run: Run) -> None:
 async def silent_gateway(run: Run) -> None:
     from coldtrail.api.record import build, render
 
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
-    room = run.place("CR", area_m2=20)
-    probe = Probe(run.probe(room, 1, start), room, simulated(1, Steady(base_c=5.0), start))
+    start = _begin(run)
+    probe = _room_probe(run, start)
+    room = probe.location
     engine = _engine(run, limits=Limits(offline_after_s=600), timers_every_s=60)
     async with edge_chain(run, [probe]) as c:
         with psycopg.connect(run.database_url, autocommit=True) as rules_conn:
@@ -580,10 +590,8 @@ def _offline(run: Run, sensor: str) -> list[tuple[Any, ...]]:
     "superuser's change named by the readings' verification.",
 )  # fmt: skip
 async def no_edit(run: Run) -> None:
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
-    room = run.place("CR", area_m2=20)
-    probe = Probe(run.probe(room, 1, start), room, simulated(1, Steady(base_c=5.0), start))
+    start = _begin(run)
+    probe = _room_probe(run, start)
     async with edge_chain(run, [probe]) as c:
         await c.poll(10, 60)
         await c.delivered({probe.sensor: 10})
@@ -758,10 +766,9 @@ async def backup_restore(run: Run) -> None:
     from coldtrail.api.record import build
     from coldtrail.validation.harness import restored_copy
 
-    start = start_time(utcnow())
-    run.clock = ManualClock(start)
-    room = run.place("CR", area_m2=20)
-    probe = Probe(run.probe(room, 1, start), room, simulated(1, Steady(base_c=5.0), start))
+    start = _begin(run)
+    probe = _room_probe(run, start)
+    room = probe.location
     async with edge_chain(run, [probe]) as c:
         await c.poll(30, 60)
         await c.delivered({probe.sensor: 30})
