@@ -152,6 +152,7 @@ def register(app: FastAPI, deps: Deps) -> None:
     def put_product(gtin: str, body: models.ProductIn, conn: Db, user: Qa) -> products.Product:
         if not (len(gtin) == 14 and gtin.isdigit()):
             raise RuleViolation("a GTIN here has 14 digits (pad GTIN-8/12/13 with zeros)")
+        products.get_profile(conn, body.profile_id)  # a 404 for a profile that does not exist
         current = products.find_product(conn, gtin)
         if current is not None and current.profile_id != body.profile_id:
             raise RuleViolation(
