@@ -854,7 +854,7 @@ def test_erp_refusals_are_4xx_with_a_reason(client: Any) -> None:
         ("PUT", "/api/v1/products/123", {"json": {"name": "x", "profile_id": "2-8"}}, 409,
          "14 digits"),
         ("PUT", "/api/v1/products/" + GTIN, {"json": {"name": "x", "profile_id": "none"}}, 404,
-         "no record with"),
+         "no temperature profile 'none'"),
         ("PUT", "/api/v1/outbox/destinations/x", {"json": {"kind": "pigeon", "url": "x"}}, 422,
          "unknown destination kind"),
         ("PUT", "/api/v1/outbox/destinations/x", {"json": {"kind": "webhook", "url": "ftp://x"}},
