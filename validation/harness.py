@@ -143,18 +143,9 @@ class Run:
         return h.hexdigest()
 
 
-def wait_until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
+async def async_wait_until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
     """Wait for work another thread or process does (ingest storing, the broker delivering):
     never for time to pass."""
-    done = threading.Event()
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise CaseFailed(f"{what}: not seen within {limit_s:g} s")
-        done.wait(0.02)
-
-
-async def async_wait_until(predicate: Callable[[], object], limit_s: float, what: str) -> None:
     deadline = time.monotonic() + limit_s
     while not predicate():
         if time.monotonic() > deadline:
