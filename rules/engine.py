@@ -23,7 +23,7 @@ from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Condition, Limits, find_conditions, resume_from
-from coldtrail.rules.fetch import fetch, load_places
+from coldtrail.rules.fetch import fetch, load_places, place_history
 from coldtrail.rules.impact import CapaPolicy
 from coldtrail.rules.judge import Run, at, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
@@ -183,7 +183,7 @@ class RulesEngine:
                 },
             )
         )
-        data = with_ranges(cols, spans)
+        data = with_ranges(cols, spans, place_history(conn))
         runs: dict[str, list[Run]] = {}
         for run in find_runs(data.temperature, confirmed_only=True):
             runs.setdefault(sensors[run.group], []).append(run)

@@ -20,7 +20,7 @@ import numpy as np
 import psycopg
 
 from coldtrail import compliance
-from coldtrail.rules.ranges import Columns, Places, RangePatch, RecordIntervals
+from coldtrail.rules.ranges import Columns, PlaceChange, Places, RangePatch, RecordIntervals
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -67,6 +67,17 @@ def load_places(
     """Every place's settings, with the record intervals of its site's compliance profile."""
     rows = conn.execute(_PLACES, {"default": compliance.DEFAULT})
     return Places.from_rows(rows, patches, record_intervals(profiles_dir))
+
+
+_PLACE_HISTORY = """
+SELECT subject_id, extract(epoch FROM changed_at)::float8, before
+FROM changes WHERE subject = 'location' ORDER BY changed_at, id
+"""
+
+
+def place_history(conn: Conn) -> list[PlaceChange]:
+    """Every signed change of a place's range or delay: what it was before, and when."""
+    return [PlaceChange(r[0], r[1], r[2]) for r in conn.execute(_PLACE_HISTORY)]
 
 
 @functools.cache

@@ -195,14 +195,38 @@ class Readings:
         return self.temperature.names[int(self.temperature.loc[i])]
 
 
-def with_ranges(cols: Columns, spans: dict[str, list[ProductSpan]]) -> Readings:
-    """The windows with each reading's range narrowed by the products stored at the time."""
+@dataclass(frozen=True)
+class PlaceChange:
+    """A signed change of a place's range or delay (change control): before ``at_s`` the
+    place's values were ``before``."""
+
+    location: str
+    at_s: float
+    before: Mapping[str, float | None]
+
+
+def with_ranges(
+    cols: Columns, spans: dict[str, list[ProductSpan]], history: Sequence[PlaceChange] = ()
+) -> Readings:
+    """The windows with each reading's range narrowed by the products stored at the time;
+    a place's own range and delay as they were when the reading was taken (``history``: the
+    place's signed changes), not as they are now."""
     p = cols.places
     loc = cols.loc
     lo, hi = p.lo[loc], p.hi[loc]
     rh_lo, rh_hi = p.rh_lo[loc], p.rh_hi[loc]
-    own_range = ~(np.isnan(lo) & np.isnan(hi))
     place_delay = p.delay_s[loc]
+    # Newest first: a reading before several changes ends with the oldest one's "before".
+    for change in sorted(history, key=lambda c: c.at_s, reverse=True):
+        code = p.code.get(change.location)
+        if code is None:
+            continue
+        idx = np.flatnonzero((loc == code) & (cols.epoch_s < change.at_s))
+        for values, key in ((lo, "temp_min_c"), (hi, "temp_max_c"), (rh_lo, "rh_min_pct"),
+                            (rh_hi, "rh_max_pct"), (place_delay, "alarm_delay_s")):  # fmt: skip
+            if key in change.before:
+                values[idx] = _f(change.before[key])
+    own_range = ~(np.isnan(lo) & np.isnan(hi))
     delay = np.where(own_range & ~np.isnan(place_delay), place_delay, np.inf)
     for place, place_spans in spans.items():
         code = p.code.get(place)

@@ -29,7 +29,7 @@ from coldtrail.erp.movements import lots_in_location
 from coldtrail.errors import RuleViolation
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Limits, find_conditions
-from coldtrail.rules.fetch import fetch, load_places
+from coldtrail.rules.fetch import fetch, load_places, place_history
 from coldtrail.rules.judge import Run, find_runs
 from coldtrail.rules.ranges import Columns, Places, RangePatch, spans_by_location, with_ranges
 
@@ -132,13 +132,16 @@ def replay(
             ),
             profiles,
         )
+        # A place's range as it was when measured, but a place the replay patches holds the
+        # patched values over the whole period: that is the question asked.
+        history = [c for c in place_history(conn) if c.location not in (locations or {})]
         runs: list[tuple[str, Run]] = []
         counted: Counter[str] = Counter()
         readings = 0
         chunks = [chosen[i : i + CHUNK] for i in range(0, len(chosen), CHUNK)]
         for cols in _fetched(conn, list(helpers), chunks, start, end, places):
             readings += cols.size
-            data = with_ranges(cols, spans)
+            data = with_ranges(cols, spans, history)
             found_runs = find_runs(data.temperature, confirmed_only=True, with_mkt=False)
             runs += [(cols.sensors[r.group], r) for r in found_runs]
             counted.update(c.kind for c in find_conditions(data, limits))

@@ -130,3 +130,32 @@ def test_the_profile_a_product_is_stored_under_changes_only_signed(conn: Conn) -
     assert done.changed == {"profile_id": ("2-8", "15-25")}
     found = find_product(conn, gtin)
     assert found == Product(gtin, found.name if found else "", "15-25", False)
+
+
+def test_readings_are_judged_and_recorded_by_the_range_in_force_when_they_were_taken(
+    conn: Conn, db_url: str
+) -> None:
+    from datetime import timedelta
+
+    from coldtrail.api.record.build import location_record
+    from coldtrail.clock import ManualClock
+    from coldtrail.rules.engine import RulesEngine
+    from tests.conftest import store_readings
+
+    make_erp(conn)
+    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
+    minute = timedelta(minutes=1)
+    changed = T0 + 30 * minute
+    # 7.8 °C all along: within 2-8 °C, then out of the 2-7.5 °C QA signs at 30 min.
+    _change(conn, "location", "CR", {"temp_max_c": 7.5}, at=changed)
+    store_readings(conn, [("S1", m + 1, T0 + m * minute, 7.8) for m in range(60)])
+    clock = ManualClock(T0 + 61 * minute)
+    RulesEngine(db_url, clock=clock).process_pending(conn)
+    [(started,)] = conn.execute(
+        "SELECT started_at FROM location_excursions WHERE location_id = 'CR'"
+    ).fetchall()
+    assert started == changed  # not T0: before the change 7.8 °C was within the range
+    record = location_record(conn, "CR", T0, T0 + 60 * minute, clock.now())
+    [channel] = [c for c in record.channels if c.sensor_id == "S1"]
+    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (changed, 7.5)]
+    assert record.out_of_range_s == pytest.approx(30 * 60, abs=60)

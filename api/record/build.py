@@ -37,7 +37,7 @@ from coldtrail.erp import anchors, kpi, masterdata, movements, signatures
 from coldtrail.erp import queries as erp_q
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
-from coldtrail.rules.fetch import PG_EPOCH_S, in_order, load_places
+from coldtrail.rules.fetch import PG_EPOCH_S, in_order, load_places, place_history
 from coldtrail.rules.mkt import weighted_mkt, weights
 from coldtrail.rules.queries import PRODUCT_RANGES
 from coldtrail.rules.ranges import Columns, spans_by_location, with_ranges
@@ -488,6 +488,7 @@ def _build(
             places=places,
         ),
         spans,
+        place_history(conn),
     )
     bounds = np.searchsorted(group, np.arange(len(rows) + 1))
     channels = [
