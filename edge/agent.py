@@ -79,6 +79,7 @@ class EdgeAgent:
                 clock,
                 # An out-of-range reading leaves now, not at the next publish interval.
                 on_out_of_range=lambda _reading: self.publisher.wake(),
+                out_of_range_record_s=config.out_of_range_record_s,
             )
             for d in config.devices
         ]

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from coldtrail import compliance
 from coldtrail.errors import ConfigError, validation_problems
 from coldtrail.messages import SEGMENT_PATTERN, SENSOR_ID_PATTERN
 
@@ -75,9 +76,11 @@ class DeviceConfig(BaseModel):
 
 
 # GSP's longest gap between two records (DOMAIN.md): stored goods 30 min, goods in transport
-# 5 min, and 2 min while a value is out of range.
+# 5 min, and 2 min while a value is out of range. A compliance profile's own intervals take
+# their place where it gives them.
 RECORD_MAX_S = {"storage": 1800.0, "transport": 300.0}
 OUT_OF_RANGE_RECORD_MAX_S = 120.0
+_RULES = {"storage": "record_interval_storage", "transport": "record_interval_transport"}
 
 
 class EdgeConfig(BaseModel):
@@ -86,6 +89,11 @@ class EdgeConfig(BaseModel):
     site: str = Field(pattern=SEGMENT_PATTERN)
     gateway: str = Field(pattern=SEGMENT_PATTERN)
     location_kind: Literal["storage", "transport"] = "storage"
+    compliance_profile: str = compliance.DEFAULT
+    """The regime the site is held to (as ``sites.compliance_profile``): its record intervals
+    bound the poll intervals."""
+    compliance_profiles_dir: Path | None = None
+    """The site's own profiles (relative paths are from the config file's folder)."""
     mqtt_url: str | None = None
     """Overrides COLDTRAIL_MQTT_URL for this agent."""
     state_dir: Path = Path("state")
@@ -109,14 +117,37 @@ class EdgeConfig(BaseModel):
     """How often the retained status (with the queue's size and oldest reading) is refreshed."""
     devices: tuple[DeviceConfig, ...] = Field(min_length=1)
 
+    @property
+    def profile(self) -> compliance.Profile:
+        known = compliance.profiles(self.compliance_profiles_dir)
+        found = known.get(self.compliance_profile)
+        if found is None:
+            raise ValueError(
+                f"no compliance profile {self.compliance_profile}; known: "
+                + ", ".join(sorted(known))
+            )
+        return found
+
+    def record_max_s(self, kind: str | None = None) -> float:
+        """The longest time between records here, by the profile (GSP's where it gives none)."""
+        chosen = kind or self.location_kind
+        rule = self.profile.rule(_RULES.get(chosen, "record_interval_out_of_range"))
+        if rule is not None:
+            return rule.value
+        return RECORD_MAX_S.get(chosen, OUT_OF_RANGE_RECORD_MAX_S)
+
+    @property
+    def out_of_range_record_s(self) -> float:
+        return self.record_max_s("out_of_range")
+
     @model_validator(mode="after")
-    def _gsp_record_interval(self) -> EdgeConfig:
-        limit = RECORD_MAX_S[self.location_kind]
+    def _record_interval(self) -> EdgeConfig:
+        limit = self.record_max_s()
         slow = [d.sensor for d in self.devices if d.poll_interval_s > limit]
         if slow:
             raise ValueError(
-                f"GSP wants a record at least every {limit:.0f} s in {self.location_kind}; "
-                f"poll_interval_s is longer for {', '.join(slow)}"
+                f"{self.compliance_profile} wants a record at least every {limit:.0f} s in "
+                f"{self.location_kind}; poll_interval_s is longer for {', '.join(slow)}"
             )
         return self
 
@@ -137,6 +168,9 @@ def load_config(path: Path) -> EdgeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"edge config {path} is not valid TOML: {exc}") from exc
     try:
+        folder = doc.get("compliance_profiles_dir")
+        if isinstance(folder, str) and not Path(folder).is_absolute():
+            doc["compliance_profiles_dir"] = str(path.parent / folder)
         cfg = EdgeConfig.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(f"edge config {path}: {validation_problems(exc)}") from None

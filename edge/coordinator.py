@@ -40,8 +40,10 @@ class DeviceCoordinator:
         clock: Clock,
         on_out_of_range: Callable[[Reading], None] | None = None,
         clock_check: Callable[[datetime], ClockState] = system_clock_check,
+        out_of_range_record_s: float = OUT_OF_RANGE_RECORD_MAX_S,
     ) -> None:
         self.device = device
+        self._out_of_range_record_s = out_of_range_record_s
         self._source = source
         self._queue = queue
         self._sequence = sequence
@@ -119,10 +121,10 @@ class DeviceCoordinator:
         self.state = state
 
     def next_interval(self) -> float:
-        """Seconds to the next poll: the configured cadence, at most 2 minutes while the last
-        value was out of range (GSP)."""
+        """Seconds to the next poll: the configured cadence, at most the compliance profile's
+        out-of-range interval (GSP: 2 minutes) while the last value was out of range."""
         if self.out_of_range:
-            return min(self.device.poll_interval_s, OUT_OF_RANGE_RECORD_MAX_S)
+            return min(self.device.poll_interval_s, self._out_of_range_record_s)
         return self.device.poll_interval_s
 
     async def run(self, stop: asyncio.Event) -> None:

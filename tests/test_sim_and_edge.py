@@ -159,8 +159,33 @@ def test_config_refuses_a_poll_interval_longer_than_gsp_allows(
     if ok:
         EdgeConfig.model_validate(doc)
     else:
-        with pytest.raises(ValidationError, match="GSP wants a record at least every"):
+        with pytest.raises(ValidationError, match="cn-drug-gsp wants a record at least every"):
             EdgeConfig.model_validate(doc)
+
+
+def test_the_sites_own_compliance_profile_bounds_the_poll_interval(tmp_path: Path) -> None:
+    from coldtrail.edge.config import load_config
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "house.toml").write_text(
+        'id = "house"\n[rules.record_interval_storage]\nvalue = 600\nunit = "s"\n'
+        'text = "a record every 10 minutes"\nsource = "SOP-17"\n'
+        '[rules.record_interval_out_of_range]\nvalue = 60\nunit = "s"\n'
+        'text = "every minute while out of range"\nsource = "SOP-17"\n',
+        encoding="utf-8",
+    )
+    config = tmp_path / "edge.toml"
+    body = ('site = "s1"\ngateway = "gw"\ncompliance_profile = "house"\n'
+            'compliance_profiles_dir = "profiles"\n'
+            '[[devices]]\nsensor = "S1"\nmodel = "xy-md02"\npoll_interval_s = {}\n')  # fmt: skip
+    config.write_text(body.format(900), encoding="utf-8")
+    with pytest.raises(ConfigError, match="house wants a record at least every 600 s"):
+        load_config(config)
+    config.write_text(body.format(600), encoding="utf-8")
+    assert load_config(config).out_of_range_record_s == 60
+    config.write_text(body.format(60).replace('"house"', '"mars"'), encoding="utf-8")
+    with pytest.raises(ConfigError, match="no compliance profile mars; known: cn-device-gsp"):
+        load_config(config)
 
 
 async def test_out_of_range_records_every_two_minutes_and_raises_the_alarm(
