@@ -20,7 +20,7 @@ import numpy as np
 import psycopg
 
 from coldtrail import compliance
-from coldtrail.rules.ranges import Columns, PlaceChange, Places, RangePatch, RecordIntervals
+from coldtrail.rules.ranges import Columns, Places, RangeChange, RangePatch, RecordIntervals
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -69,15 +69,25 @@ def load_places(
     return Places.from_rows(rows, patches, record_intervals(profiles_dir))
 
 
-_PLACE_HISTORY = """
+_RANGE_HISTORY = """
 SELECT subject_id, extract(epoch FROM changed_at)::float8, before
-FROM changes WHERE subject = 'location' ORDER BY changed_at, id
+FROM changes WHERE subject = %(subject)s ORDER BY changed_at, id
 """
 
 
-def place_history(conn: Conn) -> list[PlaceChange]:
+def place_history(conn: Conn) -> list[RangeChange]:
     """Every signed change of a place's range or delay: what it was before, and when."""
-    return [PlaceChange(r[0], r[1], r[2]) for r in conn.execute(_PLACE_HISTORY)]
+    return _history(conn, "location")
+
+
+def profile_history(conn: Conn) -> list[RangeChange]:
+    """Every signed change of a storage profile's limits: what they were before, and when."""
+    return _history(conn, "temperature_profile")
+
+
+def _history(conn: Conn, subject: str) -> list[RangeChange]:
+    rows = conn.execute(_RANGE_HISTORY, {"subject": subject})
+    return [RangeChange(r[0], r[1], r[2]) for r in rows]
 
 
 @functools.cache

@@ -11,6 +11,7 @@ array and nothing is done reading by reading in Python.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -124,19 +125,35 @@ class RecordIntervals:
 
 
 def spans_by_location(
-    rows: Iterable[Sequence[Any]], patches: dict[str, RangePatch] | None = None
+    rows: Iterable[Sequence[Any]],
+    patches: dict[str, RangePatch] | None = None,
+    history: Sequence[RangeChange] = (),
 ) -> dict[str, list[ProductSpan]]:
-    """From the rows of ``PRODUCT_RANGES``, with profile settings patched by profile id."""
+    """From the rows of ``PRODUCT_RANGES``, with profile settings patched by profile id, and
+    each span split where its profile was changed (``history``): before a change, the values
+    it changed from."""
     spans: dict[str, list[ProductSpan]] = {}
+    changes: dict[str, list[RangeChange]] = {}
+    for change in sorted(history, key=lambda c: c.at_s):
+        changes.setdefault(change.subject, []).append(change)
     for loc, start, end, lo, hi, delay, rh_lo, rh_hi, profile in rows:
         patch = (patches or {}).get(profile)
         if patch is not None:
             lo = lo if patch.temp_min_c is None else patch.temp_min_c
             hi = hi if patch.temp_max_c is None else patch.temp_max_c
             delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
-        spans.setdefault(loc, []).append(
-            ProductSpan(start, end, _f(lo), _f(hi), float(delay), _f(rh_lo), _f(rh_hi))
-        )
+        now = {"temp_min_c": lo, "temp_max_c": hi, "alarm_delay_s": delay, "rh_min_pct": rh_lo,
+               "rh_max_pct": rh_hi}  # fmt: skip
+        mine = changes.get(profile, [])
+        cuts = [c.at_s for c in mine if start < c.at_s < end]
+        for a, b in itertools.pairwise([start, *cuts, end]):
+            # In force over [a, b): what the first change at or after b changed from.
+            then = next((c.before for c in mine if c.at_s >= b), None)
+            v = {**now, **{k: then[k] for k in now if k in then}} if then else now
+            spans.setdefault(loc, []).append(
+                ProductSpan(a, b, _f(v["temp_min_c"]), _f(v["temp_max_c"]),
+                            float(v["alarm_delay_s"]), _f(v["rh_min_pct"]), _f(v["rh_max_pct"]))
+            )  # fmt: skip
     return spans
 
 
@@ -196,17 +213,17 @@ class Readings:
 
 
 @dataclass(frozen=True)
-class PlaceChange:
-    """A signed change of a place's range or delay (change control): before ``at_s`` the
-    place's values were ``before``."""
+class RangeChange:
+    """A signed change of a place's or a storage profile's range (change control): before
+    ``at_s`` the values of ``subject`` (a place's or a profile's id) were ``before``."""
 
-    location: str
+    subject: str
     at_s: float
-    before: Mapping[str, float | None]
+    before: Mapping[str, Any]
 
 
 def with_ranges(
-    cols: Columns, spans: dict[str, list[ProductSpan]], history: Sequence[PlaceChange] = ()
+    cols: Columns, spans: dict[str, list[ProductSpan]], history: Sequence[RangeChange] = ()
 ) -> Readings:
     """The windows with each reading's range narrowed by the products stored at the time;
     a place's own range and delay as they were when the reading was taken (``history``: the
@@ -218,7 +235,7 @@ def with_ranges(
     place_delay = p.delay_s[loc]
     # Newest first: a reading before several changes ends with the oldest one's "before".
     for change in sorted(history, key=lambda c: c.at_s, reverse=True):
-        code = p.code.get(change.location)
+        code = p.code.get(change.subject)
         if code is None:
             continue
         idx = np.flatnonzero((loc == code) & (cols.epoch_s < change.at_s))

@@ -159,3 +159,36 @@ def test_readings_are_judged_and_recorded_by_the_range_in_force_when_they_were_t
     [channel] = [c for c in record.channels if c.sensor_id == "S1"]
     assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (changed, 7.5)]
     assert record.out_of_range_s == pytest.approx(30 * 60, abs=60)
+
+
+def test_goods_are_judged_by_their_profiles_limits_in_force_when_measured(
+    conn: Conn, db_url: str
+) -> None:
+    from datetime import timedelta
+
+    from coldtrail.api.record.build import location_record
+    from coldtrail.clock import ManualClock
+    from coldtrail.erp.movements import record_movement
+    from coldtrail.erp.products import register_lot
+    from coldtrail.rules.engine import RulesEngine
+    from tests.conftest import GTIN, store_readings
+
+    make_erp(conn)
+    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
+    minute = timedelta(minutes=1)
+    lot = register_lot(conn, "logi1", GTIN, "L-7").id
+    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * minute, to_location="CR")
+    changed = T0 + 30 * minute
+    # The insulin's profile tightened to 2-7.5 °C at 30 min, with no delay; 7.8 °C all along.
+    _change(conn, "temperature_profile", "2-8", {"temp_max_c": 7.5, "alarm_delay_s": 0},
+            at=changed)  # fmt: skip
+    store_readings(conn, [("S1", m + 1, T0 + m * minute, 7.8) for m in range(60)])
+    clock = ManualClock(T0 + 61 * minute)
+    RulesEngine(db_url, clock=clock).process_pending(conn)
+    [(started,)] = conn.execute(
+        "SELECT started_at FROM location_excursions WHERE location_id = 'CR'"
+    ).fetchall()
+    assert started == changed
+    record = location_record(conn, "CR", T0, T0 + 60 * minute, clock.now())
+    [channel] = [c for c in record.channels if c.sensor_id == "S1"]
+    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (changed, 7.5)]

@@ -37,7 +37,13 @@ from coldtrail.erp import anchors, kpi, masterdata, movements, signatures
 from coldtrail.erp import queries as erp_q
 from coldtrail.erp.tx import Conn
 from coldtrail.errors import NotFound, RuleViolation
-from coldtrail.rules.fetch import PG_EPOCH_S, in_order, load_places, place_history
+from coldtrail.rules.fetch import (
+    PG_EPOCH_S,
+    in_order,
+    load_places,
+    place_history,
+    profile_history,
+)
 from coldtrail.rules.mkt import weighted_mkt, weights
 from coldtrail.rules.queries import PRODUCT_RANGES
 from coldtrail.rules.ranges import Columns, spans_by_location, with_ranges
@@ -469,7 +475,8 @@ def _build(
     spans = spans_by_location(
         conn.execute(
             PRODUCT_RANGES, {"locations": list(subject.locations), "since": start, "until": end}
-        )
+        ),
+        history=profile_history(conn),
     )
     codes = np.array([places.code[r[4]] for r in rows], dtype=np.int64)
     epoch = data["ts"].astype(np.int64) / 1e6 + PG_EPOCH_S
