@@ -3,6 +3,7 @@ only as a change signed by QA with a reason, on real PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -132,63 +133,56 @@ def test_the_profile_a_product_is_stored_under_changes_only_signed(conn: Conn) -
     assert found == Product(gtin, found.name if found else "", "15-25", False)
 
 
-def test_readings_are_judged_and_recorded_by_the_range_in_force_when_they_were_taken(
-    conn: Conn, db_url: str
-) -> None:
-    from datetime import timedelta
+MINUTE = timedelta(minutes=1)
+CHANGED = T0 + 30 * MINUTE
 
+
+def _an_hour_at_7_8(conn: Conn, db_url: str) -> tuple[Any, Any]:
+    """An hour of 7.8 °C in CR judged by the rules after it: the excursion's start, and the
+    probe's channel of the hour's record."""
     from coldtrail.api.record.build import location_record
     from coldtrail.clock import ManualClock
     from coldtrail.rules.engine import RulesEngine
     from tests.conftest import store_readings
 
-    make_erp(conn)
-    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
-    minute = timedelta(minutes=1)
-    changed = T0 + 30 * minute
-    # 7.8 °C all along: within 2-8 °C, then out of the 2-7.5 °C QA signs at 30 min.
-    _change(conn, "location", "CR", {"temp_max_c": 7.5}, at=changed)
-    store_readings(conn, [("S1", m + 1, T0 + m * minute, 7.8) for m in range(60)])
-    clock = ManualClock(T0 + 61 * minute)
+    store_readings(conn, [("S1", m + 1, T0 + m * MINUTE, 7.8) for m in range(60)])
+    clock = ManualClock(T0 + 61 * MINUTE)
     RulesEngine(db_url, clock=clock).process_pending(conn)
     [(started,)] = conn.execute(
         "SELECT started_at FROM location_excursions WHERE location_id = 'CR'"
     ).fetchall()
-    assert started == changed  # not T0: before the change 7.8 °C was within the range
-    record = location_record(conn, "CR", T0, T0 + 60 * minute, clock.now())
+    record = location_record(conn, "CR", T0, T0 + 60 * MINUTE, clock.now())
     [channel] = [c for c in record.channels if c.sensor_id == "S1"]
-    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (changed, 7.5)]
-    assert record.out_of_range_s == pytest.approx(30 * 60, abs=60)
+    return started, channel
+
+
+def test_readings_are_judged_and_recorded_by_the_range_in_force_when_they_were_taken(
+    conn: Conn, db_url: str
+) -> None:
+    make_erp(conn)
+    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
+    # 7.8 °C all along: within 2-8 °C, then out of the 2-7.5 °C QA signs at 30 min.
+    _change(conn, "location", "CR", {"temp_max_c": 7.5}, at=CHANGED)
+    started, channel = _an_hour_at_7_8(conn, db_url)
+    assert started == CHANGED  # not T0: before the change 7.8 °C was within the range
+    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (CHANGED, 7.5)]
+    assert channel.stats.out_of_range_s == pytest.approx(30 * 60, abs=60)
 
 
 def test_goods_are_judged_by_their_profiles_limits_in_force_when_measured(
     conn: Conn, db_url: str
 ) -> None:
-    from datetime import timedelta
-
-    from coldtrail.api.record.build import location_record
-    from coldtrail.clock import ManualClock
     from coldtrail.erp.movements import record_movement
     from coldtrail.erp.products import register_lot
-    from coldtrail.rules.engine import RulesEngine
-    from tests.conftest import GTIN, store_readings
+    from tests.conftest import GTIN
 
     make_erp(conn)
     conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
-    minute = timedelta(minutes=1)
     lot = register_lot(conn, "logi1", GTIN, "L-7").id
-    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * minute, to_location="CR")
-    changed = T0 + 30 * minute
+    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * MINUTE, to_location="CR")
     # The insulin's profile tightened to 2-7.5 °C at 30 min, with no delay; 7.8 °C all along.
     _change(conn, "temperature_profile", "2-8", {"temp_max_c": 7.5, "alarm_delay_s": 0},
-            at=changed)  # fmt: skip
-    store_readings(conn, [("S1", m + 1, T0 + m * minute, 7.8) for m in range(60)])
-    clock = ManualClock(T0 + 61 * minute)
-    RulesEngine(db_url, clock=clock).process_pending(conn)
-    [(started,)] = conn.execute(
-        "SELECT started_at FROM location_excursions WHERE location_id = 'CR'"
-    ).fetchall()
-    assert started == changed
-    record = location_record(conn, "CR", T0, T0 + 60 * minute, clock.now())
-    [channel] = [c for c in record.channels if c.sensor_id == "S1"]
-    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (changed, 7.5)]
+            at=CHANGED)  # fmt: skip
+    started, channel = _an_hour_at_7_8(conn, db_url)
+    assert started == CHANGED
+    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (CHANGED, 7.5)]
