@@ -254,9 +254,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         user = kit.who(request, conn, OVERSIGHT)
         runs = pack.runs(conn)
         signed = signatures.of_records(conn, "validation_run", [r["id"] for r in runs])
+        # What changed since the last pack that passed: what a re-validation has to cover.
+        since = pack.last_validated(conn, None)
         return kit.render(
-            request, user, "validation.html", runs=runs, signed=signed,
-            when=LocalTimes(site_zone(conn, None)),
+            request, user, "validation.html", runs=runs, signed=signed, since=since,
+            changed=changes.list_changes(conn, since), when=LocalTimes(site_zone(conn, None)),
         )  # fmt: skip
 
     @app.post("/validation/{run_id}/sign", include_in_schema=False)

@@ -632,6 +632,12 @@ def test_qa_signs_a_validation_pack_for_execution_then_another_for_review(site: 
         assert http.get("/api/v1/validation/1", params={"format": "pdf"}).content[:5] == b"%PDF-"
     with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
         csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        # A change since the last validation that passed (none did): the page lists it.
+        limits = {"temp_min_c": "2", "temp_max_c": "7.5", "alarm_delay_s": "300",
+                  "meaning": "approval", "reason": "重新验证后收紧上限",
+                  "username": "qa1", "password": QA_PASSWORD, "csrf": csrf}  # fmt: skip
+        assert http.post("/places/CR/limits", data=limits).status_code == 303
+        assert "重新验证后收紧上限" in http.get("/validation").text
         done = http.post("/validation/1/sign", data={
             **sign, "username": "qa1", "password": QA_PASSWORD, "csrf": csrf})  # fmt: skip
         assert done.status_code == 303
