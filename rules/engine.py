@@ -23,7 +23,7 @@ from coldtrail.retry import Backoff, retry_call
 from coldtrail.rules import alarms, impact
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Condition, Limits, find_conditions, resume_from
-from coldtrail.rules.fetch import fetch, load_places, place_history, profile_history
+from coldtrail.rules.fetch import fetch, load_places, place_history, range_history
 from coldtrail.rules.impact import CapaPolicy
 from coldtrail.rules.judge import Run, at, bound, find_runs, same
 from coldtrail.rules.locations import LATE_AFTER, Outcome, regroup
@@ -182,7 +182,7 @@ class RulesEngine:
                     "until": None,
                 },
             ),
-            history=profile_history(conn),
+            **range_history(conn),
         )
         data = with_ranges(cols, spans, place_history(conn))
         runs: dict[str, list[Run]] = {}

@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 
 from coldtrail import compliance
+from coldtrail.rules import queries as q
 from coldtrail.rules.ranges import Columns, Places, RangeChange, RangePatch, RecordIntervals
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -83,6 +84,26 @@ def place_history(conn: Conn) -> list[RangeChange]:
 def profile_history(conn: Conn) -> list[RangeChange]:
     """Every signed change of a storage profile's limits: what they were before, and when."""
     return _history(conn, "temperature_profile")
+
+
+def range_history(conn: Conn) -> dict[str, Any]:
+    """What ``spans_by_location`` needs to give each product's range as it was in force: the
+    profiles' changes, the products' moves and every profile's values (keyword arguments)."""
+    return {
+        "history": profile_history(conn),
+        "moves": product_moves(conn),
+        "profiles": profile_values(conn),
+    }
+
+
+def product_moves(conn: Conn) -> list[RangeChange]:
+    """Every signed move of a product to another storage profile: the profile before, when."""
+    return _history(conn, "product")
+
+
+def profile_values(conn: Conn) -> dict[str, tuple[Any, ...]]:
+    """Every storage profile's limits now, by id (lo, hi, delay, rh lo, rh hi)."""
+    return {str(r[0]): tuple(r[1:]) for r in conn.execute(q.PROFILE_VALUES)}
 
 
 def _history(conn: Conn, subject: str) -> list[RangeChange]:

@@ -78,21 +78,27 @@ SET judged_until = excluded.judged_until, resume_from = excluded.resume_from,
 
 # The profiles of the products stored in these places since a time, each with the spans
 # (merged over its lots) it was there: a place's range is the strictest of them.
+# By product: a product moved to another profile (change control) is traced back per GTIN.
 PRODUCT_RANGES = """
 SELECT x.location_id, extract(epoch FROM lower(span))::float8,
        coalesce(extract(epoch FROM upper(span))::float8, 'Infinity'::float8),
-       x.temp_min_c, x.temp_max_c, x.alarm_delay_s, x.rh_min_pct, x.rh_max_pct, x.id
+       x.temp_min_c, x.temp_max_c, x.alarm_delay_s, x.rh_min_pct, x.rh_max_pct, x.id, x.gtin
 FROM (SELECT s.location_id, p.id, p.temp_min_c, p.temp_max_c, p.alarm_delay_s, p.rh_min_pct,
-             p.rh_max_pct, range_agg(s.during) AS spans
+             p.rh_max_pct, pr.gtin, range_agg(s.during) AS spans
       FROM lot_stays s
       JOIN lots lo ON lo.id = s.lot_id
       JOIN products pr ON pr.gtin = lo.gtin
       JOIN temperature_profiles p ON p.id = pr.profile_id
       WHERE s.location_id = ANY(%(locations)s)
         AND s.during && tstzrange(%(since)s, %(until)s::timestamptz)
-      GROUP BY 1, 2, 3, 4, 5, 6, 7) x
+      GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) x
 CROSS JOIN LATERAL unnest(x.spans) AS span
 ORDER BY 1, 2
+"""
+
+PROFILE_VALUES = """
+SELECT id, temp_min_c, temp_max_c, alarm_delay_s, rh_min_pct, rh_max_pct
+FROM temperature_profiles
 """
 
 _EXCURSION_COLUMNS = """id, location_id, started_at, start_seq, ended_at, end_seq, last_seen_at,

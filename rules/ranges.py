@@ -128,33 +128,60 @@ def spans_by_location(
     rows: Iterable[Sequence[Any]],
     patches: dict[str, RangePatch] | None = None,
     history: Sequence[RangeChange] = (),
+    moves: Sequence[RangeChange] = (),
+    profiles: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, list[ProductSpan]]:
     """From the rows of ``PRODUCT_RANGES``, with profile settings patched by profile id, and
-    each span split where its profile was changed (``history``): before a change, the values
-    it changed from."""
+    each span as it was in force: split where its product was moved to another profile
+    (``moves``, by GTIN: before a move, the profile it came from, whose values ``profiles``
+    gives by id) and where a profile was changed (``history``: before a change, the values it
+    changed from)."""
+    by_subject: dict[str, list[RangeChange]] = {}
+    for change in sorted([*history, *moves], key=lambda c: c.at_s):
+        by_subject.setdefault(change.subject, []).append(change)
     spans: dict[str, list[ProductSpan]] = {}
-    changes: dict[str, list[RangeChange]] = {}
-    for change in sorted(history, key=lambda c: c.at_s):
-        changes.setdefault(change.subject, []).append(change)
-    for loc, start, end, lo, hi, delay, rh_lo, rh_hi, profile in rows:
-        patch = (patches or {}).get(profile)
-        if patch is not None:
-            lo = lo if patch.temp_min_c is None else patch.temp_min_c
-            hi = hi if patch.temp_max_c is None else patch.temp_max_c
-            delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
-        now = {"temp_min_c": lo, "temp_max_c": hi, "alarm_delay_s": delay, "rh_min_pct": rh_lo,
-               "rh_max_pct": rh_hi}  # fmt: skip
-        mine = changes.get(profile, [])
-        cuts = [c.at_s for c in mine if start < c.at_s < end]
-        for a, b in itertools.pairwise([start, *cuts, end]):
-            # In force over [a, b): what the first change at or after b changed from.
-            then = next((c.before for c in mine if c.at_s >= b), None)
-            v = {**now, **{k: then[k] for k in now if k in then}} if then else now
-            spans.setdefault(loc, []).append(
-                ProductSpan(a, b, _f(v["temp_min_c"]), _f(v["temp_max_c"]),
-                            float(v["alarm_delay_s"]), _f(v["rh_min_pct"]), _f(v["rh_max_pct"]))
-            )  # fmt: skip
+    for loc, start, end, *values, profile, gtin in (_with_product(r) for r in rows):
+        moved = by_subject.get(gtin, []) if gtin else []
+        for a, b in _pieces(start, end, moved):
+            then = next((c.before for c in moved if c.at_s >= b), None)
+            held = str(then["profile_id"]) if then and "profile_id" in then else profile
+            own = values if held == profile else (profiles or {}).get(held)
+            if own is None:  # a profile since deleted: the one it has now
+                held, own = profile, values
+            _add(spans, loc, a, b, held, own, (patches or {}).get(held), by_subject.get(held, []))
     return spans
+
+
+def _with_product(row: Sequence[Any]) -> Sequence[Any]:
+    """A row of (location, start, end, five values, profile[, GTIN])."""
+    return row if len(row) == 10 else (*row, None)
+
+
+def _pieces(start: float, end: float, changes: Sequence[RangeChange]) -> list[tuple[float, float]]:
+    cuts = [c.at_s for c in changes if start < c.at_s < end]
+    return list(itertools.pairwise([start, *cuts, end]))
+
+
+def _add(
+    spans: dict[str, list[ProductSpan]], loc: str, start: float, end: float, profile: str,
+    values: Sequence[Any], patch: RangePatch | None, changes: Sequence[RangeChange],
+) -> None:  # fmt: skip
+    lo, hi, delay, rh_lo, rh_hi = values
+    if patch is not None:
+        lo = lo if patch.temp_min_c is None else patch.temp_min_c
+        hi = hi if patch.temp_max_c is None else patch.temp_max_c
+        delay = delay if patch.alarm_delay_s is None else patch.alarm_delay_s
+        changes = ()  # a patched profile holds its patch over the whole period
+    now = {"temp_min_c": lo, "temp_max_c": hi, "alarm_delay_s": delay, "rh_min_pct": rh_lo,
+           "rh_max_pct": rh_hi}  # fmt: skip
+    for a, b in _pieces(start, end, changes):
+        # In force over [a, b): what the first change at or after b changed from.
+        then = next((c.before for c in changes if c.at_s >= b), None)
+        v = {**now, **{k: then[k] for k in now if k in then}} if then else now
+        spans.setdefault(loc, []).append(
+            ProductSpan(a, b, _f(v["temp_min_c"]), _f(v["temp_max_c"]),
+                        float(v["alarm_delay_s"]), _f(v["rh_min_pct"]), _f(v["rh_max_pct"]))
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from coldtrail.erp.movements import lots_in_location
 from coldtrail.errors import RuleViolation
 from coldtrail.rules import queries as q
 from coldtrail.rules.conditions import Limits, find_conditions
-from coldtrail.rules.fetch import fetch, load_places, place_history, profile_history
+from coldtrail.rules.fetch import fetch, load_places, place_history, range_history
 from coldtrail.rules.judge import Run, find_runs
 from coldtrail.rules.ranges import Columns, Places, RangePatch, spans_by_location, with_ranges
 
@@ -131,7 +131,7 @@ def replay(
                 {"locations": [p for p in places.ids if p], "since": start, "until": end},
             ),
             profiles,
-            [c for c in profile_history(conn) if c.subject not in (profiles or {})],
+            **range_history(conn),
         )
         # A place's range as it was when measured, but a place the replay patches holds the
         # patched values over the whole period: that is the question asked.

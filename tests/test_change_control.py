@@ -186,3 +186,22 @@ def test_goods_are_judged_by_their_profiles_limits_in_force_when_measured(
     started, channel = _an_hour_at_7_8(conn, db_url)
     assert started == CHANGED
     assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (CHANGED, 7.5)]
+
+
+def test_goods_are_judged_by_the_profile_their_product_was_under_when_measured(
+    conn: Conn, db_url: str
+) -> None:
+    from coldtrail.erp.movements import record_movement
+    from coldtrail.erp.products import Profile, register_lot, upsert_profile
+    from tests.conftest import GTIN
+
+    make_erp(conn)
+    conn.execute("UPDATE locations SET alarm_delay_s = 0 WHERE id = 'CR'")
+    upsert_profile(conn, "admin", Profile("2-7.5", "Tighter", 2.0, 7.5))
+    lot = register_lot(conn, "logi1", GTIN, "L-8").id
+    record_movement(conn, "logi1", lot, "receiving", 10, T0 - 60 * MINUTE, to_location="CR")
+    # The insulin is kept under 2-7.5 °C from 30 min on (it was 2-8 °C with a 5-min delay).
+    _change(conn, "product", GTIN, {"profile_id": "2-7.5"}, at=CHANGED)
+    started, channel = _an_hour_at_7_8(conn, db_url)
+    assert started == CHANGED
+    assert [(x.start, x.temp_max_c) for x in channel.limits] == [(T0, 8.0), (CHANGED, 7.5)]

@@ -42,7 +42,7 @@ from coldtrail.rules.fetch import (
     in_order,
     load_places,
     place_history,
-    profile_history,
+    range_history,
 )
 from coldtrail.rules.mkt import weighted_mkt, weights
 from coldtrail.rules.queries import PRODUCT_RANGES
@@ -476,7 +476,7 @@ def _build(
         conn.execute(
             PRODUCT_RANGES, {"locations": list(subject.locations), "since": start, "until": end}
         ),
-        history=profile_history(conn),
+        **range_history(conn),
     )
     codes = np.array([places.code[r[4]] for r in rows], dtype=np.int64)
     epoch = data["ts"].astype(np.int64) / 1e6 + PG_EPOCH_S
