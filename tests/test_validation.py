@@ -213,3 +213,34 @@ def test_a_pack_is_kept_signed_for_execution_then_review_and_lists_changes_since
 def _pdf_text(content: bytes) -> str:
     pages = pypdf.PdfReader(io.BytesIO(content)).pages
     return " ".join(" ".join(page.extract_text().split()) for page in pages)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (["validate", "oq", "--case", "OQ-99"], {"COLDTRAIL_MQTT_URL": "mqtt://127.0.0.1:1883"},
+         "no OQ case OQ-99; known: OQ-01"),
+        (["validate", "oq", "--profile", "mars"], {"COLDTRAIL_MQTT_URL": "mqtt://127.0.0.1:1883"},
+         "no compliance profile mars; known: cn-device-gsp"),
+        (["validate", "oq"], {}, "COLDTRAIL_MQTT_URL is not set"),
+        (["validate", "show", "999"], {}, "no validation run 999"),
+    ],
+)  # fmt: skip
+def test_validate_refuses_in_one_line_with_exit_2(
+    argv: list[str], env: dict[str, str], said: str, db_url: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import os
+
+    from coldtrail import cli
+
+    for key in list(os.environ):
+        if key.startswith("COLDTRAIL_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("COLDTRAIL_DATABASE_URL", db_url)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert said in err[0]

@@ -35,7 +35,7 @@ from coldtrail.erp import audit, chain, changes, kpi
 from coldtrail.erp.masterdata import get_location
 from coldtrail.erp.people import Role, create_user, set_disabled
 from coldtrail.erp.signatures import Credentials
-from coldtrail.errors import RuleViolation, SignatureRefused
+from coldtrail.errors import ConfigError, RuleViolation, SignatureRefused
 from coldtrail.messages import ClockState
 from coldtrail.rules.conditions import Limits
 from coldtrail.rules.engine import RulesEngine
@@ -892,7 +892,7 @@ def selected(ids: list[str] | None) -> list[Case]:
         return list(CASES.values())
     unknown = [i for i in ids if i not in CASES]
     if unknown:
-        raise CaseFailed(f"no OQ case {', '.join(unknown)}; known: {', '.join(CASES)}")
+        raise ConfigError(f"no OQ case {', '.join(unknown)}; known: {', '.join(CASES)}")
     return [CASES[i] for i in ids]
 
 
