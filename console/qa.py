@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from coldtrail.api import models, web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
-from coldtrail.console.kit import MEANING, Kit, LocalTimes, delay, number, site_zone
+from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, delay, number, site_zone
 from coldtrail.erp import (
     capa,
     changes,
@@ -244,6 +244,77 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                 file.content_type or "application/octet-stream", content, kit.clock.now(),
             ),
             f"/capa/{capa_id}",
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- storage profiles
+
+    @app.get("/profiles", include_in_schema=False)
+    def profiles_page(request: Request, conn: Db) -> HTMLResponse:
+        """The storage profiles and the products kept under them, each change signed by QA."""
+        user = kit.who(request, conn, OVERSIGHT)
+        return kit.render(
+            request, user, "profiles.html", profiles=products.list_profiles(conn),
+            products=products.list_products(conn), meanings=MEANINGS,
+            changed=[c for c in changes.list_changes(conn)
+                     if c.subject in ("temperature_profile", "product")],
+            when=LocalTimes(site_zone(conn, None)),
+        )  # fmt: skip
+
+    @app.post("/profiles/{profile_id}/limits", include_in_schema=False)
+    def change_profile(
+        request: Request,
+        conn: Db,
+        profile_id: str,
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        meaning: Annotated[str, Form(pattern=MEANING)],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        temp_min_c: Annotated[str, Form(max_length=20)] = "",
+        temp_max_c: Annotated[str, Form(max_length=20)] = "",
+        alarm_delay_s: Annotated[str, Form(max_length=20)] = "",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        kit.guard(request)
+        try:
+            values: dict[str, Any] = {"temp_min_c": number(temp_min_c),
+                                      "temp_max_c": number(temp_max_c)}  # fmt: skip
+            if alarm_delay_s.strip():  # a profile always has a delay: blank keeps it
+                values["alarm_delay_s"] = delay(alarm_delay_s)
+        except ValueError as exc:
+            return kit.problem(request, user, exc)
+        return kit.act(
+            request, user,
+            lambda: changes.change(
+                conn, user.username, "temperature_profile", profile_id, values,
+                credentials=Credentials(username, password, web.client(request)),
+                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
+            ),
+            "/profiles",
+        )  # fmt: skip
+
+    @app.post("/products/{gtin}/profile", include_in_schema=False)
+    def change_product(
+        request: Request,
+        conn: Db,
+        gtin: str,
+        profile_id: Annotated[str, Form(max_length=64)],
+        username: Annotated[str, Form(max_length=64)],
+        password: Annotated[str, Form(max_length=1024)],
+        meaning: Annotated[str, Form(pattern=MEANING)],
+        reason: Annotated[str, Form(min_length=1, max_length=2000)],
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        user = kit.checked(request, conn, csrf, QA)
+        kit.guard(request)
+        return kit.act(
+            request, user,
+            lambda: changes.change(
+                conn, user.username, "product", gtin, {"profile_id": profile_id},
+                credentials=Credentials(username, password, web.client(request)),
+                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
+            ),
+            "/profiles",
         )  # fmt: skip
 
     # ---------------------------------------------------------------- validation

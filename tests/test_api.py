@@ -427,14 +427,15 @@ PAGES = {("GET", "/docs")} | {
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
                  "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin", "/conformance",
-                 "/places/{location_id}", "/validation")),
+                 "/places/{location_id}", "/validation", "/profiles")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
                   "/capa/{capa_id}/actions/{action_id}/complete", "/capa/{capa_id}/evidence",
                   "/admin/users", "/admin/users/{username}/disabled", "/admin/contacts",
                   "/admin/locations/{location_id}", "/places/{location_id}/limits",
-                  "/validation/{run_id}/sign")),
+                  "/validation/{run_id}/sign", "/profiles/{profile_id}/limits",
+                  "/products/{gtin}/profile")),
     )
     for path in paths
 }  # fmt: skip

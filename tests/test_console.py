@@ -347,7 +347,7 @@ def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature
 
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
          "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin", "/conformance",
-         "/places/TRK?hours=6", "/validation")  # fmt: skip
+         "/places/TRK?hours=6", "/validation", "/profiles")  # fmt: skip
 
 
 @needs_browser
@@ -655,3 +655,37 @@ def test_qa_signs_a_validation_pack_for_execution_then_another_for_review(site: 
     assert "Quinn Auditt (qa1)" in page
     assert "Mara Manager (qa2)" in page
     assert "open-dialog" not in page  # both signed: nothing left to sign
+
+
+def test_qa_changes_a_profiles_delay_and_a_products_profile_signed_and_an_admin_can_not(
+    site: Site,
+) -> None:
+    import httpx2
+
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO temperature_profiles (id, name, temp_min_c, temp_max_c)"
+                     " VALUES ('15-25', 'Room temperature', 15, 25)")  # fmt: skip
+        gtin = conn.execute("SELECT gtin FROM products LIMIT 1").fetchone()[0]  # type: ignore[index]
+    sign = {"meaning": "approval", "reason": "供应商稳定性数据更新"}
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "admin", ADMIN_PASSWORD)
+        refused = http.post("/profiles/2-8/limits", data={
+            **sign, "alarm_delay_s": "60", "username": "admin", "password": ADMIN_PASSWORD,
+            "csrf": csrf})  # fmt: skip
+        assert refused.status_code == 403
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        me = {**sign, "username": "qa1", "password": QA_PASSWORD, "csrf": csrf}
+        assert "open-dialog" in http.get("/profiles").text
+        done = http.post("/profiles/2-8/limits", data={
+            **me, "temp_min_c": "2", "temp_max_c": "8", "alarm_delay_s": "60"})  # fmt: skip
+        assert done.status_code == 303
+        moved = http.post(f"/products/{gtin}/profile", data={**me, "profile_id": "15-25"})
+        assert moved.status_code == 303
+        page = http.get("/profiles").text
+    assert page.count("供应商稳定性数据更新") == 2
+    with psycopg.connect(site.db_url) as conn:
+        assert conn.execute("SELECT subject, changed_by FROM changes ORDER BY id").fetchall() == [
+            ("temperature_profile", "qa1"),
+            ("product", "qa1"),
+        ]
