@@ -41,6 +41,23 @@ STEP = "^(investigation|actions|effectiveness_check|closed)$"
 
 
 def register(app: FastAPI, kit: Kit, Db: Any) -> None:
+    def signed_change(
+        request: Request, conn: Any, user: Any, subject: changes.Subject, subject_id: str,
+        values: dict[str, Any], signer: tuple[str, str, str, str], back: str,
+    ) -> Response:  # fmt: skip
+        """A change under change control from a form: QA signs it (user name, password,
+        meaning, reason), back to ``back``; refusals as every signed form's."""
+        username, password, meaning, reason = signer
+        return kit.act(
+            request, user,
+            lambda: changes.change(
+                conn, user.username, subject, subject_id, values,
+                credentials=Credentials(username, password, web.client(request)),
+                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
+            ),
+            back,
+        )  # fmt: skip
+
     # ---------------------------------------------------------------- lots
 
     @app.get("/lots/{lot_id}", include_in_schema=False)
@@ -97,15 +114,9 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                       "alarm_delay_s": delay(alarm_delay_s)}  # fmt: skip
         except ValueError as exc:
             return kit.problem(request, user, exc)
-        return kit.act(
-            request, user,
-            lambda: changes.change(
-                conn, user.username, "location", location_id, values,
-                credentials=Credentials(username, password, web.client(request)),
-                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
-            ),
-            f"/places/{location_id}",
-        )  # fmt: skip
+        signer = (username, password, meaning, reason)
+        return signed_change(request, conn, user, "location", location_id, values, signer,
+                             f"/places/{location_id}")  # fmt: skip
 
     @app.post("/lots/{lot_id}/exit", include_in_schema=False)
     def lot_exit(
@@ -283,15 +294,9 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                 values["alarm_delay_s"] = delay(alarm_delay_s)
         except ValueError as exc:
             return kit.problem(request, user, exc)
-        return kit.act(
-            request, user,
-            lambda: changes.change(
-                conn, user.username, "temperature_profile", profile_id, values,
-                credentials=Credentials(username, password, web.client(request)),
-                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
-            ),
-            "/profiles",
-        )  # fmt: skip
+        signer = (username, password, meaning, reason)
+        return signed_change(request, conn, user, "temperature_profile", profile_id, values,
+                             signer, "/profiles")  # fmt: skip
 
     @app.post("/products/{gtin}/profile", include_in_schema=False)
     def change_product(
@@ -307,15 +312,9 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     ) -> Response:
         user = kit.checked(request, conn, csrf, QA)
         kit.guard(request)
-        return kit.act(
-            request, user,
-            lambda: changes.change(
-                conn, user.username, "product", gtin, {"profile_id": profile_id},
-                credentials=Credentials(username, password, web.client(request)),
-                meaning=meaning, reason=reason, at=kit.clock.now(),  # type: ignore[arg-type]
-            ),
-            "/profiles",
-        )  # fmt: skip
+        signer = (username, password, meaning, reason)
+        return signed_change(request, conn, user, "product", gtin, {"profile_id": profile_id},
+                             signer, "/profiles")  # fmt: skip
 
     # ---------------------------------------------------------------- validation
 
