@@ -124,16 +124,8 @@ def register(app: FastAPI, deps: Deps) -> None:
             current = None
         if if_match is not None:
             etag.check(if_match, current, f"profile {profile_id}")
-        if current is not None:
-            controlled = changes.controlled_differences(
-                "temperature_profile", asdict(current), asdict(profile)
-            )
-            if controlled:
-                raise RuleViolation(
-                    f"profile {profile_id}: {', '.join(controlled)} change under change "
-                    f"control: PUT {PREFIX}/profiles/{profile_id}/limits, signed by QA with a "
-                    "reason"
-                )
+        changes.refuse_edit("temperature_profile", profile_id, current, profile,
+                            f"{PREFIX}/profiles/{profile_id}/limits")  # fmt: skip
         saved = products.upsert_profile(conn, user.username, profile)
         etag.tagged(response, saved)
         return saved
@@ -153,15 +145,10 @@ def register(app: FastAPI, deps: Deps) -> None:
         if not (len(gtin) == 14 and gtin.isdigit()):
             raise RuleViolation("a GTIN here has 14 digits (pad GTIN-8/12/13 with zeros)")
         products.get_profile(conn, body.profile_id)  # a 404 for a profile that does not exist
-        current = products.find_product(conn, gtin)
-        if current is not None and current.profile_id != body.profile_id:
-            raise RuleViolation(
-                f"product {gtin}: its storage profile changes under change control: "
-                f"PUT {PREFIX}/products/{gtin}/profile, signed by QA with a reason"
-            )
-        return products.upsert_product(
-            conn, user.username, products.Product(gtin, body.name, body.profile_id, body.serialised)
-        )
+        new = products.Product(gtin, body.name, body.profile_id, body.serialised)
+        changes.refuse_edit("product", gtin, products.find_product(conn, gtin), new,
+                            f"{PREFIX}/products/{gtin}/profile")  # fmt: skip
+        return products.upsert_product(conn, user.username, new)
 
     @app.get(PREFIX + "/lots", tags=["lots"])
     def list_lots(

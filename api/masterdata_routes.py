@@ -7,7 +7,6 @@ when someone changed the record in between.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
-import dataclasses
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -103,16 +102,8 @@ def register(app: FastAPI, deps: Deps) -> None:
                     + (f" in {old.parent_id}" if old.parent_id else "")
                     + ": register a new location instead of changing what this one is"
                 )
-            if old is not None:
-                controlled = changes.controlled_differences(
-                    "location", dataclasses.asdict(old), dataclasses.asdict(new)
-                )
-                if controlled:
-                    raise RuleViolation(
-                        f"location {location_id}: {', '.join(controlled)} change under change "
-                        f"control: PUT {PREFIX}/locations/{location_id}/limits, signed by QA "
-                        "with a reason"
-                    )
+            changes.refuse_edit("location", location_id, old, new,
+                                f"{PREFIX}/locations/{location_id}/limits")  # fmt: skip
             md.upsert_location(conn, new)
             loc = md.get_location(conn, location_id)
         assert loc is not None  # noqa: S101 - written just above

@@ -9,7 +9,7 @@ values before and after, so a validation pack can list what changed since the la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -193,6 +193,17 @@ def list_changes(
     ]  # fmt: skip
 
 
-def controlled_differences(subject: Subject, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The controlled fields an ordinary edit would change: it must go through ``change``."""
-    return [k for k in CONTROLLED[subject] if k in new and old.get(k) != new[k]]
+def refuse_edit(
+    subject: Subject, subject_id: str, old: object | None, new: object, route: str
+) -> None:
+    """An ordinary edit of ``old`` into ``new`` (dataclasses) moves no controlled value: else
+    the refusal names ``route``, where the change is made as a signed change."""
+    if old is None:
+        return
+    before, after = asdict(old), asdict(new)  # type: ignore[call-overload]
+    moved = [k for k in CONTROLLED[subject] if k in after and before.get(k) != after[k]]
+    if moved:
+        raise RuleViolation(
+            f"{subject.replace('_', ' ')} {subject_id}: {', '.join(moved)} change under change "
+            f"control: PUT {route}, signed by QA with a reason"
+        )
