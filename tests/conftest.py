@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,6 @@ from typing import Any
 import psycopg
 import pytest
 from argon2 import PasswordHasher, profiles
-from psycopg import sql
 
 from coldtrail import db
 from coldtrail.clock import ManualClock
@@ -41,6 +40,8 @@ from coldtrail.mqtt import MqttOptions
 from coldtrail.net import free_port, listening_socket
 from coldtrail.settings import MqttEndpoint
 from coldtrail.validation.harness import RunningIngest as RunningIngest  # the cases' own
+from coldtrail.validation.harness import create_database, drop_database, url_for
+from coldtrail.validation.harness import publishing as publishing  # the cases' own
 
 # Real argon2 with its cheapest parameters: the suite signs in over a thousand times, and the
 # default's 130 ms a check was about a minute of it. Hashes made by the services the tests
@@ -68,37 +69,15 @@ T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 def _url_for(name: str) -> str:
-    return psycopg.conninfo.make_conninfo(PG_URL, dbname=name)
+    return url_for(PG_URL, name)
 
 
 def _create(name: str, template: str | None = None) -> None:
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            _freeze(conn, template)
-            stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
-        conn.execute(stmt)
-
-
-def _freeze(conn: psycopg.Connection[tuple[Any, ...]], template: str) -> None:
-    """No connections to ``template`` from now on, and none left: on TimescaleDB its job
-    scheduler connects to every database that has the extension, and a copy of a database
-    someone is connected to fails ("source database is being accessed by other users")."""
-    conn.execute(
-        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(template))
-    )
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
-        (template,),
-    )
+    create_database(PG_URL, name, template)
 
 
 def _drop(name: str) -> None:
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    drop_database(PG_URL, name)
 
 
 @pytest.fixture(scope="session")
@@ -376,25 +355,6 @@ def link_batch(conn: psycopg.Connection[tuple[Any, ...]], batch_id: int) -> None
 def count_readings(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     row = conn.execute("SELECT count(*) FROM readings").fetchone()
     return int(row[0]) if row else 0
-
-
-@contextlib.asynccontextmanager
-async def publishing(agent: Any, client_id: str) -> AsyncIterator[None]:
-    """Run an edge agent's publisher (real MQTT) while the test polls its coordinators;
-    on exit stop it, close the devices' connections, the queue and the sequence store."""
-    import asyncio
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.publisher.run(client_id, stop))
-    try:
-        await asyncio.wait_for(agent.publisher.wait_connected(), 10)
-        yield
-    finally:
-        stop.set()
-        await task
-        for coordinator in agent.coordinators:
-            await coordinator.close()
-        agent.close()
 
 
 class PrivateBroker:

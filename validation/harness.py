@@ -156,7 +156,7 @@ async def async_wait_until(predicate: Callable[[], object], limit_s: float, what
 # ---------------------------------------------------------------------------- databases
 
 
-def _url_for(admin_url: str, name: str) -> str:
+def url_for(admin_url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
 
 
@@ -164,25 +164,26 @@ def _url_for(admin_url: str, name: str) -> str:
 def scratch_template(admin_url: str) -> Iterator[str]:
     """A migrated database each case's scratch database is copied from; dropped afterwards."""
     name = f"ct_oq_template_{uuid.uuid4().hex[:10]}"
-    _create(admin_url, name)
+    create_database(admin_url, name)
     try:
-        db.upgrade(_url_for(admin_url, name))
+        db.upgrade(url_for(admin_url, name))
         yield name
     finally:
-        _drop(admin_url, name)
+        drop_database(admin_url, name)
 
 
 @contextlib.contextmanager
 def scratch_copy(admin_url: str, template: str) -> Iterator[str]:
     name = f"ct_oq_{uuid.uuid4().hex[:12]}"
-    _create(admin_url, name, template)
+    create_database(admin_url, name, template)
     try:
-        yield _url_for(admin_url, name)
+        yield url_for(admin_url, name)
     finally:
-        _drop(admin_url, name)
+        drop_database(admin_url, name)
 
 
-def _create(admin_url: str, name: str, template: str | None = None) -> None:
+def create_database(admin_url: str, name: str, template: str | None = None) -> None:
+    """``name``, empty or copied from ``template`` (which no session may hold then)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template is not None:
@@ -201,7 +202,7 @@ def _create(admin_url: str, name: str, template: str | None = None) -> None:
         conn.execute(stmt)
 
 
-def _drop(admin_url: str, name: str) -> None:
+def drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -218,8 +219,8 @@ def restored_copy(run: Run) -> Iterator[tuple[str, float]]:
     dump = run.target.workdir / f"{name}.dump"
     t0 = time.monotonic()
     _tool("pg_dump", run.database_url, "--format=custom", f"--file={dump}")
-    _create(admin, name)
-    url = _url_for(admin, name)
+    create_database(admin, name)
+    url = url_for(admin, name)
     try:
         timescale = db.timescaledb_usable(run.conn) and bool(
             run.conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
@@ -235,7 +236,7 @@ def restored_copy(run: Run) -> Iterator[tuple[str, float]]:
         yield url, round(time.monotonic() - t0, 2)
     finally:
         dump.unlink(missing_ok=True)
-        _drop(admin, name)
+        drop_database(admin, name)
 
 
 def _tool(program: str, url: str, *argv: str) -> None:
@@ -446,17 +447,28 @@ async def chain(
                 ),
             )  # fmt: skip
             agent = EdgeAgent(config, options, topic_root, clock or run.clock)
-            stop = asyncio.Event()
-            task = asyncio.create_task(agent.publisher.run(f"{gateway}-{run.prefix}", stop))
-            try:
-                await asyncio.wait_for(agent.publisher.wait_connected(), 15)
+            async with publishing(agent, f"{gateway}-{run.prefix}", connect_s=15):
                 yield Chain(run, agent, relay, server)
-            finally:
-                stop.set()
-                await task
-                for coordinator in agent.coordinators:
-                    await coordinator.close()
-                agent.close()
+
+
+@contextlib.asynccontextmanager
+async def publishing(
+    agent: EdgeAgent, client_id: str, connect_s: float = 10
+) -> AsyncIterator[None]:
+    """An edge agent's publisher running (real MQTT) while its coordinators are polled by
+    hand; on exit it stops, and the devices' connections, the queue and the sequence store
+    close."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.publisher.run(client_id, stop))
+    try:
+        await asyncio.wait_for(agent.publisher.wait_connected(), connect_s)
+        yield
+    finally:
+        stop.set()
+        await task
+        for coordinator in agent.coordinators:
+            await coordinator.close()
+        agent.close()
 
 
 def simulated(unit: int, scenario: Scenario, start: datetime) -> SimulatedXYMD02:
