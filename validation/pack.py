@@ -8,23 +8,19 @@ later say the same. The document's SHA-256 is computed once, when the run is sto
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import CondPageBreak, KeepTogether, Paragraph, SimpleDocTemplate
+from reportlab.platypus import CondPageBreak, KeepTogether, Paragraph
 
 from coldtrail import __version__
-from coldtrail.api.record.pdf import FONT, Marked, NumberedCanvas, register_fonts, table
+from coldtrail.api.record.pdf import Marked, build, styles, table
 from coldtrail.erp import changes, signatures
 from coldtrail.erp.signatures import Credentials, Meaning, Signature
 from coldtrail.erp.tx import Conn, acting
@@ -235,12 +231,7 @@ def sign(
 
 def render(doc: dict[str, Any], sha: str, signed: list[Signature], run_id: int | None) -> bytes:
     """The pack as a PDF, every label in English and Chinese."""
-    register_fonts()
-    body = ParagraphStyle("b", fontName=FONT, fontSize=8, leading=10.5)
-    small = ParagraphStyle("s", parent=body, fontSize=7, leading=9)
-    h1 = ParagraphStyle("h1", parent=body, fontSize=15, leading=19, spaceAfter=6)
-    h2 = ParagraphStyle("h2", parent=body, fontSize=11, leading=14, spaceBefore=9,
-                        spaceAfter=3, keepWithNext=1)  # fmt: skip
+    body, small, h1, h2 = styles()
     h3 = ParagraphStyle("h3", parent=body, fontSize=9, leading=12, spaceBefore=6,
                         spaceAfter=2, keepWithNext=1)  # fmt: skip
 
@@ -399,25 +390,11 @@ def render(doc: dict[str, Any], sha: str, signed: list[Signature], run_id: int |
     story.append(p(t("8 Signatures", "8 签名"), h2))
     story.append(_signatures(signed, small, t))
 
-    def footer(canvas: Canvas, page: int, total: int) -> None:
-        canvas.saveState()
-        canvas.setFont(FONT, 7)
-        canvas.drawString(15 * mm, 13 * mm, f"{title} — {subject}")
-        canvas.drawRightString(
-            A4[0] - 15 * mm, 13 * mm, f"page {page} of {total} 第 {page} 页 共 {total} 页"
-        )
-        canvas.drawString(15 * mm, 9.5 * mm, f"SHA-256 of the pack's document: {sha}")
-        canvas.restoreState()
-
-    out = io.BytesIO()
-    pdf = SimpleDocTemplate(
-        out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
-        bottomMargin=20 * mm, title=f"ColdTrail validation pack {subject}", author="ColdTrail",
-        initialFontName=FONT,
-    )  # fmt: skip
     flat = [x for item in story for x in (item if isinstance(item, list) else [item])]
-    pdf.build(flat, canvasmaker=functools.partial(NumberedCanvas, footer=footer))
-    return out.getvalue()
+    return build(
+        flat, f"ColdTrail validation pack {subject}", f"{title} — {subject}",
+        f"SHA-256 of the pack's document: {sha}",
+    )  # fmt: skip
 
 
 def _both(result: dict[str, Any], key: str) -> Marked:

@@ -182,28 +182,52 @@ class NumberedCanvas(Canvas):
         super().save()
 
 
-def render(r: Record) -> bytes:
+def styles() -> tuple[ParagraphStyle, ParagraphStyle, ParagraphStyle, ParagraphStyle]:
+    """Body, small, title and heading, in our font (the record's and the validation pack's)."""
     register_fonts()
-    when = Times(r.subject.timezone)
     body = ParagraphStyle("b", fontName=FONT, fontSize=8, leading=10.5)
     small = ParagraphStyle("s", parent=body, fontSize=7, leading=9)
     h1 = ParagraphStyle("h1", parent=body, fontSize=15, leading=19, spaceAfter=6)
     # A heading is kept with what follows it: none is left alone at the foot of a page.
     h2 = ParagraphStyle("h2", parent=body, fontSize=11, leading=14, spaceBefore=9,
                         spaceAfter=3, keepWithNext=1)  # fmt: skip
+    return body, small, h1, h2
+
+
+def build(story: list[Any], title: str, heading: str, bottom: str) -> bytes:
+    """``story`` on A4 pages in our font, each page's foot naming ``heading`` with "page N of
+    M" in both languages, and ``bottom`` (a hash) under it."""
+
+    def footer(canvas: Canvas, page: int, total: int) -> None:
+        canvas.saveState()
+        canvas.setFont(FONT, 7)
+        canvas.drawString(15 * mm, 13 * mm, heading)
+        canvas.drawRightString(
+            A4[0] - 15 * mm, 13 * mm, f"page {page} of {total} 第 {page} 页 共 {total} 页"
+        )
+        canvas.drawString(15 * mm, 9.5 * mm, bottom)
+        canvas.restoreState()
+
+    out = io.BytesIO()
+    doc = SimpleDocTemplate(
+        out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
+        bottomMargin=20 * mm, title=title, author="ColdTrail",
+        # Each page starts in this font: else Helvetica is named there, and not embedded.
+        initialFontName=FONT,
+    )  # fmt: skip
+    doc.build(story, canvasmaker=functools.partial(NumberedCanvas, footer=footer))
+    return out.getvalue()
+
+
+def render(r: Record) -> bytes:
+    when = Times(r.subject.timezone)
+    body, small, h1, h2 = styles()
     caption = ParagraphStyle("c", parent=body, spaceBefore=4, keepWithNext=1)
 
     def zh(en: str, cn: str) -> str:
         return f"{en} {cn}"
 
     subject = f"{r.subject.kind} {r.subject.id}"
-    out = io.BytesIO()
-    doc = SimpleDocTemplate(
-        out, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=15 * mm,
-        bottomMargin=20 * mm, title=f"Temperature record {subject}", author="ColdTrail",
-        # Each page starts in this font: else Helvetica is named there, and not embedded.
-        initialFontName=FONT,
-    )  # fmt: skip
     story: list[Any] = [
         Paragraph(zh("Continuous temperature record", "连续温度记录") + " — " + escape(subject),
                   h1),
@@ -269,19 +293,11 @@ def render(r: Record) -> bytes:
     story.append(Paragraph(zh("How to read this record", "说明"), h2))
     story.append(Paragraph(_DEFINITIONS.format(zone=when.zone_label(r.start, r.end)), small))
 
-    def footer(canvas: Canvas, page: int, total: int) -> None:
-        canvas.saveState()
-        canvas.setFont(FONT, 7)
-        canvas.drawString(15 * mm, 13 * mm,
-                          f"Continuous temperature record 连续温度记录 — {subject}")  # fmt: skip
-        canvas.drawRightString(
-            A4[0] - 15 * mm, 13 * mm, f"page {page} of {total} 第 {page} 页 共 {total} 页"
-        )
-        canvas.drawString(15 * mm, 9.5 * mm, f"SHA-256 of the data (CSV form): {r.data_sha256}")
-        canvas.restoreState()
-
-    doc.build(story, canvasmaker=functools.partial(NumberedCanvas, footer=footer))
-    return out.getvalue()
+    return build(
+        story, f"Temperature record {subject}",
+        f"Continuous temperature record 连续温度记录 — {subject}",
+        f"SHA-256 of the data (CSV form): {r.data_sha256}",
+    )  # fmt: skip
 
 
 _DEFINITIONS = (
