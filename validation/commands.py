@@ -74,12 +74,7 @@ def _oq_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_iq(settings: Settings, args: argparse.Namespace) -> None:
-    from coldtrail import db, services
-    from coldtrail.validation import iq
-
-    with db.connect(settings.require_database_url(), autocommit=True) as conn:
-        found = iq.record(conn, settings, _mqtt(settings, services), _profiles(settings, args),
-                          args.site, datetime.now(UTC).date())  # fmt: skip
+    found = _installed(settings, args)
     _write(args.out / "iq.json", json.dumps(found, ensure_ascii=False, indent=1, default=str))
     for check in found["checks"]:
         print(f"{'pass' if check['passed'] else 'FAIL'}  {check['text']}: {check['observed']}")
@@ -88,7 +83,7 @@ def cmd_iq(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_oq(settings: Settings, args: argparse.Namespace) -> None:
-    results = _oq(settings, args)
+    results, _ = _oq(settings, args)
     _write(args.out / "oq.json", json.dumps([r.__dict__ for r in results], ensure_ascii=False,
                                             indent=1, default=str))  # fmt: skip
     if not all(r.passed for r in results):
@@ -96,22 +91,18 @@ def cmd_oq(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_pack(settings: Settings, args: argparse.Namespace) -> None:
-    from coldtrail import db, services
+    from coldtrail import db
     from coldtrail.erp import changes
-    from coldtrail.validation import iq, pack
+    from coldtrail.validation import pack
 
     started = datetime.now(UTC)
-    url = settings.require_database_url()
-    with db.connect(url, autocommit=True) as conn:
-        today = datetime.now(UTC).date()
-        installed = iq.record(conn, settings, _mqtt(settings, services),
-                              _profiles(settings, args), args.site, today)  # fmt: skip
-    results = _oq(settings, args)
-    with db.connect(url, autocommit=True) as conn:
+    installed = _installed(settings, args)
+    results, target = _oq(settings, args)
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
         since = pack.last_validated(conn, args.site)
         changed = changes.list_changes(conn, since, args.site)
         doc = pack.document(
-            iq=installed, oq=results, target=_target_summary(settings, args), started=started,
+            iq=installed, oq=results, target=target, started=started,
             finished=datetime.now(UTC), run_by=args.run_by, changes_since=since, changed=changed,
         )  # fmt: skip
         run_id, sha = pack.store(conn, doc, args.run_by)
@@ -144,13 +135,21 @@ def _files(out: Path, run_id: int, doc: dict[str, Any], sha: str, signed: list[A
     from coldtrail.validation import pack
 
     _write(out / f"validation-{run_id}.json", pack.as_json(doc, sha, signed, run_id).decode())
-    pdf = out / f"validation-{run_id}.pdf"
-    out.mkdir(parents=True, exist_ok=True)
-    pdf.write_bytes(pack.render(doc, sha, signed, run_id))
-    print(f"wrote {out / f'validation-{run_id}.json'} and {pdf}")
+    _write(out / f"validation-{run_id}.pdf", pack.render(doc, sha, signed, run_id))
 
 
-def _oq(settings: Settings, args: argparse.Namespace) -> list[Any]:
+def _installed(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """The IQ record of the installation the settings name."""
+    from coldtrail import db, services
+    from coldtrail.validation import iq
+
+    with db.connect(settings.require_database_url(), autocommit=True) as conn:
+        return iq.record(conn, settings, _mqtt(settings, services), _profiles(settings, args),
+                         args.site, datetime.now(UTC).date())  # fmt: skip
+
+
+def _oq(settings: Settings, args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The cases' results, and what they ran against (for the pack)."""
     from coldtrail import db, services
     from coldtrail.compliance import DEFAULT
     from coldtrail.rules.notifiers import build_notifiers
@@ -184,14 +183,13 @@ def _oq(settings: Settings, args: argparse.Namespace) -> list[Any]:
             notifiers=build_notifiers(services.notifier_settings(settings)), workdir=Path(work),
             scratch=args.database is None, admin_url=url,
         )  # fmt: skip
-        args.target_summary = oq.target_summary(target)
         stages = logging.getLogger("coldtrail")
         level = stages.level
         if not args.verbose:
             # The cases raise alarms and cut links on purpose: their log lines are expected.
             stages.setLevel(logging.ERROR)
         try:
-            return oq.run_cases(target, args.case, report=_said)
+            return oq.run_cases(target, args.case, report=_said), oq.target_summary(target)
         finally:
             stages.setLevel(level)
 
@@ -201,11 +199,6 @@ def _said(result: Any) -> None:
           f"{result.title}", flush=True)  # fmt: skip
     for deviation in result.deviations:
         print(f"      {deviation}", flush=True)
-
-
-def _target_summary(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    summary: dict[str, Any] = getattr(args, "target_summary", {})
-    return summary
 
 
 def _profiles(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -218,7 +211,7 @@ def _mqtt(settings: Settings, services: Any) -> Any:
     return services.mqtt_options(settings) if settings.mqtt_url else None
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
+    path.write_bytes(data if isinstance(data, bytes) else (data + "\n").encode())
     print(f"wrote {path}", file=sys.stderr)
