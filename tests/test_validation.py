@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from coldtrail import db
 from coldtrail.compliance import profiles
 from coldtrail.erp.changes import change
+from coldtrail.erp.people import Role, create_user
 from coldtrail.erp.signatures import Credentials
 from coldtrail.rules.alarms import Contact, add_contact
 from coldtrail.rules.notifiers import NotifierSettings, build_notifiers
@@ -77,6 +78,7 @@ def test_a_broken_system_turns_its_cases_into_listed_deviations(
     """On a database the operator names: one of the three alarm contacts removed, and the
     application's role given the right to rewrite readings, their guard trigger dropped."""
     make_erp(conn)
+    create_user(conn, "boss", "Site Admin", Role.ADMIN, QA_PASSWORD)  # as the operator's has
     with Receiver() as receiver:
         for n in (1, 2):  # the drug GSP profile wants 3
             add_contact(conn, "admin", Contact(f"Duty {n}", "webhook", receiver.url(f"d{n}"),
@@ -85,8 +87,13 @@ def test_a_broken_system_turns_its_cases_into_listed_deviations(
         as_superuser(conn, "DROP TRIGGER readings_no_update_delete ON readings")
         target = _target(tmp_path, mqtt_options, topic_root, database_url=db_url, site="s1",
                          scratch=False)  # fmt: skip
-        results = {r.id: r for r in oq.run_cases(target, ["OQ-04", "OQ-07", "OQ-01"])}
-    assert results["OQ-01"].passed  # an unbroken case still passes beside them
+        results = {r.id: r for r in oq.run_cases(target, ["OQ-04", "OQ-07", "OQ-01", "OQ-08"])}
+    assert results["OQ-01"].passed  # unbroken cases still pass beside them
+    assert results["OQ-08"].passed
+    # The people a case made can not sign in on the operator's database once it ended.
+    assert conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE disabled) FROM users WHERE username LIKE 'oq08-%%'"
+    ).fetchone() == (3, 3)
     four, seven = results["OQ-04"], results["OQ-07"]
     assert not four.passed
     assert any("at least 3 named contacts" in d and "2: Duty 1, Duty 2" in d
@@ -244,3 +251,16 @@ def test_validate_refuses_in_one_line_with_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert said in err[0]
+
+
+def test_a_case_on_a_database_without_another_administrator_leaves_its_admin_enabled(
+    conn: Conn, db_url: str, tmp_path: Path, mqtt_options: Any, topic_root: str
+) -> None:
+    make_erp(conn)  # no administrator of its own: the case's is the only one
+    target = _target(tmp_path, mqtt_options, topic_root, database_url=db_url, site="s1",
+                     scratch=False)  # fmt: skip
+    [result] = oq.run_cases(target, ["OQ-08"])
+    assert result.passed
+    assert conn.execute(
+        "SELECT role::text, disabled FROM users WHERE username LIKE 'oq08-%%' ORDER BY 1"
+    ).fetchall() == [("admin", False), ("logistics", True), ("qa", True)]

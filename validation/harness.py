@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -35,6 +36,8 @@ from coldtrail.compliance import Profile
 from coldtrail.edge.agent import EdgeAgent
 from coldtrail.edge.config import DeviceConfig, EdgeConfig
 from coldtrail.erp.masterdata import Location, assign_sensor, upsert_location, upsert_sensor
+from coldtrail.erp.people import Role, create_user
+from coldtrail.erp.signatures import Credentials
 from coldtrail.ingest.worker import IngestWorker
 from coldtrail.mqtt import MqttOptions
 from coldtrail.redact import redact_text, split_password
@@ -89,6 +92,8 @@ class Run:
     checks: list[Check] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     sensors: list[str] = field(default_factory=list)
+    people: list[str] = field(default_factory=list)
+    """Users the case made (disabled when it ends on an operator's database)."""
     receiver: Receiver | None = None
     """Scratch runs: the webhook endpoint the seeded contacts call."""
 
@@ -125,6 +130,14 @@ class Run:
         assign_sensor(self.conn, sensor, location_id, since)
         self.sensors.append(sensor)
         return sensor
+
+    def person(self, role: Role) -> Credentials:
+        """A user of ``role`` for this case, with a password of its own."""
+        name = f"{self.prefix.lower()}-{role.value}"
+        password = secrets.token_urlsafe(18)
+        create_user(self.conn, name, f"OQ {role.value}", role, password)
+        self.people.append(name)
+        return Credentials(name, password)
 
     def readings(self, sensor: str) -> list[tuple[Any, ...]]:
         """(seq, ts, temperature, status) as stored, in time order."""

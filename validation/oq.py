@@ -16,6 +16,7 @@ import functools
 import inspect
 import io
 import itertools
+import logging
 import secrets
 import time
 import tomllib
@@ -33,7 +34,7 @@ from coldtrail.clock import ManualClock
 from coldtrail.edge.clockcheck import kernel_clock_synced
 from coldtrail.erp import audit, chain, changes, kpi
 from coldtrail.erp.masterdata import get_location
-from coldtrail.erp.people import Role, create_user, set_disabled
+from coldtrail.erp.people import Role, set_disabled
 from coldtrail.erp.signatures import Credentials
 from coldtrail.errors import ConfigError, RuleViolation, SignatureRefused
 from coldtrail.messages import ClockState
@@ -47,6 +48,8 @@ from coldtrail.validation.harness import (
     Receiver,
     Run,
     Target,
+    async_wait_until,
+    restored_copy,
     scratch_copy,
     scratch_template,
     seed_site,
@@ -56,6 +59,7 @@ from coldtrail.validation.harness import (
 )
 from coldtrail.validation.harness import chain as edge_chain
 
+log = logging.getLogger(__name__)
 Body = Callable[[Run], Awaitable[None] | None]
 
 
@@ -187,6 +191,12 @@ def _room_probe(
     room = run.place("CR", **{"area_m2": 20, **place})
     device = simulated(1, scenario or Steady(base_c=5.0), start)
     return Probe(run.probe(room, 1, start), room, device, poll_interval_s, limits)
+
+
+def _judged(run: Run) -> None:
+    """The rules engine judges what ingest stored, on a connection of its own."""
+    with psycopg.connect(run.database_url, autocommit=True) as rules_conn:
+        _engine(run).process_pending(rules_conn)
 
 
 def _engine(run: Run, **kw: Any) -> RulesEngine:
@@ -346,8 +356,7 @@ async def out_of_range_interval(run: Run) -> None:
     run.expect(len(outs) >= 5, "the probe went out of range", f"{len(outs)} readings out")
     run.expect(not wrong, f"out of range: at most {limit_s:g} s between records; else 600 s",
                "; ".join(wrong[:3]) or f"{len(rows)} readings, all as required")  # fmt: skip
-    with psycopg.connect(run.database_url, autocommit=True) as rules_conn:
-        _engine(run).process_pending(rules_conn)
+    _judged(run)
     alarms = run.conn.execute(
         "SELECT id, started_at, ended_at FROM alarms WHERE kind = 'excursion' AND location_id = %s",
         (room,),
@@ -478,8 +487,7 @@ async def power_loss(run: Run) -> None:
     dark = [r for r in rows if r[3] == "unavailable"]
     run.expect(len(dark) == 10, "the logger's 10 minutes without power stored as unavailable",
                f"{len(dark)} unavailable readings")  # fmt: skip
-    with psycopg.connect(run.database_url, autocommit=True) as rules_conn:
-        _engine(run).process_pending(rules_conn)
+    _judged(run)
     alarms = run.conn.execute(
         "SELECT started_at, ended_at FROM alarms WHERE kind = 'unavailable' AND sensor_id = %s",
         (probe.sensor,),
@@ -680,12 +688,7 @@ def _as_app(run: Run, stmt: str, params: dict[str, Any]) -> str | None:
 def limit_change(run: Run) -> None:
     start = utcnow()
     room = run.place("CR", area_m2=20)
-    people_made = {}
-    for role in (Role.ADMIN, Role.LOGISTICS, Role.QA):
-        name = f"{run.prefix.lower()}-{role.value}"
-        password = secrets.token_urlsafe(18)
-        create_user(run.conn, name, f"OQ {role.value}", role, password)
-        people_made[role] = Credentials(name, password)
+    people_made = {role: run.person(role) for role in (Role.ADMIN, Role.LOGISTICS, Role.QA)}
     tries = [
         ("an administrator", people_made[Role.ADMIN], "range re-mapped"),
         ("a logistics user", people_made[Role.LOGISTICS], "range re-mapped"),
@@ -739,9 +742,6 @@ def limit_change(run: Run) -> None:
                trail[0].actor if trail else "no entry")  # fmt: skip
     run.keep("change", {"id": done.id, "signature": done.signatures[0].record_digest,
                         "changed": {k: list(v) for k, v in done.changed.items()}})  # fmt: skip
-    if not run.target.scratch:
-        for credentials in people_made.values():
-            set_disabled(run.conn, credentials.username, True, "oq")
 
 
 # ----------------------------------------------------------------------------- OQ-09
@@ -764,7 +764,6 @@ def limit_change(run: Run) -> None:
 )  # fmt: skip
 async def backup_restore(run: Run) -> None:
     from coldtrail.api.record import build
-    from coldtrail.validation.harness import restored_copy
 
     start = _begin(run)
     probe = _room_probe(run, start)
@@ -773,8 +772,7 @@ async def backup_restore(run: Run) -> None:
         await c.poll(30, 60)
         await c.delivered({probe.sensor: 30})
     end = start + timedelta(minutes=30)
-    qa = Credentials(f"{run.prefix.lower()}-qa", secrets.token_urlsafe(18))
-    create_user(run.conn, qa.username, "OQ QA", Role.QA, qa.password)
+    qa = run.person(Role.QA)
     changes.change(run.conn, qa.username, "location", room, {"alarm_delay_s": 300},
                    credentials=qa, meaning="approval", reason="OQ-09: a signed record",
                    at=end)  # fmt: skip
@@ -783,8 +781,6 @@ async def backup_restore(run: Run) -> None:
         after = _fingerprint(copy, room, start, end, build)
         readings = chain.verify_readings(copy)
         trail = audit.verify(copy)
-    if not run.target.scratch:
-        set_disabled(run.conn, qa.username, True, "oq")
     run.keep("restore_seconds", seconds)
     for key, text in (
         ("record_sha256", "the record's data SHA-256"),
@@ -873,8 +869,6 @@ async def clock_skew(run: Run) -> None:
 
 
 async def _kept_aside(run: Run, sensor: str, n: int) -> None:
-    from coldtrail.validation.harness import async_wait_until
-
     def count() -> int:
         row = run.conn.execute(
             "SELECT count(*) FROM quarantined_readings WHERE sensor_id = %s", (sensor,)
@@ -950,10 +944,16 @@ def _run(target: Target, one: Case, url: str, conn: Conn, receiver: Receiver | N
 
 def _retire(conn: Conn, run: Run) -> None:
     """On the operator's database a case's probes stop being expected to report when it
-    ends, so the next case's timers do not call them silent."""
+    ends, so the next case's timers do not call them silent, and the people it made can no
+    longer sign in (whether the case passed or not)."""
     with conn.transaction():
         conn.execute(
             "UPDATE sensor_assignments SET valid = tstzrange(lower(valid), greatest(lower(valid), "
             "%s)) WHERE sensor_id = ANY(%s) AND upper_inf(valid)",
             (run.clock.now(), run.sensors),
         )
+    for name in run.people:
+        try:
+            set_disabled(conn, name, True, "oq")
+        except RuleViolation as exc:  # the database's only administrator stays enabled
+            log.warning("OQ user %s left enabled: %s", name, exc)
