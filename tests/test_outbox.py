@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
@@ -289,23 +288,47 @@ def test_events_reach_mqtt_on_the_events_topic(
     assert mine == ["coldtrail/v1/events/hold/placed"]
 
 
+_AMQTT = """
+import asyncio, sys
+from coldtrail.demo import _embedded_broker
+
+async def main() -> None:
+    await _embedded_broker(int(sys.argv[1]))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
 @pytest.fixture
 def broker_without_mqtt5() -> Iterator[str]:
-    """The broker the demo embeds (amqtt), which speaks MQTT 3.1.1 only, on a loop of its own."""
-    from coldtrail.demo import _embedded_broker
+    """The broker the demo embeds (amqtt), which speaks MQTT 3.1.1 only.
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="amqtt", daemon=True)
-    thread.start()
+    In a process of its own, as in the demo: amqtt leaves the server side of a connection it
+    gave up on open, and in this process its sockets would be found unclosed by a later test.
+    """
+    import socket
+    import subprocess
+    import sys
+
     port = free_port()
-    broker = asyncio.run_coroutine_threadsafe(_embedded_broker(port), loop).result(30)
-    try:
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with subprocess.Popen(
+        [sys.executable, "-c", _AMQTT, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+
+        def listening() -> bool:
+            assert proc.poll() is None, "amqtt exited"
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        try:
+            wait_for(listening, what=f"amqtt on port {port}")
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def _event(n: int) -> Event:
