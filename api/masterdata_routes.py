@@ -7,7 +7,6 @@ when someone changed the record in between.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Response
@@ -26,7 +25,6 @@ IfMatch = Annotated[str | None, Header(description=etag.IF_MATCH_DESCRIPTION)]
 Since = Annotated[models.Instant | None, Query(alias="from", description="from (RFC 3339)")]
 Until = Annotated[models.Instant | None, Query(alias="to", description="until, excluded")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-MAX_PLACEMENT_AHEAD = timedelta(days=1)
 
 
 def register(app: FastAPI, deps: Deps) -> None:
@@ -164,27 +162,8 @@ def register(app: FastAPI, deps: Deps) -> None:
     ) -> md.Sensor:
         """Place the sensor in a location from ``since`` on; its current placement ends then."""
         with acting(conn, user.username):
-            current = md.get_sensor(conn, sensor_id, lock=True)
-            if current is None:
-                raise NotFound(f"no sensor {sensor_id}")
-            if md.get_location(conn, body.location_id) is None:
-                raise NotFound(f"no location {body.location_id}")
-            if body.since > deps.clock.now() + MAX_PLACEMENT_AHEAD:
-                # A placement far ahead would hold the sensor there for good: every later
-                # placement must start after it.
-                raise RuleViolation(
-                    f"a placement starts at most {MAX_PLACEMENT_AHEAD.days} day ahead, not "
-                    f"{body.since.isoformat()}"
-                )
-            open_since = [p.since for p in current.placements if p.until is None]
-            if open_since and body.since <= open_since[0]:
-                raise RuleViolation(
-                    f"sensor {sensor_id} is placed since {open_since[0].isoformat()}: a new "
-                    "placement starts after that (past placements are part of the record)"
-                )
-            md.assign_sensor(conn, sensor_id, body.location_id, body.since, body.position)
-            sensor = md.get_sensor(conn, sensor_id)
-        assert sensor is not None  # noqa: S101
+            sensor = md.place_sensor(conn, sensor_id, body.location_id, body.since,
+                                     body.position, deps.clock.now())  # fmt: skip
         etag.tagged(response, sensor)
         return sensor
 
@@ -198,19 +177,9 @@ def register(app: FastAPI, deps: Deps) -> None:
     ) -> md.Sensor:  # fmt: skip
         """File a calibration certificate (append-only); the due date follows the latest
         passed one, and the record shows each value's calibration status from them."""
-        if body.valid_until <= body.calibrated_on:
-            raise RuleViolation("valid_until must come after calibrated_on")
         with acting(conn, user.username):
-            sensor = md.get_sensor(conn, sensor_id, lock=True)
-            if sensor is None:
-                raise NotFound(f"no sensor {sensor_id}")
-            if any(c.certificate_no == body.certificate_no for c in sensor.certificates):
-                raise RuleViolation(
-                    f"certificate {body.certificate_no} is on file for {sensor_id} already"
-                )
-            md.add_certificate(conn, sensor_id, **body.model_dump(), recorded_by=user.username)
-            sensor = md.get_sensor(conn, sensor_id)
-        assert sensor is not None  # noqa: S101
+            sensor = md.file_certificate(conn, sensor_id, **body.model_dump(),
+                                         recorded_by=user.username)  # fmt: skip
         etag.tagged(response, sensor)
         return sensor
 

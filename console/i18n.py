@@ -40,6 +40,7 @@ CODES: dict[str, tuple[str, ...]] = {
     "capa": ("open", "investigation", "actions", "effectiveness_check", "closed"),
     "movement": ("receiving", "put_away", "transfer", "loading", "delivery", "return",
                  "return_to_supplier", "destruction"),
+    "sensor": ("probe", "position", "door"),
     "alarm": ("excursion", "offline", "unavailable", "record_interval", "rapid_change",
               "battery_low", "calibration_overdue", "humidity"),
 }  # fmt: skip

@@ -13,7 +13,7 @@ from coldtrail.clock import Clock
 from coldtrail.erp import masterdata
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.tx import Conn
-from coldtrail.errors import RecordError, SignatureRefused
+from coldtrail.errors import NotFound, RecordError, SignatureRefused
 
 MEANINGS = ("approval", "review", "responsibility", "verification", "authorship")
 MEANING = "^(" + "|".join(MEANINGS) + ")$"
@@ -36,12 +36,15 @@ class Kit:
         also: tuple[type[Exception], ...] = (),
     ) -> Response:  # fmt: skip
         """A form's ERP call: done, back to ``then``; a refused signature a 403 page, a
-        record's refusal (or one of ``also``) a 409 page with the reason."""
+        record named that does not exist a 404 page, a record's refusal (or one of ``also``)
+        a 409 page with the reason."""
         refused: tuple[type[Exception], ...] = (RecordError, *also)
         try:
             call()
         except SignatureRefused as exc:
             return self.problem(request, user, exc, status=403)
+        except NotFound as exc:
+            return self.problem(request, user, exc, status=404)
         except refused as exc:
             return self.problem(request, user, exc)
         return RedirectResponse(then, status_code=303)

@@ -17,12 +17,12 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
 from coldtrail.api import auth, web
-from coldtrail.api.erp_routes import EVERYONE, OVERSIGHT, QA, STOCK, verify_all
+from coldtrail.api.erp_routes import EVERYONE, LOGISTICS, OVERSIGHT, QA, STOCK, verify_all
 from coldtrail.api.record.build import Channel, Record, location_record, shipment_record
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import admin, charts, fonts, i18n, qa
+from coldtrail.console import admin, charts, fonts, i18n, qa, sensors
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
@@ -120,6 +120,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     kit = Kit(who, checked, render, _problem_page, deps.clock, deps.password_guard)
     qa.register(app, kit, Db)
     admin.register(app, kit, Db)
+    sensors.register(app, kit, Db)
 
     @app.get("/fonts/cjk.ttf", include_in_schema=False)
     def cjk_font() -> Response:
@@ -417,6 +418,7 @@ def _abilities(user: User | None) -> dict[str, bool]:
         "audit": role in OVERSIGHT,
         "admin": role == Role.ADMIN,
         "change": role == Role.QA,
+        "place": role in LOGISTICS,
     }
 
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
 
-from coldtrail.errors import RuleViolation
+from coldtrail.errors import NotFound, RuleViolation
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 LocationKind = Literal["cold_room", "ambient_store", "vehicle", "compartment"]
 SensorKind = Literal["probe", "position", "door"]
 """probe: temperature (and humidity); position: a vehicle's GNSS unit; door: a door contact."""
+CalibrationState = Literal["valid", "overdue", "none"]
+"""As the record says it of a reading: a passed certificate covers the day (``valid``);
+certificates are on file but none passed covers it (``overdue``); none on file (``none``)."""
+MAX_PLACEMENT_AHEAD = timedelta(days=1)
+EARLIEST_PLACEMENT = datetime(1970, 1, 1, tzinfo=UTC)
+"""Before it a time is not one a placement can have: 0001-01-01 in a zone east of UTC is in
+1 BC, which the database stores and Python can't read back."""
 
 
 @dataclass(frozen=True)
@@ -255,3 +262,119 @@ def add_certificate(
         "calibration_certificates WHERE sensor_id = %(id)s AND passed) WHERE id = %(id)s",
         {"id": sensor_id},
     )
+
+
+def file_certificate(
+    conn: Conn,
+    sensor_id: str,
+    *,
+    certificate_no: str,
+    issuer: str,
+    calibrated_on: date,
+    valid_until: date,
+    passed: bool,
+    max_error_c: float | None,
+    recorded_by: str,
+) -> Sensor:
+    """File a calibration certificate, append-only, as the API and the console take one:
+    refused for a sensor not registered, a period that ends before it starts, or a number
+    already on file for the sensor."""
+    if valid_until <= calibrated_on:
+        raise RuleViolation("valid_until must come after calibrated_on")
+    sensor = get_sensor(conn, sensor_id, lock=True)
+    if sensor is None:
+        raise NotFound(f"no sensor {sensor_id}")
+    if any(c.certificate_no == certificate_no for c in sensor.certificates):
+        raise RuleViolation(f"certificate {certificate_no} is on file for {sensor_id} already")
+    add_certificate(conn, sensor_id, certificate_no, issuer, calibrated_on, valid_until, passed,
+                    max_error_c, recorded_by)  # fmt: skip
+    filed = get_sensor(conn, sensor_id)
+    assert filed is not None  # noqa: S101 - locked and written just above
+    return filed
+
+
+def place_sensor(
+    conn: Conn, sensor_id: str, location_id: str, since: datetime, position: str, now: datetime
+) -> Sensor:
+    """Place a sensor from ``since`` on, as the API and the console do: its current placement
+    ends then. Refused for an unknown sensor or place, a start more than a day ahead (it would
+    hold the sensor there for good) or not after the current placement's (the past placements
+    are part of the record)."""
+    current = get_sensor(conn, sensor_id, lock=True)
+    if current is None:
+        raise NotFound(f"no sensor {sensor_id}")
+    if get_location(conn, location_id) is None:
+        raise NotFound(f"no location {location_id}")
+    if since < EARLIEST_PLACEMENT:
+        raise RuleViolation(f"a placement starts in 1970 or later, not {since.isoformat()}")
+    if since > now + MAX_PLACEMENT_AHEAD:
+        raise RuleViolation(
+            f"a placement starts at most {MAX_PLACEMENT_AHEAD.days} day ahead, not "
+            f"{since.isoformat()}"
+        )
+    open_since = [p.since for p in current.placements if p.until is None]
+    if open_since and since <= open_since[0]:
+        raise RuleViolation(
+            f"sensor {sensor_id} is placed since {open_since[0].isoformat()}: a new "
+            "placement starts after that (past placements are part of the record)"
+        )
+    assign_sensor(conn, sensor_id, location_id, since, position)
+    placed = get_sensor(conn, sensor_id)
+    assert placed is not None  # noqa: S101 - locked just above
+    return placed
+
+
+@dataclass(frozen=True)
+class SensorState:
+    """A sensor as its list shows it: where it is now and its calibration on a day."""
+
+    id: str
+    kind: SensorKind
+    model: str
+    serial: str
+    location_id: str | None
+    position: str
+    placed_since: datetime | None
+    calibration: CalibrationState
+    certificate_no: str | None
+    """The passed certificate covering the day (the one lasting longest), if any."""
+    valid_until: date | None
+    """Until when that certificate covers; when none does, the end of the latest passed one."""
+
+    def days_left(self, day: date) -> int | None:
+        """Days the covering certificate still runs after ``day``."""
+        if self.calibration != "valid" or self.valid_until is None:
+            return None
+        return (self.valid_until - day).days
+
+
+# One row per sensor: its open placement, the passed certificate covering the day, and its
+# certificates' count and latest passed end for a sensor that none covers.
+_SENSOR_STATES = """
+SELECT s.id, s.kind::text, s.model, s.serial, a.location_id, coalesce(a.position, ''),
+       lower(a.valid), cov.certificate_no, coalesce(cov.valid_until, h.last_until), h.n
+FROM sensors s
+LEFT JOIN sensor_assignments a ON a.sensor_id = s.id AND upper_inf(a.valid)
+LEFT JOIN LATERAL (
+    SELECT certificate_no, valid_until FROM calibration_certificates c
+    WHERE c.sensor_id = s.id AND c.passed
+      AND c.calibrated_on <= %(day)s AND c.valid_until >= %(day)s
+    ORDER BY c.valid_until DESC, c.id DESC LIMIT 1) cov ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n, max(valid_until) FILTER (WHERE passed) AS last_until
+    FROM calibration_certificates c WHERE c.sensor_id = s.id) h ON true
+WHERE (%(kind)s::text IS NULL OR s.kind::text = %(kind)s)
+ORDER BY s.id
+"""
+
+
+def sensor_states(conn: Conn, day: date, kind: SensorKind | None = None) -> list[SensorState]:
+    """Every sensor (of ``kind``), where it is now and its calibration on ``day``."""
+    states = []
+    for sid, k, model, serial, loc, pos, since, cert, until, n in conn.execute(
+        _SENSOR_STATES, {"day": day, "kind": kind}
+    ):
+        calibration: CalibrationState = "valid" if cert else "overdue" if n else "none"
+        states.append(SensorState(sid, k, model, serial, loc, pos, since, calibration, cert,
+                                  until))  # fmt: skip
+    return states

@@ -427,7 +427,8 @@ PAGES = {("GET", "/docs")} | {
         ("GET", ("/login", "/", "/board", "/excursions", "/excursions/{excursion_id}",
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
                  "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin", "/conformance",
-                 "/places/{location_id}", "/validation", "/profiles")),
+                 "/places/{location_id}", "/validation", "/profiles", "/sensors",
+                 "/sensors/{sensor_id}")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
@@ -435,7 +436,8 @@ PAGES = {("GET", "/docs")} | {
                   "/admin/users", "/admin/users/{username}/disabled", "/admin/contacts",
                   "/admin/locations/{location_id}", "/places/{location_id}/limits",
                   "/validation/{run_id}/sign", "/profiles/{profile_id}/limits",
-                  "/products/{gtin}/profile")),
+                  "/products/{gtin}/profile", "/sensors/{sensor_id}/calibrations",
+                  "/sensors/{sensor_id}/placements")),
     )
     for path in paths
 }  # fmt: skip
@@ -1243,6 +1245,18 @@ def test_a_placement_far_ahead_is_refused_so_it_cant_hold_the_sensor_for_good(
     resp = client.post("/api/v1/sensors/S1/placements", json=body, headers=admin)
     assert resp.status_code == 409
     assert "at most 1 day ahead" in resp.json()["detail"]
+
+
+def test_a_placement_before_1970_is_refused_not_stored_in_1_bc(client: Any) -> None:
+    """0001-01-01 at +08:00 is in 1 BC in UTC: stored, it could not be read back."""
+    admin = _headers(client, Role.ADMIN)
+    new = {"model": "xy-md02", "serial": "SN-NEW-1"}
+    assert client.put("/api/v1/sensors/S9", json=new, headers=admin).status_code == 200
+    body = {"location_id": "CR", "since": "0001-01-01T00:00:00+08:00"}
+    resp = client.post("/api/v1/sensors/S9/placements", json=body, headers=admin)
+    assert resp.status_code == 409, resp.text
+    assert "1970 or later" in resp.json()["detail"]
+    assert client.get("/api/v1/sensors/S9", headers=admin).json()["placements"] == []
 
 
 def test_evidence_with_a_chinese_name_downloads_and_a_page_is_sent_as_bytes(client: Any) -> None:
