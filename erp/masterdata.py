@@ -239,31 +239,6 @@ def get_sensor(conn: Conn, sensor_id: str, *, lock: bool = False) -> Sensor | No
     )
 
 
-def add_certificate(
-    conn: Conn,
-    sensor_id: str,
-    certificate_no: str,
-    issuer: str,
-    calibrated_on: date,
-    valid_until: date,
-    passed: bool,
-    max_error_c: float | None,
-    recorded_by: str,
-) -> None:
-    """File a calibration certificate; the sensor's due date follows its latest passed one."""
-    conn.execute(
-        "INSERT INTO calibration_certificates (sensor_id, certificate_no, issuer, calibrated_on,"
-        " valid_until, passed, max_error_c, recorded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (sensor_id, certificate_no, issuer, calibrated_on, valid_until, passed, max_error_c,
-         recorded_by),
-    )  # fmt: skip
-    conn.execute(
-        "UPDATE sensors SET calibration_due = (SELECT max(valid_until) FROM "
-        "calibration_certificates WHERE sensor_id = %(id)s AND passed) WHERE id = %(id)s",
-        {"id": sensor_id},
-    )
-
-
 def file_certificate(
     conn: Conn,
     sensor_id: str,
@@ -286,8 +261,18 @@ def file_certificate(
         raise NotFound(f"no sensor {sensor_id}")
     if any(c.certificate_no == certificate_no for c in sensor.certificates):
         raise RuleViolation(f"certificate {certificate_no} is on file for {sensor_id} already")
-    add_certificate(conn, sensor_id, certificate_no, issuer, calibrated_on, valid_until, passed,
-                    max_error_c, recorded_by)  # fmt: skip
+    conn.execute(
+        "INSERT INTO calibration_certificates (sensor_id, certificate_no, issuer, calibrated_on,"
+        " valid_until, passed, max_error_c, recorded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (sensor_id, certificate_no, issuer, calibrated_on, valid_until, passed, max_error_c,
+         recorded_by),
+    )  # fmt: skip
+    # The sensor's due date follows its latest passed certificate.
+    conn.execute(
+        "UPDATE sensors SET calibration_due = (SELECT max(valid_until) FROM "
+        "calibration_certificates WHERE sensor_id = %(id)s AND passed) WHERE id = %(id)s",
+        {"id": sensor_id},
+    )
     filed = get_sensor(conn, sensor_id)
     assert filed is not None  # noqa: S101 - locked and written just above
     return filed
