@@ -3,6 +3,8 @@
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -11,6 +13,8 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Form, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
@@ -34,6 +38,7 @@ from coldtrail.errors import NotFound, RecordError
 from coldtrail.rules import alarms
 
 STATIC = Path(__file__).resolve().parent / "static"
+API_PREFIX = "/api/"
 INBOX_FILTERS = ("open", "late", "revised", "withdrawn", "all")
 
 
@@ -139,6 +144,27 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     async def _login_first(request: Request, _: Exception) -> Response:
         target = request.url.path if request.method == "GET" else "/"
         return RedirectResponse(f"/login?next={target}", status_code=303)
+
+    api_refused = app.exception_handlers.get(RequestValidationError)
+
+    @app.exception_handler(RequestValidationError)
+    async def _form_refused(request: Request, exc: Exception) -> Response:
+        """A field of a page or form out of its bounds (a number too large, a text too long)
+        answers as the console's page saying which and why, not as the API's JSON; values
+        are not quoted back (a password may be one). The API's routes keep their answer."""
+        if api_refused is not None and request.url.path.startswith(API_PREFIX):
+            answer = api_refused(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
+        )
+        async with contextlib.asynccontextmanager(deps.db)() as conn:
+            user = await run_in_threadpool(viewer, request, conn)
+            page: Response = await run_in_threadpool(
+                render, request, user, "problem.html", 422, message=problems
+            )
+            return page
 
     # ---------------------------------------------------------------- session
 

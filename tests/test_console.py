@@ -528,6 +528,37 @@ def test_an_admin_adds_a_person_and_a_contact_and_marks_a_quarantine_area_and_no
         assert refused.status_code == 403
 
 
+def test_a_form_field_out_of_its_bounds_is_a_console_page_naming_it_not_the_apis_json(
+    site: Site,
+) -> None:
+    import httpx2
+
+    secret = "a-password-nobody-may-see-" + "x" * 1100
+    with httpx2.Client(base_url=site.url, follow_redirects=False,
+                       headers={"Accept-Language": "en"}) as http:  # fmt: skip
+        csrf = _signed_in(http, "admin", ADMIN_PASSWORD)
+        contact = {"name": "Night", "channel": "webhook", "target": "https://x.example/h",
+                   "level": "11", "after_min": "10000000000000", "csrf": csrf}  # fmt: skip
+        page = http.post("/admin/contacts", data=contact)
+        assert page.status_code == 422
+        assert page.headers["content-type"].startswith("text/html")
+        assert "level: Input should be less than or equal to 10" in page.text
+        assert "after_min: Input should be less than or equal to 10080" in page.text
+        assert 'href="/admin"' in page.text  # the signed-in person's page, with its menu
+        person = {"username": "bob", "full_name": "Bob", "role": "qa", "password": secret,
+                  "csrf": csrf}  # fmt: skip
+        page = http.post("/admin/users", data=person)
+        assert page.status_code == 422
+        assert "password: String should have at most 1024 characters" in page.text
+        assert "a-password-nobody-may-see" not in page.text
+        hours = http.get("/places/TRK?hours=many")
+        assert hours.status_code == 422
+        assert "hours: Input should be a valid integer" in hours.text
+        # The API answers as it always did.
+        api = http.get("/api/v1/audit?limit=0")
+        assert api.headers["content-type"] == "application/json"
+
+
 def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
     import httpx2
 
