@@ -129,6 +129,45 @@ def test_logistics_sees_a_published_reading_on_the_live_board_within_2_s(
     _shot(page, site, "board-en")
 
 
+TYPED = "门已关好。正在复核"
+
+
+@needs_browser
+def test_a_new_alarm_appears_on_the_board_in_place_keeping_a_comment_being_typed(
+    browser: Any, site: Site
+) -> None:
+    from playwright.sync_api import expect
+
+    from coldtrail.rules import alarms
+    from coldtrail.rules.conditions import Condition
+
+    page = _page(browser, site)
+    _login(page, "logi1")
+    expect(page.locator("#feed")).to_have_attribute("data-state", "live", timeout=10_000)
+    comment = page.locator("#alarms-section input[name=comment]").first
+    comment.fill(TYPED)
+    typed_in = comment.get_attribute("id")
+    page.evaluate("window.notReloaded = true")
+    message = "logger battery at 5 %: replace it"
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        found = Condition("battery_low", "S2", "TC", T0 + timedelta(hours=3), None, message)
+        alarm = alarms.upsert(conn, found, T0 + timedelta(hours=4))
+    body = f'{{"type":"alarm.raised","subject":"alarm/{alarm}"}}'.encode()
+    publish(site.mqtt, f"{site.root}/v1/events/alarm/raised", body)
+    expect(page.locator("#alarms-section")).to_contain_text(message, timeout=5_000)
+    assert page.evaluate("window.notReloaded") is True
+    assert page.locator(f"#{typed_in}").input_value() == TYPED
+    assert page.evaluate("document.activeElement.id") == typed_in
+    expect(page.locator("#board-news")).to_contain_text("Active alarms")
+    # The redrawn forms are the server's: acknowledging the new alarm works.
+    page.fill(f"#ack-{alarm}", "battery ordered")
+    page.click(f"#ack-{alarm} + button")
+    page.wait_for_load_state()
+    done = page.locator("#alarms-section")
+    expect(done).to_contain_text("Acknowledged by logi1: battery ordered")
+    _shot(page, site, "board-alarm-in-place-en")
+
+
 @needs_browser
 def test_qa_releases_a_lot_with_two_signatures_and_a_wrong_password_is_refused_and_audited(
     browser: Any, site: Site
