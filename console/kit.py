@@ -85,3 +85,13 @@ def delay(text: str) -> int | None:
     if not 0 <= value <= 86_400:
         raise ValueError(f"an alarm delay is 0 to 86400 s, not {text!r}")
     return value
+
+
+def local_time(text: str, when: LocalTimes) -> datetime:
+    """A time typed in a form (``2026-11-22T21:30``, a browser's datetime-local) in the
+    site's zone; one with its own offset is taken as it says."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a time: {text!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=when.tz)

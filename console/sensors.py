@@ -6,7 +6,7 @@ request model.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, get_args
 
 from fastapi import FastAPI, Form, Request
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from coldtrail.api import models
 from coldtrail.api.erp_routes import EVERYONE, LOGISTICS, QA
-from coldtrail.console.kit import Kit, LocalTimes, site_zone
+from coldtrail.console.kit import Kit, LocalTimes, local_time, site_zone
 from coldtrail.erp import masterdata
 from coldtrail.erp.masterdata import SensorKind, SensorState
 from coldtrail.erp.tx import acting
@@ -115,16 +115,14 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         user = kit.checked(request, conn, csrf, LOGISTICS)
         when = LocalTimes(site_zone(conn, None))
         try:
-            local = datetime.fromisoformat(since)
-            if local.tzinfo is None:
-                local = local.replace(tzinfo=when.tz)
-            body = models.PlacementIn.model_validate(
-                {"location_id": location_id, "since": local, "position": position.strip()}
-            )
+            body = models.PlacementIn.model_validate({
+                "location_id": location_id, "since": local_time(since, when),
+                "position": position.strip(),
+            })  # fmt: skip
         except ValidationError as exc:
             return kit.problem(request, user, ValueError(validation_problems(exc)))
-        except ValueError:
-            return kit.problem(request, user, ValueError(f"not a time: {since!r}"))
+        except ValueError as exc:
+            return kit.problem(request, user, exc)
 
         def move() -> None:
             with acting(conn, user.username):

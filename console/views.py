@@ -26,7 +26,7 @@ from coldtrail.api.record.build import Channel, Record, location_record, shipmen
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import admin, charts, fonts, i18n, qa, sensors
+from coldtrail.console import admin, charts, fonts, goods, i18n, qa, sensors
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
@@ -126,6 +126,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     qa.register(app, kit, Db)
     admin.register(app, kit, Db)
     sensors.register(app, kit, Db)
+    goods.register(app, kit, Db)
 
     @app.get("/fonts/cjk.ttf", include_in_schema=False)
     def cjk_font() -> Response:
@@ -445,6 +446,7 @@ def _abilities(user: User | None) -> dict[str, bool]:
         "admin": role == Role.ADMIN,
         "change": role == Role.QA,
         "place": role in LOGISTICS,
+        "move": role in LOGISTICS,
     }
 
 

@@ -8,7 +8,7 @@ rewriting a lot's history with a movement older than its last one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -144,6 +144,26 @@ def lots_in_location(
         {"loc": location_id, "start": start, "end": end, "children": with_children},
     ).fetchall()
     return [Stay(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Stock:
+    """A lot (or part of it) lying in a place now."""
+
+    lot_id: int
+    gtin: str
+    product: str
+    lot_number: str
+    status: str
+    expiry: date | None
+    location_id: str
+    quantity: Decimal
+    since: datetime
+
+
+def stock_now(conn: Conn, limit: int = 5000) -> list[Stock]:
+    """What lies where now, by place and lot."""
+    return [Stock(*r) for r in conn.execute(q.STOCK_NOW, {"limit": limit})]
 
 
 def lot_history(conn: Conn, lot_id: int) -> list[Stay]:

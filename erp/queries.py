@@ -234,6 +234,18 @@ ORDER BY lower(s.during), s.lot_id, s.location_id
 
 LOT_STAYS = _STAY_SELECT + "WHERE s.lot_id = %(lot)s ORDER BY lower(s.during), s.location_id"
 
+# What lies where now: every open stay, with the lot's product and status.
+STOCK_NOW = """
+SELECT s.lot_id, l.gtin, p.name, l.lot_number, l.status::text, l.expiry, s.location_id,
+       s.quantity, lower(s.during)
+FROM lot_stays s
+JOIN lots l ON l.id = s.lot_id
+JOIN products p ON p.gtin = l.gtin
+WHERE upper_inf(s.during)
+ORDER BY s.location_id, s.lot_id
+LIMIT %(limit)s
+"""
+
 LOCATION_KIND = "SELECT kind::text FROM locations WHERE id = %(id)s"
 QUARANTINE_AREA = "SELECT quarantine_area FROM locations WHERE id = %(id)s"
 

@@ -428,7 +428,7 @@ PAGES = {("GET", "/docs")} | {
                  "/fonts/cjk.ttf", "/records", "/shipments/{shipment_id}", "/audit",
                  "/lots/{lot_id}", "/capa", "/capa/{capa_id}", "/kpi", "/admin", "/conformance",
                  "/places/{location_id}", "/validation", "/profiles", "/sensors",
-                 "/sensors/{sensor_id}")),
+                 "/sensors/{sensor_id}", "/goods")),
         ("POST", ("/login", "/logout", "/language", "/alarms/{alarm_id}/acknowledge",
                   "/holds/{hold_id}/disposition", "/audit/verify", "/lots/{lot_id}/hold",
                   "/lots/{lot_id}/exit", "/capa/{capa_id}/advance", "/capa/{capa_id}/actions",
@@ -437,7 +437,9 @@ PAGES = {("GET", "/docs")} | {
                   "/admin/locations/{location_id}", "/places/{location_id}/limits",
                   "/validation/{run_id}/sign", "/profiles/{profile_id}/limits",
                   "/products/{gtin}/profile", "/sensors/{sensor_id}/calibrations",
-                  "/sensors/{sensor_id}/placements")),
+                  "/sensors/{sensor_id}/placements", "/goods/receive", "/goods/move",
+                  "/shipments", "/shipments/{shipment_id}/load", "/shipments/{shipment_id}/depart",
+                  "/shipments/{shipment_id}/deliver", "/shipments/{shipment_id}/arrive")),
     )
     for path in paths
 }  # fmt: skip

@@ -386,7 +386,8 @@ def test_qa_sends_a_rejected_lot_to_destruction_from_quarantine_with_a_signature
 
 PAGES = ("/board", "/excursions?show=all", "/excursions/1", "/records", "/shipments/SH1",
          "/audit", "/lots/1", "/capa", "/capa/1", "/kpi", "/admin", "/conformance",
-         "/places/TRK?hours=6", "/validation", "/profiles", "/sensors", "/sensors/S3")  # fmt: skip
+         "/places/TRK?hours=6", "/validation", "/profiles", "/sensors", "/sensors/S3",
+         "/goods")  # fmt: skip
 
 
 @needs_browser
