@@ -7,13 +7,26 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx2
 import psycopg
 
 from coldtrail.erp.holds import place_hold
+from coldtrail.erp.movements import create_shipment, record_movement
+from coldtrail.erp.products import register_scan
 from tests.conftest import GTIN, QA_PASSWORD, T0
-from tests.test_console import Site, _signed_in, site  # noqa: F401 - the fixture
+from tests.test_console import (  # noqa: F401 - the fixtures
+    Site,
+    _login,
+    _page,
+    _serious,
+    _shot,
+    _signed_in,
+    browser,
+    needs_browser,
+    site,
+)
 from tests.test_record import shipped  # noqa: F401 - the fixture site needs
 
 EN = {"Accept-Language": "en"}
@@ -149,3 +162,37 @@ def test_only_logistics_and_admins_get_the_goods_forms(site: Site) -> None:  # n
         assert conn.execute("SELECT count(*) FROM lots WHERE lot_number = 'LOT-77'").fetchone() == (
             0,
         )
+
+
+@needs_browser
+def test_logistics_loads_a_lot_in_the_browser_and_the_page_has_no_serious_violation(
+    browser: Any,  # noqa: F811
+    site: Site,  # noqa: F811
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
+    from playwright.sync_api import expect
+
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        lot = register_scan(conn, "logi1", SCAN).id
+        record_movement(conn, "logi1", lot, "receiving", 20, T0 + timedelta(hours=3),
+                        to_location="CR", party=SUPPLIER)  # fmt: skip
+        create_shipment(conn, "logi1", "SH2", "TRK", "s1", HOSPITAL)
+    for lang in ("en", "zh"):
+        page = _page(browser, site, lang)
+        _login(page, "logi1")
+        page.goto("/goods")
+        assert _serious(Axe().run(page).response) == []
+        _shot(page, site, f"goods-{lang}")
+    page.select_option("#load-SH2-lot", f"{lot}|CR")
+    page.fill("#load-SH2-q", "12")
+    page.select_option("#load-SH2-to", "TC")
+    page.click("form[action='/shipments/SH2/load'] button[type=submit]")
+    page.wait_for_load_state()
+    expect(page.locator("#sh-SH2")).to_be_visible()
+    assert _stays(site.db_url, "LOT-77") == {"CR": 8, "TC": 12}
+    with psycopg.connect(site.db_url) as conn:
+        # The browser's local time field, in the site's zone: the clock's 22:00 in Shanghai.
+        assert conn.execute(
+            "SELECT to_char(at AT TIME ZONE 'Asia/Shanghai', 'HH24:MI') FROM movements"
+            " WHERE kind = 'loading' AND shipment_id = 'SH2'"
+        ).fetchone() == ("22:00",)
