@@ -7,7 +7,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -379,21 +379,42 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         return record_page(request, user, record)
 
     @app.get("/places/{location_id}", include_in_schema=False)
-    def place(request: Request, conn: Db, location_id: str, hours: int = 6) -> HTMLResponse:
-        """A storeroom's or vehicle's last hours (up to 400 days) as its record."""
+    def place(
+        request: Request,
+        conn: Db,
+        location_id: str,
+        hours: int = 6,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> HTMLResponse:
+        """A storeroom's or vehicle's last hours, or the days an auditor names (``since`` to
+        ``until``, both included, in the place's zone; up to 400 days), as its record."""
         user = who(request, conn)
-        hours = min(max(hours, 1), 400 * 24)
         now = deps.clock.now()
-        start = now - timedelta(hours=hours)
+        place = masterdata.get_location(conn, location_id)
+        if place is None:
+            return _problem(request, user, NotFound(f"no location {location_id}"), status=404)
+        when = LocalTimes(site_zone(conn, place.site_id))
+        shown: int | None = min(max(hours, 1), 400 * 24)
+        start, end = now - timedelta(hours=shown or 0), now
+        if since or until:
+            shown = None
+            try:
+                first = _day(since, when)
+                last = _day(until or f"{when.local(now):%Y-%m-%d}", when, after=True)
+            except ValueError:
+                bad = ValueError(f"a day is written 2026-03-01, not {since or until!r}")
+                return _problem(request, user, bad, status=422)
+            if first is None or last is None:
+                return _problem(request, user, ValueError("a period names its first day"), 422)
+            start, end = first, min(last, now)
         try:
-            record = location_record(conn, location_id, start, now, now)
-        except NotFound as exc:
-            return _problem(request, user, exc, status=404)
+            record = location_record(conn, location_id, start, end, now)
         except RecordError as exc:
             return _problem(request, user, exc)
-        return record_page(request, user, record, hours=hours,
-                           period={"from": _z(start), "to": _z(now)},
-                           place=masterdata.get_location(conn, location_id), meanings=MEANINGS,
+        return record_page(request, user, record, hours=shown, since=since or "",
+                           until=until or "", period={"from": _z(start), "to": _z(end)},
+                           place=place, meanings=MEANINGS,
                            place_changes=changes.list_changes(
                                conn, of=("location", location_id)))  # fmt: skip
 
@@ -461,7 +482,8 @@ def _day(text: str | None, when: LocalTimes, *, after: bool = False) -> datetime
 
 
 def _z(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
+    # In UTC: an offset's "+" in a link's query would be read back as a space.
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _local(target: str) -> str:

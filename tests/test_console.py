@@ -599,6 +599,34 @@ def test_a_form_field_out_of_its_bounds_is_a_console_page_naming_it_not_the_apis
         assert api.headers["content-type"] == "application/json"
 
 
+def test_an_auditor_reads_a_places_record_for_the_days_named_in_the_sites_zone(
+    site: Site,
+) -> None:
+    import httpx2
+
+    with httpx2.Client(base_url=site.url, follow_redirects=False,
+                       headers={"Accept-Language": "en"}) as http:  # fmt: skip
+        _signed_in(http, "audi1", QA_PASSWORD)
+        page = http.get("/places/TC?since=2026-11-22&until=2026-11-22")
+        assert page.status_code == 200, page.text
+        # From the day's start in Shanghai to now (22:00 there): the day is not over.
+        assert "2026-11-22 00:00:00 +08:00 — 2026-11-22 22:00:00 +08:00" in page.text
+        assert "from=2026-11-21T16:00:00Z&amp;to=2026-11-22T14:00:00Z" in page.text
+        csv = http.get("/api/v1/locations/TC/record?from=2026-11-21T16:00:00Z"
+                       "&to=2026-11-22T14:00:00Z&format=csv")  # fmt: skip
+        assert (csv.status_code, csv.headers["content-type"][:8]) == (200, "text/csv")
+        assert 'href="/excursions/1"' in page.text  # the day's excursion is in it
+        for query, status, message in (
+            ("since=2026-11-23&until=2026-11-22", 409, "its end after its start"),
+            ("since=2025-01-01&until=2026-11-22", 409, "at most 400 days"),
+            ("since=2026-13-01", 422, "a day is written 2026-03-01"),
+            ("until=2026-11-22", 422, "a period names its first day"),
+        ):
+            refused = http.get(f"/places/TC?{query}")
+            assert (refused.status_code, message in refused.text) == (status, True), query
+        assert http.get("/places/NOPE?since=2026-11-22").status_code == 404
+
+
 def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
     import httpx2
 
