@@ -30,7 +30,7 @@ from coldtrail.erp import (
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials, Signature
 from coldtrail.erp.tx import Conn
-from coldtrail.errors import NotFound, RuleViolation
+from coldtrail.errors import NotFound
 from coldtrail.redact import redact_url
 
 PREFIX = "/api/v1"
@@ -142,8 +142,7 @@ def register(app: FastAPI, deps: Deps) -> None:
 
     @app.put(PREFIX + "/products/{gtin}", tags=["products"], responses=refusals)
     def put_product(gtin: str, body: models.ProductIn, conn: Db, user: Qa) -> products.Product:
-        if not (len(gtin) == 14 and gtin.isdigit()):
-            raise RuleViolation("a GTIN here has 14 digits (pad GTIN-8/12/13 with zeros)")
+        products.check_gtin(gtin)
         products.get_profile(conn, body.profile_id)  # a 404 for a profile that does not exist
         new = products.Product(gtin, body.name, body.profile_id, body.serialised)
         changes.refuse_edit("product", gtin, products.find_product(conn, gtin), new,

@@ -11,33 +11,23 @@ No `from __future__ import annotations`: FastAPI reads these annotations at run 
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ValidationError
 
 from coldtrail.api import models
 from coldtrail.api.erp_routes import EVERYONE, LOGISTICS
-from coldtrail.console.kit import Kit, LocalTimes, local_time, site_zone
+from coldtrail.console.kit import Kit, LocalTimes, local_time, read, site_zone
 from coldtrail.erp import masterdata, movements, products
 from coldtrail.erp.movements import Stock
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import PayloadError, validation_problems
+from coldtrail.errors import PayloadError
 
-M = TypeVar("M", bound=BaseModel)
 WHERE_GOODS_LIE = ("cold_room", "ambient_store")
 SHOWN_STATES = ("planned", "in_transit")
 Text = Annotated[str, Form(max_length=500)]
 Csrf = Annotated[str, Form(max_length=100)]
-
-
-def read(model: type[M], data: dict[str, Any]) -> M:
-    """A form as the API's request model reads it; its refusal in one line."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(validation_problems(exc)) from None
 
 
 def stay(text: str) -> tuple[int, str]:

@@ -11,15 +11,14 @@ from typing import Annotated, Any, get_args
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
 
 from coldtrail.api import models
 from coldtrail.api.erp_routes import EVERYONE, LOGISTICS, QA
-from coldtrail.console.kit import Kit, LocalTimes, local_time, site_zone
+from coldtrail.console.kit import Kit, LocalTimes, local_time, read, site_zone
 from coldtrail.erp import masterdata
 from coldtrail.erp.masterdata import SensorKind, SensorState
 from coldtrail.erp.tx import acting
-from coldtrail.errors import NotFound, validation_problems
+from coldtrail.errors import NotFound
 
 DUE_SOON_DAYS = 30
 """A certificate running out within this many days is shown as due: a probe's calibration
@@ -85,21 +84,18 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     ) -> Response:
         """A certificate as the API files it (``POST /api/v1/sensors/{id}/calibrations``)."""
         user = kit.checked(request, conn, csrf, QA)
-        try:
-            cert = models.CertificateIn.model_validate({
+
+        def file() -> None:
+            cert = read(models.CertificateIn, {
                 "certificate_no": certificate_no.strip(), "issuer": issuer.strip(),
                 "calibrated_on": calibrated_on, "valid_until": valid_until,
                 "passed": passed == "true", "max_error_c": max_error_c.strip() or None,
             })  # fmt: skip
-        except ValidationError as exc:
-            return kit.problem(request, user, ValueError(validation_problems(exc)))
-
-        def file() -> None:
             with acting(conn, user.username):
                 masterdata.file_certificate(conn, sensor_id, **cert.model_dump(),
                                             recorded_by=user.username)  # fmt: skip
 
-        return kit.act(request, user, file, f"/sensors/{sensor_id}")
+        return kit.act(request, user, file, f"/sensors/{sensor_id}", also=(ValueError,))
 
     @app.post("/sensors/{sensor_id}/placements", include_in_schema=False)
     def place(
@@ -114,19 +110,14 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
         """A placement as the API makes it, from a time typed in the site's zone."""
         user = kit.checked(request, conn, csrf, LOGISTICS)
         when = LocalTimes(site_zone(conn, None))
-        try:
-            body = models.PlacementIn.model_validate({
+
+        def move() -> None:
+            body = read(models.PlacementIn, {
                 "location_id": location_id, "since": local_time(since, when),
                 "position": position.strip(),
             })  # fmt: skip
-        except ValidationError as exc:
-            return kit.problem(request, user, ValueError(validation_problems(exc)))
-        except ValueError as exc:
-            return kit.problem(request, user, exc)
-
-        def move() -> None:
             with acting(conn, user.username):
                 masterdata.place_sensor(conn, sensor_id, body.location_id, body.since,
                                         body.position, kit.clock.now())  # fmt: skip
 
-        return kit.act(request, user, move, f"/sensors/{sensor_id}")
+        return kit.act(request, user, move, f"/sensors/{sensor_id}", also=(ValueError,))

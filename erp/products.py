@@ -9,7 +9,7 @@ from typing import Any
 from coldtrail.erp import queries as q
 from coldtrail.erp.gs1 import decode_gs1
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import Conflict, NotFound, PayloadError
+from coldtrail.errors import Conflict, NotFound, PayloadError, RuleViolation
 
 LotStatus = str  # available | quarantined | released | rejected (lot_status in SQL)
 
@@ -60,6 +60,30 @@ def upsert_product(conn: Conn, actor: str, product: Product) -> Product:
     with acting(conn, actor):
         conn.execute(q.UPSERT_PRODUCT, asdict(product))
     return product
+
+
+def check_gtin(gtin: str) -> None:
+    if not (len(gtin) == 14 and gtin.isdigit()):
+        raise RuleViolation("a GTIN here has 14 digits (pad GTIN-8/12/13 with zeros)")
+
+
+def add_profile(conn: Conn, actor: str, profile: Profile) -> Profile:
+    """A new storage profile; one that exists changes its range or delay only by a change
+    QA signs (change control), and the rest through the API's edit."""
+    with acting(conn, actor):
+        if conn.execute(q.PROFILE, {"id": profile.id}).fetchone() is not None:
+            raise RuleViolation(f"profile {profile.id} exists already")
+        return upsert_profile(conn, actor, profile)
+
+
+def add_product(conn: Conn, actor: str, product: Product) -> Product:
+    """A new product kept under an existing storage profile."""
+    check_gtin(product.gtin)
+    with acting(conn, actor):
+        if find_product(conn, product.gtin) is not None:
+            raise RuleViolation(f"product {product.gtin} exists already")
+        get_profile(conn, product.profile_id)  # refused: a profile that does not exist
+        return upsert_product(conn, actor, product)
 
 
 def get_profile(conn: Conn, profile_id: str) -> Profile:
