@@ -5,6 +5,7 @@ compliance KPIs. Each form goes through the ERP call the API makes.
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -16,7 +17,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from coldtrail.api import models, web
 from coldtrail.api.erp_routes import OVERSIGHT, QA, STOCK
-from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, delay, number, site_zone
+from coldtrail.console.kit import (
+    MEANING,
+    MEANINGS,
+    Kit,
+    LocalTimes,
+    delay,
+    number,
+    read,
+    site_zone,
+)
 from coldtrail.erp import (
     capa,
     changes,
@@ -270,6 +280,60 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                      if c.subject in ("temperature_profile", "product")],
             when=LocalTimes(site_zone(conn, None)),
         )  # fmt: skip
+
+    @app.post("/profiles", include_in_schema=False)
+    def new_profile(
+        request: Request,
+        conn: Db,
+        profile_id: Annotated[str, Form(max_length=100)],
+        name: Annotated[str, Form(max_length=400)],
+        temp_min_c: Annotated[str, Form(max_length=40)] = "",
+        temp_max_c: Annotated[str, Form(max_length=40)] = "",
+        alarm_delay_s: Annotated[str, Form(max_length=40)] = "0",
+        stability_budget_min: Annotated[str, Form(max_length=40)] = "",
+        release_signatures: Annotated[str, Form(pattern="^[12]$")] = "1",
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        """A new storage profile, read by the API's request model (``PUT /profiles/{id}``)."""
+        user = kit.checked(request, conn, csrf, QA)
+
+        def add() -> None:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", profile_id.strip()):
+                raise ValueError(
+                    f"a profile's id is 1 to 64 letters, digits, _ . -: {profile_id!r}"
+                )
+            body = read(models.ProfileIn, {
+                "name": name.strip(), "temp_min_c": temp_min_c.strip() or None,
+                "temp_max_c": temp_max_c.strip() or None,
+                "alarm_delay_s": alarm_delay_s.strip() or 0,
+                "stability_budget_min": stability_budget_min.strip() or None,
+                "release_signatures": int(release_signatures),
+            })  # fmt: skip
+            profile = products.Profile(id=profile_id.strip(), **body.model_dump())
+            products.add_profile(conn, user.username, profile)
+
+        return kit.act(request, user, add, "/profiles", also=(ValueError,))
+
+    @app.post("/products", include_in_schema=False)
+    def new_product(
+        request: Request,
+        conn: Db,
+        gtin: Annotated[str, Form(max_length=40)],
+        name: Annotated[str, Form(max_length=400)],
+        profile_id: Annotated[str, Form(max_length=100)],
+        serialised: Annotated[bool, Form()] = False,
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        """A new product under a storage profile (``PUT /products/{gtin}``)."""
+        user = kit.checked(request, conn, csrf, QA)
+
+        def add() -> None:
+            body = read(models.ProductIn, {"name": name.strip(), "profile_id": profile_id,
+                                           "serialised": serialised})  # fmt: skip
+            product = products.Product(gtin.strip(), body.name, body.profile_id, body.serialised)
+            products.add_product(conn, user.username, product)
+
+        return kit.act(request, user, add, "/profiles", also=(ValueError,))
 
     @app.post("/profiles/{profile_id}/limits", include_in_schema=False)
     def change_profile(

@@ -438,8 +438,9 @@ PAGES = {("GET", "/docs")} | {
                   "/validation/{run_id}/sign", "/profiles/{profile_id}/limits",
                   "/products/{gtin}/profile", "/sensors/{sensor_id}/calibrations",
                   "/sensors/{sensor_id}/placements", "/goods/receive", "/goods/move",
-                  "/shipments", "/shipments/{shipment_id}/load", "/shipments/{shipment_id}/depart",
-                  "/shipments/{shipment_id}/deliver", "/shipments/{shipment_id}/arrive")),
+                  "/profiles", "/products", "/shipments", "/shipments/{shipment_id}/load",
+                  "/shipments/{shipment_id}/depart", "/shipments/{shipment_id}/deliver",
+                  "/shipments/{shipment_id}/arrive")),
     )
     for path in paths
 }  # fmt: skip

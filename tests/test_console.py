@@ -627,6 +627,56 @@ def test_an_auditor_reads_a_places_record_for_the_days_named_in_the_sites_zone(
         assert http.get("/places/NOPE?since=2026-11-22").status_code == 404
 
 
+def test_qa_adds_a_storage_profile_and_a_product_under_it_and_an_auditor_can_not(
+    site: Site,
+) -> None:
+    import httpx2
+
+    profile = {"profile_id": "15-25", "name": "常温 15-25 °C", "temp_min_c": "15",
+               "temp_max_c": "25", "alarm_delay_s": "900", "stability_budget_min": "",
+               "release_signatures": "2"}  # fmt: skip
+    product = {"gtin": "06901234567892", "name": "阿莫西林胶囊", "profile_id": "15-25",
+               "serialised": "true"}  # fmt: skip
+    with httpx2.Client(base_url=site.url, follow_redirects=False,
+                       headers={"Accept-Language": "en"}) as http:  # fmt: skip
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        for path, form in (("/profiles", profile), ("/products", product)):
+            done = http.post(path, data={**form, "csrf": csrf})
+            assert done.status_code == 303, (path, done.text)
+        for path, change, message in (
+            ("/profiles", {}, "profile 15-25 exists already"),
+            ("/profiles", {"profile_id": "x y"}, "id is 1 to 64 letters, digits"),
+            ("/profiles", {"profile_id": "P2", "temp_max_c": "nan"}, "temp_max_c"),
+            ("/profiles", {"profile_id": "P2", "alarm_delay_s": "1e400"}, "alarm_delay_s"),
+            ("/profiles", {"profile_id": "P2", "temp_min_c": "-1000"}, "temp_min_c"),
+            ("/products", {}, "product 06901234567892 exists already"),
+            ("/products", {"gtin": "123"}, "a GTIN here has 14 digits"),
+            ("/products", {"gtin": "06901234567885", "profile_id": "NOPE"}, "NOPE"),
+        ):
+            form = {**(profile if path == "/profiles" else product), **change, "csrf": csrf}
+            refused = http.post(path, data=form)
+            assert refused.status_code in (404, 409), (change, refused.text)
+            assert message in refused.text, (change, refused.text)
+        page = http.get("/profiles").text
+        assert "常温 15-25 °C" in page
+        assert "阿莫西林胶囊" in page
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "audi1", QA_PASSWORD)
+        assert 'action="/profiles"' not in http.get("/profiles").text
+        forged = {**profile, "profile_id": "P9", "csrf": csrf}
+        assert http.post("/profiles", data=forged).status_code == 403
+    with psycopg.connect(site.db_url) as conn:
+        assert conn.execute(
+            "SELECT temp_min_c, temp_max_c, alarm_delay_s, release_signatures FROM"
+            " temperature_profiles WHERE id = '15-25'"
+        ).fetchone() == (15.0, 25.0, 900, 2)
+        assert conn.execute(
+            "SELECT profile_id, serialised FROM products WHERE gtin = '06901234567892'"
+        ).fetchone() == ("15-25", True)
+        assert conn.execute("SELECT count(*) FROM temperature_profiles WHERE id = 'P2'"
+                            ).fetchone() == (0,)  # fmt: skip
+
+
 def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
     import httpx2
 
