@@ -216,11 +216,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
 
         return moved(request, conn, csrf, call)
 
-    @app.post("/shipments/{shipment_id}/load", include_in_schema=False)
+    @app.post("/goods/load", include_in_schema=False)
     def load(
         request: Request,
         conn: Db,
-        shipment_id: str,
+        shipment_id: Annotated[str, Form(max_length=64)],
         lot: Annotated[str, Form(max_length=100)],
         quantity: Annotated[str, Form(max_length=40)],
         to_location: Annotated[str, Form(max_length=64)],

@@ -438,7 +438,7 @@ PAGES = {("GET", "/docs")} | {
                   "/validation/{run_id}/sign", "/profiles/{profile_id}/limits",
                   "/products/{gtin}/profile", "/sensors/{sensor_id}/calibrations",
                   "/sensors/{sensor_id}/placements", "/goods/receive", "/goods/move",
-                  "/profiles", "/products", "/shipments", "/shipments/{shipment_id}/load",
+                  "/profiles", "/products", "/shipments", "/goods/load",
                   "/shipments/{shipment_id}/depart", "/shipments/{shipment_id}/deliver",
                   "/shipments/{shipment_id}/arrive")),
     )

@@ -71,11 +71,16 @@ def test_logistics_receives_moves_loads_delivers_and_closes_a_shipment_into_quar
              at="2026-11-22T21:10")  # fmt: skip
         post("/shipments", shipment_id="SH2", vehicle_id="TRK", origin_site="s1",
              destination=HOSPITAL, route="G2 北京方向")  # fmt: skip
-        too_much = http.post("/shipments/SH2/load", data={
+        too_much = http.post("/goods/load", data={"shipment_id": "SH2",
             "lot": f"{lot}|CR", "quantity": "100", "to_location": "TC",
             "at": "2026-11-22T21:20", "csrf": csrf})  # fmt: skip
         assert too_much.status_code == 409
-        post("/shipments/SH2/load", lot=f"{lot}|CR", quantity="10", to_location="TC",
+        aside = {"shipment_id": "SH2", "lot": f"{lot}|CR", "quantity": "1", "to_location": "QZ",
+                 "at": "2026-11-22T21:20", "csrf": csrf}  # fmt: skip
+        elsewhere = http.post("/goods/load", data=aside)
+        assert elsewhere.status_code == 409
+        assert "location QZ is not on vehicle TRK of shipment SH2" in elsewhere.text
+        post("/goods/load", shipment_id="SH2", lot=f"{lot}|CR", quantity="10", to_location="TC",
              at="2026-11-22T21:20")  # fmt: skip
         page = http.get("/goods").text
         assert 'action="/shipments/SH2/depart"' in page
@@ -183,10 +188,11 @@ def test_logistics_loads_a_lot_in_the_browser_and_the_page_has_no_serious_violat
         page.goto("/goods")
         assert _serious(Axe().run(page).response) == []
         _shot(page, site, f"goods-{lang}")
-    page.select_option("#load-SH2-lot", f"{lot}|CR")
-    page.fill("#load-SH2-q", "12")
-    page.select_option("#load-SH2-to", "TC")
-    page.click("form[action='/shipments/SH2/load'] button[type=submit]")
+    page.select_option("#ld-sh", "SH2")
+    page.select_option("#ld-lot", f"{lot}|CR")
+    page.fill("#ld-q", "12")
+    page.select_option("#ld-to", "TC")
+    page.click("form[action='/goods/load'] button[type=submit]")
     page.wait_for_load_state()
     expect(page.locator("#sh-SH2")).to_be_visible()
     assert _stays(site.db_url, "LOT-77") == {"CR": 8, "TC": 12}
