@@ -1,6 +1,7 @@
 """The web console over real HTTP: the live board of 10 000 sensors and an excursion page
 whose chart covers 30 days of a probe (43 200 readings), as a signed-in browser asks for
-them (session cookie), and the weight of a page without its data.
+them (session cookie), the goods page of a busy warehouse (2 000 lots in store, 50 planned
+shipments), and the weight of a page without its data.
 
 A scratch database holds bench.live's fleet (one site, 200 cold rooms, 25 trucks, 10 000
 sensors with a latest reading) and one ambient store whose probe read 26 °C once a minute for
@@ -78,6 +79,40 @@ def _month_out_of_range(url: str, now: datetime) -> int:
         return int(row[0])
 
 
+def _stock(url: str, lots: int, shipments: int, now: datetime) -> None:
+    """``lots`` lots received into the cold rooms a day ago, and ``shipments`` shipments
+    planned on the trucks, as a busy warehouse's goods page shows them."""
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('coldtrail.actor', 'bench', false)")
+        conn.execute(
+            "INSERT INTO temperature_profiles (id, name, temp_min_c, temp_max_c)"
+            " VALUES ('2-8', 'Refrigerated 2-8 °C', 2, 8)"
+        )
+        conn.execute(
+            "INSERT INTO products (gtin, name, profile_id)"
+            " VALUES ('09501101530003', '胰岛素注射液 (Insulin injection)', '2-8')"
+        )
+        conn.execute(
+            "INSERT INTO lots (gtin, lot_number) SELECT '09501101530003', 'L' || n"
+            " FROM generate_series(1, %s) n",
+            (lots,),
+        )
+        conn.execute(
+            "INSERT INTO movements (lot_id, kind, quantity, at, to_location, party, recorded_by)"
+            " SELECT l.id, 'receiving', 100, %s, 'CR' || lpad((l.id %% 200)::text, 3, '0'),"
+            " '国药控股', 'bench' FROM lots l",
+            (now - timedelta(days=1),),
+        )
+        conn.execute(
+            "INSERT INTO shipments (id, vehicle_id, origin_site, destination)"
+            " SELECT 'SH' || n, 'TRK' || lpad((n %% 25)::text, 2, '0'), 'dc1', '北京协和医院药房'"
+            " FROM generate_series(1, %s) n",
+            (shipments,),
+        )
+        conn.commit()
+        conn.execute("ANALYZE")
+
+
 def _timed(http: httpx2.Client, path: str, **kw: object) -> tuple[float, float, int]:
     runs: list[float] = []
     size = 0
@@ -104,6 +139,8 @@ def _sign_in(http: httpx2.Client) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sensors", type=int, default=10_000)
+    parser.add_argument("--lots", type=int, default=2_000)
+    parser.add_argument("--shipments", type=int, default=50)
     args = parser.parse_args()
     name = f"bench_console_{uuid.uuid4().hex[:6]}"
     url = make_database(name)
@@ -111,6 +148,7 @@ def main() -> None:
     try:
         _fill(url, args.sensors, now)
         excursion = _month_out_of_range(url, now)
+        _stock(url, args.lots, args.shipments, now)
         with (
             running_api(url, settings={"COLDTRAIL_LIVE_MAX_AGE_S": "2"}) as api,
             httpx2.Client(base_url=api.url) as http,
@@ -119,6 +157,8 @@ def main() -> None:
             board = _timed(http, "/board")
             live = _timed(http, "/api/v1/live", headers=api.headers)
             page = _timed(http, f"/excursions/{excursion}")
+            goods = _timed(http, "/goods")
+            lots = _timed(http, "/api/v1/lots", params={"limit": 1000}, headers=api.headers)
             period = {"from": (now - timedelta(days=DAYS, hours=1)).isoformat(),
                       "to": now.isoformat(), "format": "json"}  # fmt: skip
             record = _timed(http, "/api/v1/locations/AMB/record", params=period,
@@ -152,6 +192,13 @@ def main() -> None:
     print(
         f"RESULT console_board_rows_from_a_new_document_ms={statistics.median(fresh) * 1000:.0f}"
         " (once per live document, at most every 2 s)"
+    )
+    print(f"goods page, {args.lots} lots in store and {args.shipments} planned shipments:"
+          f" median {goods[0]:.0f} ms, slowest {goods[1]:.0f} ms, {goods[2] / 1e6:.1f} MB;"
+          f" /api/v1/lots?limit=1000 median {lots[0]:.0f} ms")  # fmt: skip
+    print(
+        f"RESULT console_goods_p99_ms={goods[1]:.0f} goal=300"
+        f" ratio_to_lots_json={goods[0] / lots[0]:.2f}"
     )
     print(f"RESULT console_page_weight_kb={shell / 1e3:.0f} goal=300")
 

@@ -26,6 +26,8 @@ from coldtrail.errors import PayloadError
 
 WHERE_GOODS_LIE = ("cold_room", "ambient_store")
 SHOWN_STATES = ("planned", "in_transit")
+MAX_STOCK_ROWS = 5000
+"""A page shows at most this many lots-in-places, and says so when there are more."""
 Text = Annotated[str, Form(max_length=500)]
 Csrf = Annotated[str, Form(max_length=100)]
 
@@ -52,7 +54,9 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     def goods(request: Request, conn: Db) -> HTMLResponse:
         user = kit.who(request, conn, EVERYONE)
         places = masterdata.list_locations(conn)
-        stock = movements.stock_now(conn)
+        stock = movements.stock_now(conn, MAX_STOCK_ROWS + 1)
+        cut = len(stock) > MAX_STOCK_ROWS
+        stock = stock[:MAX_STOCK_ROWS]
         shipments = [
             s
             for state in SHOWN_STATES
@@ -68,6 +72,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             user,
             "goods.html",
             stock=stock,
+            cut=cut,
             shipments=shipments,
             aboard=aboard,
             on=on,

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2
 import psycopg
+import pytest
 
 from coldtrail.erp.holds import place_hold
 from coldtrail.erp.movements import create_shipment, record_movement
@@ -202,3 +203,23 @@ def test_logistics_loads_a_lot_in_the_browser_and_the_page_has_no_serious_violat
             "SELECT to_char(at AT TIME ZONE 'Asia/Shanghai', 'HH24:MI') FROM movements"
             " WHERE kind = 'loading' AND shipment_id = 'SH2'"
         ).fetchone() == ("22:00",)
+
+
+def test_a_warehouse_with_more_lots_than_a_page_shows_says_so(
+    site: Site,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coldtrail.console import goods
+
+    monkeypatch.setattr(goods, "MAX_STOCK_ROWS", 1)
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        for number in ("LOT-1", "LOT-2"):
+            lot = register_scan(conn, "logi1", f"(01){GTIN}(10){number}").id
+            record_movement(conn, "logi1", lot, "receiving", 5, T0 + timedelta(hours=3),
+                            to_location="CR")  # fmt: skip
+    with httpx2.Client(base_url=site.url, follow_redirects=False, headers=EN) as http:
+        _signed_in(http, "audi1", QA_PASSWORD)
+        page = http.get("/goods").text
+    assert "Only the first lots are shown: 1." in page
+    assert ">LOT-1</a>" in page
+    assert ">LOT-2</a>" not in page
