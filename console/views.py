@@ -26,7 +26,7 @@ from coldtrail.api.record.build import Channel, Record, location_record, shipmen
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import admin, charts, fonts, goods, i18n, qa, sensors
+from coldtrail.console import admin, alarm_texts, charts, fonts, goods, i18n, qa, sensors
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
@@ -267,8 +267,10 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         )  # fmt: skip
         active = alarms.find_alarms(conn, active=True, limit=200)
         rows = {place: Markup(html) for place, html in drawn.rows.items()}  # noqa: S704 - escaped in Board
+        when = LocalTimes(zone_name)
         return render(request, user, "board.html", doc=drawn.doc, rows=rows, alarms=active,
-                      when=LocalTimes(zone_name), now=deps.clock.now())  # fmt: skip
+                      when=when, now=deps.clock.now(),
+                      said=lambda a: alarm_texts.message(a, lang, when))  # fmt: skip
 
     @app.post("/alarms/{alarm_id}/acknowledge", include_in_schema=False)
     def acknowledge(

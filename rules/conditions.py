@@ -197,7 +197,12 @@ def _rapid_change(data: Readings, limits: Limits) -> list[Condition]:
                 at(t[e - 1]) if ended else None,
                 f"temperature changing {peak:.1f} °C/min "
                 f"(over {limits.rapid_change_c_per_min:g} °C/min): door open?",
-                {"peak_c_per_min": peak, "from_c": float(v[jj[s]]), "to_c": float(v[e - 1])},
+                {
+                    "peak_c_per_min": peak,
+                    "from_c": float(v[jj[s]]),
+                    "to_c": float(v[e - 1]),
+                    "limit_c_per_min": limits.rapid_change_c_per_min,
+                },
             )
         )
     return found
@@ -219,7 +224,7 @@ def _battery(data: Readings, limits: Limits) -> list[Condition]:
                 at(t[s]),
                 at(t[e]) if ended else None,
                 f"battery {b[idx[s]]:.0f} % (below {limits.battery_low_pct:g} %)",
-                {"battery_pct": float(b[idx[s]])},
+                {"battery_pct": float(b[idx[s]]), "limit_pct": limits.battery_low_pct},
             )
         )
     return found

@@ -677,6 +677,36 @@ def test_qa_adds_a_storage_profile_and_a_product_under_it_and_an_auditor_can_not
                             ).fetchone() == (0,)  # fmt: skip
 
 
+def test_a_chinese_board_says_the_rules_alarms_in_chinese_from_their_numbers(site: Site) -> None:
+    import httpx2
+
+    from coldtrail.console import alarm_texts
+
+    assert set(alarm_texts.ZH) == set(i18n.CODES["alarm"])
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        _signed_in(http, "logi1", QA_PASSWORD)
+        zh = http.get("/board", headers={"Accept-Language": "zh-CN"}).text
+        en = http.get("/board", headers={"Accept-Language": "en"}).text
+    # The fixture's alarms, each raised by the real rules engine.
+    for said in (
+        "TC 温度超出范围：12.0..12.0 °C（允许 2..8 °C），自 11-22 19:00:00 起（延迟发现）",  # noqa: RUF001
+        "记录仪自 11-22 20:20:00 起无响应",
+        "31 分钟无记录，最长允许 5 分钟",  # noqa: RUF001
+        "温度变化 6.6 °C/分钟（超过 1 °C/分钟）：门是否未关好？",  # noqa: RUF001
+    ):
+        assert said in zh, said
+    assert "TC out of range: 12.0..12.0 °C (allowed 2..8 °C)" in en
+    assert "温度超出范围" not in en
+    # An alarm raised before its detail held the numbers keeps the rules' English.
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        conn.execute("UPDATE alarms SET detail = '{}' WHERE kind = 'rapid_change'")
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        _signed_in(http, "logi1", QA_PASSWORD)
+        zh = http.get("/board", headers={"Accept-Language": "zh-CN"}).text
+    assert "temperature changing 6.6 °C/min (over 1 °C/min): door open?" in zh
+    assert "31 分钟无记录" in zh
+
+
 def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
     import httpx2
 
