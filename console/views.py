@@ -26,7 +26,7 @@ from coldtrail.api.record.build import Channel, Record, location_record, shipmen
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
 from coldtrail.clock import Clock
-from coldtrail.console import admin, alarm_texts, charts, fonts, goods, i18n, qa, sensors
+from coldtrail.console import admin, charts, fonts, goods, i18n, qa, sensors
 from coldtrail.console import session as s
 from coldtrail.console.board import Boards
 from coldtrail.console.kit import MEANING, MEANINGS, Kit, LocalTimes, site_zone
@@ -35,7 +35,7 @@ from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound, RecordError
-from coldtrail.rules import alarms
+from coldtrail.rules import alarms, texts
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/"
@@ -270,7 +270,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
         when = LocalTimes(zone_name)
         return render(request, user, "board.html", doc=drawn.doc, rows=rows, alarms=active,
                       when=when, now=deps.clock.now(),
-                      said=lambda a: alarm_texts.message(a, lang, when))  # fmt: skip
+                      said=lambda a: _said(a, lang, when))  # fmt: skip
 
     @app.post("/alarms/{alarm_id}/acknowledge", include_in_schema=False)
     def acknowledge(
@@ -457,6 +457,15 @@ def _calibration(c: Channel) -> tuple[str, int]:
         return "none", 0
     overdue = int(np.count_nonzero(c.calibration == 1))
     return ("overdue", overdue) if overdue else ("valid", 0)
+
+
+def _said(alarm: alarms.Alarm, lang: str, when: LocalTimes) -> str:
+    """An alarm's message as a page in ``lang`` says it (the rules' English otherwise)."""
+    if lang != "zh":
+        return alarm.message
+    said = texts.Said(alarm.kind, alarm.detail, alarm.location_id, alarm.sensor_id,
+                      alarm.started_at, when.tz)  # fmt: skip
+    return texts.chinese(said) or alarm.message
 
 
 def _abilities(user: User | None) -> dict[str, bool]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 
@@ -20,6 +21,7 @@ from coldtrail.clock import Clock
 from coldtrail.erp import outbox
 from coldtrail.erp.tx import acting
 from coldtrail.errors import Conflict, NotFound, RuleViolation
+from coldtrail.rules import texts
 from coldtrail.rules.conditions import Condition, Limits
 from coldtrail.rules.notifiers import Notice, Notifier, NotifyError
 
@@ -121,10 +123,13 @@ UPDATE alarms SET level = %(level)s WHERE id = %(id)s AND level < %(level)s RETU
 
 _DUE_NOTICES = """
 SELECT n.id, c.channel, c.target, c.name, n.level, n.attempts, a.id, a.kind::text, a.message,
-       a.sensor_id, a.location_id, a.started_at, a.ended_at, a.raised_at
+       a.sensor_id, a.location_id, a.started_at, a.ended_at, a.raised_at, a.detail,
+       coalesce(s.timezone, 'UTC')
 FROM alarm_notifications n
 JOIN alarms a ON a.id = n.alarm_id
 JOIN alarm_contacts c ON c.id = n.contact_id
+LEFT JOIN locations l ON l.id = a.location_id
+LEFT JOIN sites s ON s.id = l.site_id
 WHERE n.sent_at IS NULL AND n.next_attempt_at <= %(now)s AND a.acknowledged_at IS NULL
   AND a.withdrawn_at IS NULL
 ORDER BY n.next_attempt_at, n.id
@@ -441,7 +446,10 @@ class AlarmDesk:
 
     def _send(self, conn: Conn, row: tuple[Any, ...], now: datetime) -> int:
         notice_id, channel, target, name, level, attempts = row[:6]
-        notice = Notice(row[6], row[7], level, *row[8:])
+        alarm_id, kind, message, sensor, location, started, ended, raised, detail, tz = row[6:]
+        zh = texts.chinese(texts.Said(kind, detail, location, sensor, started, _zone(tz)))
+        notice = Notice(alarm_id, kind, level, message, sensor, location, started, ended, raised,
+                        message_zh=zh)  # fmt: skip
         notifier = self._notifiers.get(channel)
         try:
             _send_one(notifier, channel, target, notice)
@@ -460,6 +468,13 @@ class AlarmDesk:
         self._warned.discard(f"{channel}:{target}")
         conn.execute(_SENT, {"id": notice_id, "now": now})
         return 1
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _send_one(notifier: Notifier | None, channel: str, target: str, notice: Notice) -> None:

@@ -38,6 +38,8 @@ class Notice:
     started_at: datetime
     ended_at: datetime | None
     raised_at: datetime
+    message_zh: str | None = None
+    """The message in Chinese, from the alarm's numbers and the site's zone (rules.texts)."""
 
     def document(self) -> dict[str, Any]:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
@@ -108,7 +110,8 @@ class SmtpNotifier:
         mail["To"] = target
         mail["Subject"] = notice.subject()
         mail["Message-ID"] = f"<{_key(notice)}@coldtrail>"
-        lines = [notice.message, ""] + [f"{k}: {v}" for k, v in notice.document().items()]
+        said = [notice.message, *([notice.message_zh] if notice.message_zh else [])]
+        lines = [*said, ""] + [f"{k}: {v}" for k, v in notice.document().items()]
         mail.set_content("\n".join(lines))
         try:
             smtp: smtplib.SMTP

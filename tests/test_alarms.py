@@ -225,6 +225,7 @@ def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowled
     url, texts, failing = webhook
     smtp_url, box = mailbox
     erp = make_erp(conn)
+    conn.execute("UPDATE sites SET timezone = 'Asia/Shanghai'")  # the Chinese text's times
     notifiers = build_notifiers(NotifierSettings(smtp_url=smtp_url, smtp_from="alarms@test"))
     assert set(notifiers) == {"webhook", "smtp"}
     only = ("excursion",)
@@ -248,12 +249,20 @@ def test_an_unacknowledged_excursion_escalates_by_sms_then_email_until_acknowled
     assert [(t["alarm"], t["kind"], t["level"], t["key"]) for t in texts] == [
         (alarm.id, "excursion", 0, f"alarm-{alarm.id}-level-0")
     ]
+    # The message again in Chinese from the alarm's numbers, times in the site's zone.
+    said = "CR 温度超出范围：12.0..12.0 °C（允许 2..8 °C），自 11-22 18:05:00 起（延迟发现）"  # noqa: RUF001
+    assert (texts[0]["message"].split(" (")[0], texts[0]["message_zh"]) == (
+        "CR out of range: 12.0..12.0 °C",
+        said,
+    )
     assert box.messages == []
     clock.advance(15 * 60)
     engine.tick(conn)
     [(to, mail)] = box.messages
     assert to == ["qa@example.com"]
     assert mail["From"] == "alarms@test"
+    body = mail.get_payload(decode=True).decode(mail.get_content_charset())
+    assert body.splitlines()[:2] == [alarm.message, said]
     assert f"[ColdTrail alarm {alarm.id}] excursion at CR (escalation 1)" == mail["Subject"]
     with pytest.raises(RuleViolation, match="needs a comment"):
         acknowledge(conn, alarm.id, erp.qa.username, "  ", clock.now())

@@ -680,9 +680,9 @@ def test_qa_adds_a_storage_profile_and_a_product_under_it_and_an_auditor_can_not
 def test_a_chinese_board_says_the_rules_alarms_in_chinese_from_their_numbers(site: Site) -> None:
     import httpx2
 
-    from coldtrail.console import alarm_texts
+    from coldtrail.rules import texts
 
-    assert set(alarm_texts.ZH) == set(i18n.CODES["alarm"])
+    assert set(texts.ZH) == set(i18n.CODES["alarm"])
     with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
         _signed_in(http, "logi1", QA_PASSWORD)
         zh = http.get("/board", headers={"Accept-Language": "zh-CN"}).text
