@@ -40,6 +40,17 @@ def stay(text: str) -> tuple[int, str]:
     return int(lot), place
 
 
+def record(conn: Conn, actor: str, lot_id: int, form: dict[str, Any]) -> None:
+    """A movement as the API records one (``POST /api/v1/movements``): the form read by the
+    API's request model, then the ERP call."""
+    body = read(models.MovementIn, {"lot_id": lot_id, **form})
+    movements.record_movement(
+        conn, actor, lot_id, body.kind, body.quantity, body.at,
+        from_location=body.from_location, to_location=body.to_location,
+        shipment_id=body.shipment_id, party=body.party,
+    )  # fmt: skip
+
+
 def register(app: FastAPI, kit: Kit, Db: Any) -> None:
     def when(conn: Conn) -> LocalTimes:
         return LocalTimes(site_zone(conn, None))
@@ -116,17 +127,13 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                     "expiry": expiry.strip() or None,
                 },
             )
-            body = read(
-                models.MovementIn,
-                {
-                    "lot_id": 0,
-                    "kind": "receiving",
-                    "quantity": quantity.strip(),
-                    "at": local_time(at, t),
-                    "to_location": to_location,
-                    "party": party.strip() or None,
-                },
-            )
+            receipt = {
+                "kind": "receiving",
+                "quantity": quantity.strip(),
+                "at": local_time(at, t),
+                "to_location": to_location,
+                "party": party.strip() or None,
+            }
             with acting(conn, actor):
                 got = (
                     products.register_scan(conn, actor, lot.scan)
@@ -135,16 +142,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                         conn, actor, lot.gtin or "", lot.lot_number or "", expiry=lot.expiry
                     )
                 )
-                movements.record_movement(
-                    conn,
-                    actor,
-                    got.id,
-                    "receiving",
-                    body.quantity,
-                    body.at,
-                    to_location=body.to_location,
-                    party=body.party,
-                )
+                record(conn, actor, got.id, receipt)
 
         return moved(request, conn, csrf, call)
 
@@ -163,27 +161,10 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
 
         def call(actor: str) -> None:
             lot_id, place = stay(lot)
-            body = read(
-                models.MovementIn,
-                {
-                    "lot_id": lot_id,
-                    "kind": kind,
-                    "quantity": quantity.strip(),
-                    "at": local_time(at, t),
-                    "from_location": place,
-                    "to_location": to_location,
-                },
-            )
-            movements.record_movement(
-                conn,
-                actor,
-                lot_id,
-                body.kind,
-                body.quantity,
-                body.at,
-                from_location=place,
-                to_location=body.to_location,
-            )
+            record(conn, actor, lot_id, {
+                "kind": kind, "quantity": quantity.strip(), "at": local_time(at, t),
+                "from_location": place, "to_location": to_location,
+            })  # fmt: skip
 
         return moved(request, conn, csrf, call)
 
@@ -236,29 +217,10 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
 
         def call(actor: str) -> None:
             lot_id, place = stay(lot)
-            body = read(
-                models.MovementIn,
-                {
-                    "lot_id": lot_id,
-                    "kind": "loading",
-                    "quantity": quantity.strip(),
-                    "at": local_time(at, t),
-                    "from_location": place,
-                    "to_location": to_location,
-                    "shipment_id": shipment_id,
-                },
-            )
-            movements.record_movement(
-                conn,
-                actor,
-                lot_id,
-                "loading",
-                body.quantity,
-                body.at,
-                from_location=place,
-                to_location=body.to_location,
-                shipment_id=shipment_id,
-            )
+            record(conn, actor, lot_id, {
+                "kind": "loading", "quantity": quantity.strip(), "at": local_time(at, t),
+                "from_location": place, "to_location": to_location, "shipment_id": shipment_id,
+            })  # fmt: skip
 
         return moved(request, conn, csrf, call)
 
@@ -293,29 +255,11 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
 
         def call(actor: str) -> None:
             lot_id, place = stay(lot)
-            body = read(
-                models.MovementIn,
-                {
-                    "lot_id": lot_id,
-                    "kind": "delivery",
-                    "quantity": quantity.strip(),
-                    "at": local_time(at, t),
-                    "from_location": place,
-                    "shipment_id": shipment_id,
-                    "party": party.strip() or None,
-                },
-            )
-            movements.record_movement(
-                conn,
-                actor,
-                lot_id,
-                "delivery",
-                body.quantity,
-                body.at,
-                from_location=place,
-                shipment_id=shipment_id,
-                party=body.party,
-            )
+            record(conn, actor, lot_id, {
+                "kind": "delivery", "quantity": quantity.strip(), "at": local_time(at, t),
+                "from_location": place, "shipment_id": shipment_id,
+                "party": party.strip() or None,
+            })  # fmt: skip
 
         return moved(request, conn, csrf, call)
 
