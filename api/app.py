@@ -5,6 +5,7 @@ inside create_app at run time.
 """
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -458,6 +459,9 @@ def create_app(config: ApiConfig, clock: Clock | None = None) -> FastAPI:
         console.ConsoleDeps(
             db=db, clock=clock, secret_key=config.secret_key, token_ttl_s=config.token_ttl_s,
             sign_in=sign_in, live=live_document, password_guard=guard,
+            change_gateway=functools.partial(gateway_routes.change_gateway,
+                                             admin=config.mqtt_admin,
+                                             topic_root=config.topic_root),
         ),
     )  # fmt: skip
     return app

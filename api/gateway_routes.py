@@ -64,6 +64,30 @@ def _tell_broker(admin: MqttOptions | None, commands: list[dict[str, Any]]) -> s
     return "updated"
 
 
+def change_gateway(
+    conn: Conn,
+    actor: str,
+    gateway_id: str,
+    body: GatewayIn,
+    *,
+    admin: MqttOptions | None,
+    topic_root: str,
+) -> GatewayChanged:
+    """Move a gateway to another site, or disable or enable it, and tell the broker (for the
+    API's route and the console's form alike)."""
+    commands: list[dict[str, Any]] = []
+    with acting(conn, actor):
+        before = gateways.get(conn, gateway_id)
+        if body.site is not None and body.site != before.site_id:
+            gateways.move(conn, gateway_id, body.site)
+            commands += dynsec.move_gateway(topic_root, gateway_id, before.site_id, body.site)
+        if body.disabled is not None and body.disabled != before.disabled:
+            gateways.set_disabled(conn, gateway_id, body.disabled)
+            commands += dynsec.set_disabled(gateway_id, body.disabled)
+    broker = _tell_broker(admin, commands)
+    return GatewayChanged(gateway=gateways.get(conn, gateway_id), broker=broker)
+
+
 def register(app: FastAPI, deps: Deps, admin: MqttOptions | None, topic_root: str) -> None:
     Db = Annotated[Conn, Depends(deps.db, scope="function")]
     Admin = Annotated[User, Depends(deps.allow(ADMIN))]
@@ -89,17 +113,9 @@ def register(app: FastAPI, deps: Deps, admin: MqttOptions | None, topic_root: st
     @app.put(PREFIX + "/gateways/{gateway_id}", tags=["gateways"], responses=refusals)
     def put_gateway(gateway_id: Ident, body: GatewayIn, conn: Db, user: Admin) -> GatewayChanged:
         """Move a gateway to another site, or disable or enable it."""
-        commands: list[dict[str, Any]] = []
-        with acting(conn, user.username):
-            before = gateways.get(conn, gateway_id)
-            if body.site is not None and body.site != before.site_id:
-                gateways.move(conn, gateway_id, body.site)
-                commands += dynsec.move_gateway(topic_root, gateway_id, before.site_id, body.site)
-            if body.disabled is not None and body.disabled != before.disabled:
-                gateways.set_disabled(conn, gateway_id, body.disabled)
-                commands += dynsec.set_disabled(gateway_id, body.disabled)
-        broker = _tell_broker(admin, commands)
-        return GatewayChanged(gateway=gateways.get(conn, gateway_id), broker=broker)
+        return change_gateway(
+            conn, user.username, gateway_id, body, admin=admin, topic_root=topic_root
+        )
 
     @app.get(PREFIX + "/kept-aside", tags=["gateways"])
     def list_kept_aside(

@@ -5,6 +5,7 @@ and their profiles. Every form goes through the ERP call the API makes, as the s
 No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 """
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -12,10 +13,11 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from coldtrail.api.erp_routes import ADMIN
-from coldtrail.console.kit import Kit
+from coldtrail.api.gateway_routes import GatewayChanged, GatewayIn
+from coldtrail.console.kit import Kit, read
 from coldtrail.erp import gateways, masterdata, people, products
 from coldtrail.erp.people import Role
-from coldtrail.erp.tx import acting
+from coldtrail.erp.tx import Conn, acting
 from coldtrail.errors import NotFound
 from coldtrail.redact import redact_url
 from coldtrail.rules import alarms
@@ -24,7 +26,12 @@ from coldtrail.rules.notifiers import NOTIFIERS
 ROLE = "^(admin|logistics|qa|auditor)$"
 
 
-def register(app: FastAPI, kit: Kit, Db: Any) -> None:
+def register(
+    app: FastAPI,
+    kit: Kit,
+    Db: Any,
+    change_gateway: Callable[[Conn, str, str, GatewayIn], GatewayChanged],
+) -> None:
     @app.get("/admin", include_in_schema=False)
     def admin(request: Request, conn: Db) -> HTMLResponse:
         user = kit.who(request, conn, ADMIN)
@@ -113,3 +120,27 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
                 masterdata.upsert_location(conn, replace(old, quarantine_area=quarantine_area))
 
         return done(request, user, change)
+
+    @app.post("/admin/gateways/{gateway_id}", include_in_schema=False)
+    def edit_gateway(
+        request: Request,
+        conn: Db,
+        gateway_id: str,
+        site: Annotated[str, Form(max_length=100)],
+        disabled: Annotated[bool, Form()] = False,
+        csrf: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        """A gateway moved to another site, or disabled or enabled, as the API changes it;
+        the page says whether the broker was told at once."""
+        user = kit.checked(request, conn, csrf, ADMIN)
+        told: list[str] = []
+
+        def change() -> None:
+            body = read(GatewayIn, {"site": site, "disabled": disabled})
+            told.append(change_gateway(conn, user.username, gateway_id, body).broker)
+
+        done = kit.act(request, user, change, "/admin", also=(ValueError,))
+        if told and told[0] != "updated":
+            # Recorded, but a connected gateway keeps its old rights until the broker hears.
+            return kit.render(request, user, "notice.html", message=f"{gateway_id}: {told[0]}")
+        return done

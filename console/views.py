@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from coldtrail.api import auth, web
 from coldtrail.api.erp_routes import EVERYONE, LOGISTICS, OVERSIGHT, QA, STOCK, verify_all
+from coldtrail.api.gateway_routes import GatewayChanged, GatewayIn
 from coldtrail.api.record.build import Channel, Record, location_record, shipment_record
 from coldtrail.api.record.pdf import STATES
 from coldtrail.api.rules_routes import excursion_detail, location_excursions
@@ -53,6 +54,9 @@ class ConsoleDeps:
     live: Callable[[Conn, str | None], bytes]
     """The live document the API serves (``GET /api/v1/live``)."""
     password_guard: Callable[[Request], None]
+    change_gateway: Callable[[Conn, str, str, GatewayIn], GatewayChanged]
+    """The API's gateway change (``PUT /api/v1/gateways/{id}``): recorded, and the broker
+    told when the API has its admin account."""
 
 
 class NeedsLogin(Exception):
@@ -124,7 +128,7 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
     _problem = _problem_page
     kit = Kit(who, checked, render, _problem_page, deps.clock, deps.password_guard)
     qa.register(app, kit, Db)
-    admin.register(app, kit, Db)
+    admin.register(app, kit, Db, deps.change_gateway)
     sensors.register(app, kit, Db)
     goods.register(app, kit, Db)
 

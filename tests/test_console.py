@@ -707,6 +707,45 @@ def test_a_chinese_board_says_the_rules_alarms_in_chinese_from_their_numbers(sit
     assert "31 分钟无记录" in zh
 
 
+def test_an_admin_moves_and_disables_a_gateway_and_is_told_the_broker_was_not(
+    site: Site,
+) -> None:
+    import httpx2
+
+    from coldtrail.erp import gateways
+    from coldtrail.erp.masterdata import upsert_site
+
+    with psycopg.connect(site.db_url, autocommit=True) as conn:
+        upsert_site(conn, "s2", "上海二号库", "Asia/Shanghai")
+        gateways.register(conn, "gw-7", "s1", "冷库网关")
+    with httpx2.Client(base_url=site.url, follow_redirects=False,
+                       headers={"Accept-Language": "en"}) as http:  # fmt: skip
+        csrf = _signed_in(http, "admin", ADMIN_PASSWORD)
+        assert 'action="/admin/gateways/gw-7"' in http.get("/admin").text
+        for gateway, form, status, message in (
+            ("gw-7", {"site": "no such"}, 409, "site: String should match pattern"),
+            ("gw-7", {"site": "nope"}, 409, "no site &#39;nope&#39;"),
+            ("gw-0", {"site": "s2"}, 404, "no gateway"),
+        ):
+            refused = http.post(f"/admin/gateways/{gateway}", data={**form, "csrf": csrf})
+            assert (refused.status_code, message in refused.text) == (status, True), refused.text
+        moved = http.post("/admin/gateways/gw-7",
+                          data={"site": "s2", "disabled": "true", "csrf": csrf})  # fmt: skip
+        # This API has no broker admin account: recorded, and the page says the broker wasn't.
+        assert moved.status_code == 200
+        assert "gw-7: not told: the API has no broker admin account" in moved.text
+        again = http.post("/admin/gateways/gw-7",
+                          data={"site": "s2", "disabled": "true", "csrf": csrf})  # fmt: skip
+        assert again.status_code == 303  # nothing changed: nothing to tell
+    with psycopg.connect(site.db_url) as conn:
+        assert conn.execute("SELECT site_id, disabled FROM gateways WHERE id = 'gw-7'"
+                            ).fetchone() == ("s2", True)  # fmt: skip
+    with httpx2.Client(base_url=site.url, follow_redirects=False) as http:
+        csrf = _signed_in(http, "qa1", QA_PASSWORD)
+        forged = http.post("/admin/gateways/gw-7", data={"site": "s1", "csrf": csrf})
+        assert forged.status_code == 403
+
+
 def test_qa_changes_a_places_delay_as_a_signed_change_and_an_admin_can_not(site: Site) -> None:
     import httpx2
 
