@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ class Site:
     mqtt: MqttOptions
     root: str
     shots: Path
+    contexts: list[Any] = field(default_factory=list)
+    """The browser contexts opened on it: closed before the API stops, so it need not wait
+    out the grace it gives open push streams."""
 
 
 @pytest.fixture
@@ -70,7 +73,10 @@ def site(
     shots.mkdir(parents=True, exist_ok=True)
     app = create_app(api_config(db_url, mqtt_options, topic_root), clock)
     with RunningApi(app) as running:
-        yield Site(running.url, db_url, shipped["hold"], mqtt_options, topic_root, shots)
+        opened = Site(running.url, db_url, shipped["hold"], mqtt_options, topic_root, shots)
+        yield opened
+        for context in opened.contexts:
+            context.close()
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +94,7 @@ def _page(browser: Any, site: Site, lang: str = "en") -> Any:
         base_url=site.url, locale="zh-CN" if lang == "zh" else "en-US",
         timezone_id="Asia/Shanghai", viewport={"width": 1280, "height": 900},
     )  # fmt: skip
+    site.contexts.append(context)
     return context.new_page()
 
 
