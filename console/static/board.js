@@ -68,6 +68,7 @@
       typed.forEach((value, id) => { const i = document.getElementById(id); if (i) i.value = value; });
       if (focused) { const f = document.getElementById(focused); if (f) f.focus(); }
       latest.forEach((r) => reading(r, true));
+      ages();
       const news = document.getElementById("board-news");
       const heading = document.getElementById("alarms-h");
       if (news && heading) news.textContent = heading.textContent.replace(/\s+/g, " ").trim();
