@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from coldtrail.api.record.pdf import zone
+from coldtrail.rules.texts import zone
 
 
 class Board:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 
@@ -447,7 +446,7 @@ class AlarmDesk:
     def _send(self, conn: Conn, row: tuple[Any, ...], now: datetime) -> int:
         notice_id, channel, target, name, level, attempts = row[:6]
         alarm_id, kind, message, sensor, location, started, ended, raised, detail, tz = row[6:]
-        zh = texts.chinese(texts.Said(kind, detail, location, sensor, started, _zone(tz)))
+        zh = texts.chinese(texts.Said(kind, detail, location, sensor, started, texts.zone(tz)))
         notice = Notice(alarm_id, kind, level, message, sensor, location, started, ended, raised,
                         message_zh=zh)  # fmt: skip
         notifier = self._notifiers.get(channel)
@@ -468,13 +467,6 @@ class AlarmDesk:
         self._warned.discard(f"{channel}:{target}")
         conn.execute(_SENT, {"id": notice_id, "now": now})
         return 1
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _send_one(notifier: Notifier | None, channel: str, target: str, notice: Notice) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,14 @@ class Said:
 
     def short(self, at: datetime) -> str:
         return f"{at.astimezone(self.tz):%m-%d %H:%M:%S}"
+
+
+def zone(name: str) -> ZoneInfo:
+    """A site's time zone by its name; UTC for a name this machine does not know."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _bound(x: Any) -> str:

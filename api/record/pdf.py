@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from reportlab.graphics.shapes import Drawing, Line, Polygon, PolyLine, Rect, String
@@ -41,6 +40,7 @@ from reportlab.platypus import (
 )
 
 from coldtrail.api.record.build import Channel, Limit, Record, Stats
+from coldtrail.rules.texts import zone
 
 FONT = "WenQuanYiMicroHei"
 CHART_W, CHART_H = 180 * mm, 62 * mm
@@ -101,13 +101,6 @@ def minutes(seconds: float) -> str:
 
 def percent(ratio: float | None) -> str:
     return "—" if ratio is None else f"{100 * ratio:.2f}"
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def offset(at: datetime) -> str:
