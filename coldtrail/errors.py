@@ -6,8 +6,8 @@ leave the code that called the library, so callers handle one small hierarchy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -71,9 +71,15 @@ class SignatureRefused(RecordError):
 
 def validation_problems(exc: ValidationError, name: Callable[[str], str] = str) -> str:
     """Pydantic's errors on one line, ``name(location): message`` joined by ``; ``, without
-    the values (they may be secrets) or links. An error on a list whose own item failed
-    (``devices: should have at least 1 item``) only repeats that failure: left out."""
-    errors = exc.errors(include_url=False, include_input=False)
+    the values (they may be secrets) or links."""
+    return problems(exc.errors(include_url=False, include_input=False), name)
+
+
+def problems(errors: Sequence[Mapping[str, Any]], name: Callable[[str], str] = str) -> str:
+    """Validation errors (pydantic's, or FastAPI's of a request) on one line, each as
+    ``name(location): message``; only locations and messages, never the values. An error on
+    a list whose own item failed (``devices: should have at least 1 item``) only repeats that
+    failure: left out."""
     locs = [".".join(str(p) for p in e["loc"]) for e in errors]
     shown = [
         f"{name(loc) if loc else 'the document'}: {e['msg'].removeprefix('Value error, ')}"

@@ -35,7 +35,7 @@ from coldtrail.erp import audit, changes, holds, masterdata, movements, people
 from coldtrail.erp.people import Role, User
 from coldtrail.erp.signatures import Credentials
 from coldtrail.erp.tx import Conn, acting
-from coldtrail.errors import NotFound, RecordError
+from coldtrail.errors import NotFound, RecordError, problems
 from coldtrail.rules import alarms, texts
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -161,13 +161,12 @@ def register(app: FastAPI, deps: ConsoleDeps) -> None:
             answer = api_refused(request, exc)
             return await answer if inspect.isawaitable(answer) else answer
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors
-        )
+        # A location is where the field came from, then its name: "body.level" says "level".
+        said = problems(errors, name=lambda loc: loc.partition(".")[2] or loc)
         async with contextlib.asynccontextmanager(deps.db)() as conn:
             user = await run_in_threadpool(viewer, request, conn)
             page: Response = await run_in_threadpool(
-                render, request, user, "problem.html", 422, message=problems
+                render, request, user, "problem.html", 422, message=said
             )
             return page
 
