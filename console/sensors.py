@@ -60,8 +60,7 @@ def register(app: FastAPI, kit: Kit, Db: Any) -> None:
             return kit.problem(request, user, NotFound(f"no sensor {sensor_id}"), status=404)
         when = LocalTimes(site_zone(conn, None))
         today = when.local(kit.clock.now()).date()
-        [state] = [s for s in masterdata.sensor_states(conn, today, sensor.kind)
-                   if s.id == sensor_id]  # fmt: skip
+        [state] = masterdata.sensor_states(conn, today, sensor_id=sensor_id)
         return kit.render(
             request, user, "sensor.html", sensor=sensor, state=state, today=today, when=when,
             due_days=DUE_SOON_DAYS, attention=needs_attention(state, today),

@@ -349,15 +349,19 @@ LEFT JOIN LATERAL (
     SELECT count(*) AS n, max(valid_until) FILTER (WHERE passed) AS last_until
     FROM calibration_certificates c WHERE c.sensor_id = s.id) h ON true
 WHERE (%(kind)s::text IS NULL OR s.kind::text = %(kind)s)
+  AND (%(id)s::text IS NULL OR s.id = %(id)s)
 ORDER BY s.id
 """
 
 
-def sensor_states(conn: Conn, day: date, kind: SensorKind | None = None) -> list[SensorState]:
-    """Every sensor (of ``kind``), where it is now and its calibration on ``day``."""
+def sensor_states(
+    conn: Conn, day: date, kind: SensorKind | None = None, sensor_id: str | None = None
+) -> list[SensorState]:
+    """Every sensor (of ``kind``, or the one named), where it is now and its calibration on
+    ``day``."""
     states = []
     for sid, k, model, serial, loc, pos, since, cert, until, n in conn.execute(
-        _SENSOR_STATES, {"day": day, "kind": kind}
+        _SENSOR_STATES, {"day": day, "kind": kind, "id": sensor_id}
     ):
         calibration: CalibrationState = "valid" if cert else "overdue" if n else "none"
         states.append(SensorState(sid, k, model, serial, loc, pos, since, calibration, cert,
