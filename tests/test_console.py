@@ -35,7 +35,7 @@ needs_browser = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian's chromium (.ci/run installs it) drives the browser tests"
 )
 TEMPLATES = i18n.TEMPLATES
-# Where screenshots go: the test's own folder, or one named to keep them (CI artefacts).
+# Where screenshots go, when they are wanted (COLDTRAIL_SCREENSHOTS=dir keeps them).
 SHOTS = os.environ.get("COLDTRAIL_SCREENSHOTS")
 
 
@@ -108,7 +108,10 @@ def _login(page: Any, user: str, password: str = QA_PASSWORD) -> None:
 
 
 def _shot(page: Any, site: Site, name: str) -> None:
-    page.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
+    """A page's picture, kept where COLDTRAIL_SCREENSHOTS names (a folder nobody reads is
+    not worth the seconds a full-page picture takes)."""
+    if SHOTS:
+        page.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
 
 
 def _logout(page: Any) -> None:
